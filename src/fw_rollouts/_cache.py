@@ -1,0 +1,145 @@
+"""The cache: one diskcache entry per sample, keyed by everything that shapes the output.
+
+The key is a SHA-256 over the endpoint and the exact request body (model, the exact
+prompt string, every sampling parameter, stop, logprobs, echo) plus the seed. The API
+key is never part of it, nor stored. Only successful samples are written, each in its
+own SQLite transaction, so an interrupted run leaves complete entries only; several
+processes may share a directory (SQLite locking). diskcache is synchronous, so the
+async core runs these methods on a worker thread.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import pickle
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import diskcache
+
+from ._logprobs import Logprobs
+from ._models import FwResponse, Usage
+
+__all__ = ["CacheKeyer", "SampleCache", "decode_sample", "encode_sample"]
+
+log = logging.getLogger("fw_rollouts.cache")
+
+_FORMAT = 1
+_KEY_VERSION = "fw_rollouts/1"
+
+
+class CacheKeyer:
+    """Cache keys for the samples of one request: hash the output-shaping body once, then add each seed.
+
+    ``body`` must hold every field that changes the output and nothing else (no seed, no n).
+    """
+
+    __slots__ = ("_prefix",)
+
+    def __init__(self, endpoint: str, body: Mapping[str, Any]) -> None:
+        canonical = json.dumps(
+            {"v": _KEY_VERSION, "endpoint": endpoint, "body": body},
+            sort_keys=True,
+            separators=(",", ":"),
+            ensure_ascii=False,
+        )
+        self._prefix = hashlib.sha256(canonical.encode("utf-8"))
+
+    def __call__(self, seed: int) -> str:
+        h = self._prefix.copy()
+        h.update(b"|seed=%d" % seed)
+        return h.hexdigest()
+
+
+def encode_sample(response: FwResponse) -> bytes:
+    """Serialise a sample for the cache (without the prompt, which the key already fixes)."""
+    usage = response.usage
+    fields = (
+        response.full,
+        response.content,
+        response.reasoning,
+        response.finish_reason,
+        response.completed_reasoning,
+        (usage.prompt_tokens, usage.completion_tokens, usage.total_tokens, usage.cached_tokens),
+        response.seed,
+        response.model,
+        response.response_id,
+        response.created,
+        None if response.logprobs is None else response.logprobs.__getstate__(),
+        response.echo,
+        response.index,
+    )
+    return pickle.dumps((_FORMAT, fields), protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def decode_sample(data: bytes, prompt: str) -> FwResponse:
+    """Inverse of :func:`encode_sample`; ``prompt`` is the prompt string of the request."""
+    version, fields = pickle.loads(data)
+    if version != _FORMAT:
+        raise ValueError(f"cache entry format {version} is not {_FORMAT}")
+    (full, content, reasoning, finish, completed, usage, seed, model, rid, created, lp_state, echo, index) = fields
+    logprobs = None
+    if lp_state is not None:
+        logprobs = Logprobs.__new__(Logprobs)
+        logprobs.__setstate__(lp_state)
+    return FwResponse(
+        full=full,
+        content=content,
+        reasoning=reasoning,
+        finish_reason=finish,
+        completed_reasoning=completed,
+        usage=Usage(*usage),
+        seed=seed,
+        model=model,
+        response_id=rid,
+        created=created,
+        logprobs=logprobs,
+        echo=echo,
+        prompt=prompt,
+        index=index,
+        cached=True,
+    )
+
+
+class SampleCache:
+    """A directory of cached samples (a ``diskcache.Cache`` that never evicts)."""
+
+    __slots__ = ("_cache", "directory")
+
+    def __init__(self, directory: str) -> None:
+        self.directory = os.path.abspath(directory)
+        # eviction_policy "none": a research cache must never drop samples to save space.
+        self._cache = diskcache.Cache(self.directory, eviction_policy="none", statistics=0, timeout=120)
+
+    def get_many(self, keys: Sequence[str], prompt: str) -> list[FwResponse | None]:
+        """The cached sample for each key, or None where there is none (or it is unreadable)."""
+        out: list[FwResponse | None] = []
+        for key in keys:
+            data = self._cache.get(key)
+            if data is None:
+                out.append(None)
+                continue
+            try:
+                out.append(decode_sample(data, prompt))
+            except Exception as exc:  # a corrupt or foreign entry is a miss, not a crash
+                log.warning("ignoring unreadable cache entry %s: %r", key[:12], exc)
+                out.append(None)
+        return out
+
+    def set_many(self, items: Sequence[tuple[str, FwResponse]]) -> None:
+        """Store samples; each entry is written in one transaction."""
+        for key, response in items:
+            self._cache.set(key, encode_sample(response))
+
+    def __len__(self) -> int:
+        return len(self._cache)
+
+    def close(self) -> None:
+        """Close this thread's connection to the cache database."""
+        self._cache.close()
+
+    def __repr__(self) -> str:
+        return f"SampleCache({self.directory!r})"

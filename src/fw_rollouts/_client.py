@@ -1,0 +1,484 @@
+"""The async core: :class:`AsyncFireworks` and its sampling pipeline.
+
+arguments -> validated :class:`Settings` -> prompt rendered with the chat template ->
+cache lookup -> limiter -> retrying request -> parsed samples -> cache write -> results.
+
+Loop-bound objects (the openai client and its connection pool, the limiter) are made
+lazily for each event loop that uses the client, so one client works across several
+``asyncio.run`` calls and under the sync facade's private loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AsyncExitStack
+from typing import Any, TypeVar
+
+from ._cache import CacheKeyer, SampleCache
+from ._config import DEFAULT_CACHE_DIR, DEFAULT_MAX_CONCURRENCY, DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT, Settings
+from ._exceptions import (
+    APIError,
+    ConfigurationError,
+    FwRolloutsError,
+    InvalidTypeError,
+    RateLimitError,
+    ServerError,
+    ValidationError,
+)
+from ._models import FwResponse, FwRollouts
+from ._parsing import ResponseSpec, decode_body, parse_completion
+from ._progress import progress_bar
+from ._prompts import RenderedPrompt, render_prompt
+from ._ratelimit import Limiter
+from ._retry import RetryPolicy
+from ._templates import ChatTemplate, template_for_model
+from ._transport import Transport
+
+__all__ = ["AsyncFireworks"]
+
+log = logging.getLogger("fw_rollouts")
+
+T = TypeVar("T")
+
+Prompt = str | Sequence[Mapping[str, Any]]
+
+# Overloaded-service statuses after which the whole client backs off, not just the one request.
+_COOL_DOWN_STATUSES = frozenset({429, 503})
+
+
+class _LoopState:
+    """What a client owns on one event loop: its limiter and its HTTP clients."""
+
+    __slots__ = ("__weakref__", "_closer", "limiter", "transports")
+
+    def __init__(self, limiter: Limiter) -> None:
+        self.limiter = limiter
+        self.transports: dict[tuple[str, str], Transport] = {}
+        self._closer: AsyncIterator[None] | None = None
+
+    async def arm_closer(self) -> None:
+        """Close our connections when ``asyncio.run`` shuts the loop's async generators down.
+
+        Without this, a client used across ``asyncio.run`` calls without ``async with``
+        would leave an open connection pool behind on each dead loop.
+        """
+        self._closer = self._close_at_shutdown()
+        await self._closer.__anext__()
+
+    async def _close_at_shutdown(self) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await self.aclose()
+
+    async def aclose(self) -> None:
+        transports = list(self.transports.values())
+        self.transports.clear()
+        for transport in transports:
+            try:
+                await transport.aclose()
+            except Exception:  # closing must not mask the error that led here
+                log.debug("error closing %r", transport, exc_info=True)
+
+
+class AsyncFireworks:
+    """Async client that samples completions with logprobs from Fireworks (or any
+    OpenAI-compatible completions server via ``base_url``).
+
+    Every constructor option can be overridden per call as a keyword argument of
+    :meth:`generate`. Fireworks request fields without a named option (``top_logprobs``,
+    ``typical_p``, ``logit_bias``, ``ignore_eos``, ``context_length_exceeded_behavior``,
+    ``mirostat_target``, ``mirostat_lr``, ``response_format``, ``user``, ``service_tier``,
+    ``prompt_cache_key``) are accepted too; any other name is an error.
+
+    Use it as ``async with AsyncFireworks(...) as client:`` or call :meth:`aclose`.
+    """
+
+    def __init__(
+        self,
+        /,
+        model: str,
+        *,
+        temperature: float | None = 0.7,
+        top_p: float | None = 0.95,
+        max_tokens: int | None = 4096,
+        top_k: int | None = None,
+        min_p: float | None = None,
+        presence_penalty: float | None = 0.0,
+        frequency_penalty: float | None = 0.0,
+        repetition_penalty: float | None = None,
+        stop: str | Sequence[str] | None = None,
+        logprobs: int | None = 5,
+        echo: bool = True,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        use_cache: bool = True,
+        cache_dir: str = DEFAULT_CACHE_DIR,
+        requests_per_minute: float | None = None,
+        tokens_per_minute: float | None = None,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        timeout: float = DEFAULT_TIMEOUT,
+        progress_bar: bool = True,
+        raw: bool = False,
+        chat_template: str | ChatTemplate | None = None,
+        chat_template_kwargs: Mapping[str, Any] | None = None,
+        **service_fields: Any,
+    ) -> None:
+        self._settings = Settings.create(
+            model=model,
+            temperature=temperature,
+            top_p=top_p,
+            max_tokens=max_tokens,
+            top_k=top_k,
+            min_p=min_p,
+            presence_penalty=presence_penalty,
+            frequency_penalty=frequency_penalty,
+            repetition_penalty=repetition_penalty,
+            stop=stop,
+            logprobs=logprobs,
+            echo=echo,
+            api_key=api_key,
+            base_url=base_url,
+            use_cache=use_cache,
+            cache_dir=cache_dir,
+            requests_per_minute=requests_per_minute,
+            tokens_per_minute=tokens_per_minute,
+            max_concurrency=max_concurrency,
+            max_retries=max_retries,
+            timeout=timeout,
+            progress_bar=progress_bar,
+            raw=raw,
+            chat_template=chat_template,
+            chat_template_kwargs=chat_template_kwargs,
+            **service_fields,
+        )
+        self._states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._caches: dict[str, SampleCache] = {}
+        self._io: ThreadPoolExecutor | None = None
+        self._templates: dict[Any, ChatTemplate | None] = {}
+        self._closed = False
+        # Injectable so that tests never wait for real.
+        self._sleep: Callable[[float], Any] = asyncio.sleep
+
+    # -- public API ----------------------------------------------------------
+
+    @property
+    def settings(self) -> Settings:
+        """The client's validated default settings."""
+        return self._settings
+
+    @property
+    def model(self) -> str:
+        """The resolved model id."""
+        return self._settings.model
+
+    async def generate(
+        self,
+        prompt: Prompt,
+        n_samples: int = 1,
+        *,
+        seed: int | None = None,
+        raw: bool | None = None,
+        **overrides: Any,
+    ) -> FwRollouts:
+        """Sample ``n_samples`` completions of ``prompt``; sample ``i`` uses seed ``seed + i``.
+
+        ``prompt`` is a string (one user message) or a list of chat messages, rendered
+        with the model's chat template; ``raw=True`` sends a string verbatim. Samples
+        already in the cache are not requested again.
+
+        Raises :class:`FwRolloutsError` subclasses. If some samples fail for good, the
+        error of the first failed sample is raised after the others finish, with
+        ``error.rollouts`` holding every sample that succeeded (they are cached, so a
+        re-run requests only the missing ones) and ``error.errors`` each failure by seed.
+        """
+        if self._closed:
+            raise ConfigurationError("this client is closed")
+        if raw is not None:
+            overrides["raw"] = raw
+        settings = self._settings.replace(**overrides)
+        n = _check_n_samples(n_samples)
+        first_seed = _check_seed(seed)
+        rendered = self._render(prompt, settings)
+        seeds = list(range(first_seed, first_seed + n))
+        spec = ResponseSpec(
+            prompt=rendered.text,
+            echo=settings.wants_echo,
+            logprobs=settings.wants_logprobs,
+            stop=settings.stop,
+            split_reasoning=rendered.split_reasoning,
+        )
+        endpoint = settings.resolved_base_url
+        cache = self._cache_for(settings.cache_dir) if settings.use_cache else None
+        keyer = CacheKeyer(endpoint, settings.key_body(rendered.text)) if cache is not None else None
+
+        results: dict[int, FwResponse] = {}
+        if cache is not None and keyer is not None:
+            hits = await self._in_thread(cache.get_many, [keyer(s) for s in seeds], rendered.text)
+            for s, hit in zip(seeds, hits, strict=True):
+                if hit is not None and (hit.logprobs is not None or not spec.logprobs):
+                    results[s] = hit
+        missing = [s for s in seeds if s not in results]
+        errors: dict[int, FwRolloutsError] = {}
+        if missing:
+            api_key = settings.require_api_key()
+            await self._fetch_all(settings, api_key, rendered, spec, missing, results, errors, cache, keyer, n)
+
+        rollouts = FwRollouts(
+            prompt=prompt if isinstance(prompt, str) else [dict(m) for m in prompt],
+            num_responses=n,
+            temperature=settings.temperature,
+            top_p=settings.top_p,
+            max_tokens=settings.max_tokens,
+            model=settings.model,
+            responses=[results[s] for s in seeds if s in results],
+            cache_dir=cache.directory if cache is not None else None,
+            logprobs_enabled=settings.wants_logprobs,
+            echo_enabled=settings.wants_echo,
+            logprobs=settings.logprobs,
+            prompt_text=rendered.text,
+            settings=settings.sampling_summary(),
+        )
+        if errors:
+            raise _failure(errors, rollouts)
+        return rollouts
+
+    async def aclose(self) -> None:
+        """Close connections (on the current loop) and the cache. The client cannot be used afterwards."""
+        self._closed = True
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        state = self._states.pop(loop) if loop is not None and loop in self._states else None
+        if state is not None:
+            await state.aclose()
+        self._states.clear()
+        caches = list(self._caches.values())
+        self._caches.clear()
+        if self._io is not None:
+            for cache in caches:
+                await self._in_thread(cache.close)
+            self._io.shutdown(wait=False)
+            self._io = None
+
+    async def __aenter__(self) -> AsyncFireworks:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        s = self._settings
+        return (
+            f"AsyncFireworks(model={s.model!r}, base_url={s.resolved_base_url!r}, logprobs={s.logprobs}, "
+            f"echo={s.echo}, use_cache={s.use_cache})"
+        )
+
+    # -- pipeline ------------------------------------------------------------
+
+    def _render(self, prompt: Prompt, settings: Settings) -> RenderedPrompt:
+        template = None
+        if not settings.raw:
+            template = self._template(settings)
+            if template is None:
+                raise ConfigurationError(
+                    f"no chat template is known for model {settings.model!r}. Pass raw=True to send a "
+                    "string prompt verbatim, or chat_template='...' with the model's chat template as a "
+                    "Jinja string (or a built-in name: deepseek-r1-distill, llama3.1, llama3.1-hf, harmony)"
+                )
+        return render_prompt(prompt, template=template, raw=settings.raw)
+
+    def _template(self, settings: Settings) -> ChatTemplate | None:
+        kwargs = settings.chat_template_kwargs or {}
+        try:
+            key: Any = (settings.model, settings.chat_template, tuple(sorted(kwargs.items())))
+            hash(key)
+        except TypeError:
+            return template_for_model(settings.model, settings.chat_template, kwargs)
+        if key not in self._templates:
+            self._templates[key] = template_for_model(settings.model, settings.chat_template, kwargs)
+        return self._templates[key]
+
+    async def _state(self) -> _LoopState:
+        loop = asyncio.get_running_loop()
+        state = self._states.get(loop)
+        if state is None:
+            base = self._settings
+            state = _LoopState(
+                Limiter(
+                    max_concurrency=base.max_concurrency,
+                    requests_per_minute=base.requests_per_minute,
+                    tokens_per_minute=base.tokens_per_minute,
+                    sleep=self._sleep,
+                )
+            )
+            self._states[loop] = state
+            await state.arm_closer()
+        return state
+
+    def _limiters(self, state: _LoopState, settings: Settings) -> list[Limiter]:
+        limiters = [state.limiter]
+        base = self._settings
+        if (settings.max_concurrency, settings.requests_per_minute, settings.tokens_per_minute) != (
+            base.max_concurrency,
+            base.requests_per_minute,
+            base.tokens_per_minute,
+        ):
+            # A per-call override adds its own limits on top of the client's.
+            limiters.append(
+                Limiter(
+                    max_concurrency=settings.max_concurrency,
+                    requests_per_minute=settings.requests_per_minute,
+                    tokens_per_minute=settings.tokens_per_minute,
+                    sleep=self._sleep,
+                )
+            )
+        return limiters
+
+    async def _fetch_all(
+        self,
+        settings: Settings,
+        api_key: str,
+        rendered: RenderedPrompt,
+        spec: ResponseSpec,
+        seeds: list[int],
+        results: dict[int, FwResponse],
+        errors: dict[int, FwRolloutsError],
+        cache: SampleCache | None,
+        keyer: CacheKeyer | None,
+        total: int,
+    ) -> None:
+        state = await self._state()
+        base_url = settings.resolved_base_url
+        transport = state.transports.get((base_url, api_key))
+        if transport is None:
+            transport = Transport(
+                base_url=base_url, api_key=api_key, max_connections=max(self._settings.max_concurrency, 1)
+            )
+            state.transports[(base_url, api_key)] = transport
+        limiters = self._limiters(state, settings)
+
+        def cool_down(error: APIError, wait: float) -> None:
+            if isinstance(error, (RateLimitError, ServerError)) and error.status_code in _COOL_DOWN_STATUSES:
+                for limiter in limiters:
+                    limiter.cool_down(wait)
+
+        retry = RetryPolicy(settings.max_retries, sleep=self._sleep, on_backoff=cool_down)
+        body = settings.body(rendered.text)
+        prompt_tokens = [max(1, len(rendered.text) // 4)]
+        queue = deque(seeds)
+        bar = progress_bar(total, enabled=settings.progress_bar and total > 1, initial=total - len(seeds))
+        fatal: list[FwRolloutsError] = []
+
+        async def one(seed: int) -> FwResponse:
+            request = dict(body, seed=seed)
+
+            async def attempt() -> FwResponse:
+                async with AsyncExitStack() as stack:
+                    charge = limiters[0].estimate_tokens(prompt_tokens[0], settings.max_tokens)
+                    for limiter in limiters:
+                        await stack.enter_async_context(limiter.slot(charge))
+                    reply = await transport.post_completions(request, timeout=settings.timeout)
+                return parse_completion(decode_body(reply.content), spec, [seed])[0]
+
+            response = await retry.call(attempt)
+            if response.usage.prompt_tokens:
+                prompt_tokens[0] = response.usage.prompt_tokens
+            for limiter in limiters:
+                limiter.observe_completion(response.usage.completion_tokens)
+            return response
+
+        async def worker() -> None:
+            while queue and not fatal:
+                seed = queue.popleft()
+                try:
+                    response = await one(seed)
+                except FwRolloutsError as exc:
+                    errors[seed] = exc
+                    if not (isinstance(exc, APIError) and exc.retryable):
+                        # Every other sample would hit the same wall (bad key, unknown model, ...): stop now.
+                        fatal.append(exc)
+                        log.debug("sample seed=%d failed for good (%s); stopping this call", seed, exc)
+                        current = asyncio.current_task()
+                        for task in tasks:
+                            if task is not current:
+                                task.cancel()
+                        return
+                    continue
+                results[seed] = response
+                if cache is not None and keyer is not None:
+                    await self._in_thread(cache.set_many, [(keyer(seed), response)])
+                bar.update(1)
+
+        n_workers = min(len(seeds), settings.max_concurrency)
+        tasks = [asyncio.ensure_future(worker()) for _ in range(n_workers)]
+        try:
+            outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+            for outcome in outcomes:
+                if isinstance(outcome, BaseException) and not isinstance(outcome, asyncio.CancelledError):
+                    raise outcome
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            bar.close()
+
+    # -- cache and threads ---------------------------------------------------
+
+    def _cache_for(self, directory: str) -> SampleCache:
+        cache = self._caches.get(directory)
+        if cache is None:
+            cache = self._caches[directory] = SampleCache(directory)
+        return cache
+
+    async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._io is None:
+            # One thread: SQLite serialises writers anyway, and order is kept.
+            self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fw_rollouts-cache")
+        return await asyncio.get_running_loop().run_in_executor(self._io, fn, *args)
+
+
+def _check_n_samples(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidTypeError("n_samples", value, "a positive integer")
+    if value < 1:
+        raise ValidationError("n_samples", value, "must be an integer >= 1")
+    return value
+
+
+def _check_seed(value: Any) -> int:
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidTypeError("seed", value, "a non-negative integer, or None (0)")
+    if value < 0:
+        raise ValidationError("seed", value, "must be a non-negative integer")
+    return value
+
+
+def _failure(errors: dict[int, FwRolloutsError], rollouts: FwRollouts) -> FwRolloutsError:
+    """The error to raise for a call with failed samples: the lowest seed's, carrying the rest."""
+    fatal = [e for e in errors.values() if not (isinstance(e, APIError) and e.retryable)]
+    error = fatal[0] if fatal else errors[min(errors)]
+    error.rollouts = rollouts
+    error.errors = dict(sorted(errors.items()))
+    if len(errors) > 1 or rollouts.responses or rollouts.num_responses > 1:
+        skipped = rollouts.num_responses - len(errors) - len(rollouts.responses)
+        note = (
+            f"{len(errors)} of {rollouts.num_responses} samples failed"
+            + (f", {skipped} not requested after that" if skipped else "")
+            + f"; {len(rollouts.responses)} succeeded (in error.rollouts, and cached: "
+            "a re-run fetches only the missing ones)"
+        )
+        if note not in error.message:
+            error.message = f"{error.message} [{note}]"
+    return error

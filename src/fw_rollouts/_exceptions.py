@@ -1,0 +1,243 @@
+"""The one exception tree of fw_rollouts.
+
+Every error the SDK raises on purpose derives from :class:`FwRolloutsError`::
+
+    FwRolloutsError
+    ├── ConfigurationError            bad client settings (missing key, unusable base_url, no chat template)
+    ├── ValidationError               a bad argument, raised before any request is sent
+    │   └── InvalidTypeError          ... of the wrong type (also a TypeError)
+    ├── APIError                      the service could not give us a sample
+    │   ├── APIConnectionError        no usable HTTP response (refused, reset, cut short)
+    │   │   └── APITimeoutError       no response within ``timeout``
+    │   └── APIStatusError            an HTTP error status, one class per family:
+    │       ├── BadRequestError       400, 405, 413, 422 and other 4xx: the request is wrong
+    │       ├── AuthenticationError   401, 403: the key is missing, wrong or not allowed
+    │       ├── AccountError          402, 412: account suspended or out of credit
+    │       ├── NotFoundError         404: model unknown or not deployed on this account
+    │       ├── RateLimitError        429
+    │       └── ServerError           5xx, and the transient 408 / 409 / 425
+    └── ResponseError                 a 2xx whose body we cannot use
+        ├── MalformedResponseError    not JSON, cut short, or not a completions body
+        └── MissingLogprobsError      logprobs were asked for but not returned
+
+``ValidationError`` and ``ConfigurationError`` are also ``ValueError`` so that code
+written against the peer ``rollouts`` package (which raised ``ValueError``) keeps working.
+
+When a multi-sample ``generate`` fails, the raised error carries what did succeed:
+``error.rollouts`` holds every finished sample (already cached) and ``error.errors``
+maps each failed sample's seed to its error.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._models import FwRollouts
+
+__all__ = [
+    "APIConnectionError",
+    "APIError",
+    "APIStatusError",
+    "APITimeoutError",
+    "AccountError",
+    "AuthenticationError",
+    "BadRequestError",
+    "ConfigurationError",
+    "FwRolloutsError",
+    "InvalidTypeError",
+    "MalformedResponseError",
+    "MissingLogprobsError",
+    "NotFoundError",
+    "RateLimitError",
+    "ResponseError",
+    "ServerError",
+    "ValidationError",
+    "status_error_class",
+]
+
+
+class FwRolloutsError(Exception):
+    """Root of every error fw_rollouts raises."""
+
+    rollouts: FwRollouts | None = None
+    """The samples of the failed ``generate`` call that did succeed (already cached), if any."""
+
+    errors: dict[int, FwRolloutsError]
+    """Seed -> error for each sample of the failed ``generate`` call that did not succeed."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.errors = {}
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ConfigurationError(FwRolloutsError, ValueError):
+    """The client is configured in a way that cannot work (missing key, bad base_url, no template)."""
+
+
+class ValidationError(FwRolloutsError, ValueError):
+    """An argument is out of range or malformed; raised before any request is sent.
+
+    ``argument`` names the offending argument, ``value`` is what was given and
+    ``allowed`` describes what would be accepted.
+    """
+
+    def __init__(self, argument: str, value: Any, allowed: str, *, message: str | None = None) -> None:
+        self.argument = argument
+        self.value = value
+        self.allowed = allowed
+        shown = _short_repr(value)
+        super().__init__(message or f"invalid {argument}={shown}: {allowed}")
+
+
+class InvalidTypeError(ValidationError, TypeError):
+    """An argument has the wrong type."""
+
+
+class APIError(FwRolloutsError):
+    """The service did not give us a usable sample.
+
+    ``attempts`` is how many requests were made for the sample before giving up.
+    """
+
+    def __init__(self, message: str, *, attempts: int = 1) -> None:
+        super().__init__(message)
+        self.attempts = attempts
+
+    @property
+    def retryable(self) -> bool:
+        """Whether retrying the same request may succeed."""
+        return True
+
+    def __str__(self) -> str:
+        if self.attempts > 1:
+            return f"{self.message} (after {self.attempts} attempts)"
+        return self.message
+
+
+class APIConnectionError(APIError):
+    """No usable HTTP response arrived: connection refused or reset, or a body cut short."""
+
+
+class APITimeoutError(APIConnectionError):
+    """The service did not answer within the configured ``timeout``."""
+
+
+class APIStatusError(APIError):
+    """The service answered with an HTTP error status.
+
+    ``status_code``, ``request_id`` (from ``x-request-id``), ``code``/``param``/``type``
+    from the error body when present, ``body`` (the parsed body or its text) and
+    ``retry_after`` (seconds, from the ``Retry-After`` family of headers) are kept.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int,
+        request_id: str | None = None,
+        body: object = None,
+        code: str | None = None,
+        param: str | None = None,
+        error_type: str | None = None,
+        retry_after: float | None = None,
+        should_retry: bool | None = None,
+        attempts: int = 1,
+    ) -> None:
+        super().__init__(message, attempts=attempts)
+        self.status_code = status_code
+        self.request_id = request_id
+        self.body = body
+        self.code = code
+        self.param = param
+        self.type = error_type
+        self.retry_after = retry_after
+        self.should_retry = should_retry
+
+    @property
+    def retryable(self) -> bool:
+        """Whether retrying the same request may succeed (``x-should-retry`` wins when sent)."""
+        if self.should_retry is not None:
+            return self.should_retry
+        return _status_retryable(self.status_code)
+
+    def __str__(self) -> str:
+        parts = [f"HTTP {self.status_code}: {self.message}"]
+        if self.request_id:
+            parts.append(f"request id {self.request_id}")
+        if self.attempts > 1:
+            parts.append(f"after {self.attempts} attempts")
+        return parts[0] if len(parts) == 1 else f"{parts[0]} ({', '.join(parts[1:])})"
+
+
+class BadRequestError(APIStatusError):
+    """400, 405, 413, 422 or another 4xx: the service rejected the request itself."""
+
+
+class AuthenticationError(APIStatusError):
+    """401 or 403: the API key is missing, wrong, or not allowed to use this model."""
+
+
+class AccountError(APIStatusError):
+    """402 or 412: the account is out of credit, over its spending limit or suspended."""
+
+
+class NotFoundError(APIStatusError):
+    """404: the model does not exist or is not deployed on this account (or a wrong base_url)."""
+
+
+class RateLimitError(APIStatusError):
+    """429: over the account's request or token rate limit."""
+
+
+class ServerError(APIStatusError):
+    """5xx, or the transient 408 (timeout), 409 (conflict) and 425 (weights loading)."""
+
+
+class ResponseError(APIError):
+    """A successful HTTP status whose body cannot be used."""
+
+
+class MalformedResponseError(ResponseError):
+    """The body is not JSON, was cut short, or lacks the fields of a completions response."""
+
+
+class MissingLogprobsError(ResponseError):
+    """Logprobs were asked for but the server returned none; the sample is not cached."""
+
+    @property
+    def retryable(self) -> bool:
+        """A server that drops logprobs will keep doing so: retrying does not help."""
+        return False
+
+
+_TRANSIENT_4XX = frozenset({408, 409, 425, 429})
+
+
+def _status_retryable(status: int) -> bool:
+    return status in _TRANSIENT_4XX or status >= 500
+
+
+def status_error_class(status: int) -> type[APIStatusError]:
+    """The exception class for an HTTP error status (one per status family)."""
+    if status == 429:
+        return RateLimitError
+    if status >= 500 or status in _TRANSIENT_4XX:
+        return ServerError
+    if status in (401, 403):
+        return AuthenticationError
+    if status in (402, 412):
+        return AccountError
+    if status == 404:
+        return NotFoundError
+    return BadRequestError
+
+
+def _short_repr(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,0 +1,142 @@
+"""Model names and prompts: aliases -> Fireworks ids, and a user's prompt -> the exact string sent.
+
+A string prompt is one user message; a list is chat messages. Both go through the
+model's chat template. Thinking injection works as in ``rollouts``: in a string prompt,
+the text after ``<think>`` becomes the start of the assistant's reasoning, which the
+model continues. A chat list whose last message is the assistant's is a prefill that
+the model continues.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ._exceptions import ConfigurationError, InvalidTypeError, ValidationError
+from ._templates import THINK_OPEN, ChatTemplate, split_think
+
+__all__ = [
+    "FIREWORKS_MODEL_PREFIX",
+    "MODEL_ALIASES",
+    "RenderedPrompt",
+    "render_prompt",
+    "resolve_model",
+    "validate_prompt",
+]
+
+FIREWORKS_MODEL_PREFIX = "accounts/fireworks/models/"
+
+MODEL_ALIASES: dict[str, str] = {
+    "qwen-15b": FIREWORKS_MODEL_PREFIX + "deepseek-r1-distill-qwen-1p5b",
+    "llama-v3p1-8b": FIREWORKS_MODEL_PREFIX + "llama-v3p1-8b-instruct",
+    "gpt-oss-20b": FIREWORKS_MODEL_PREFIX + "gpt-oss-20b",
+    "gpt-oss-120b": FIREWORKS_MODEL_PREFIX + "gpt-oss-120b",
+}
+"""Short names accepted for ``model`` (those of the peer package, plus gpt-oss-120b)."""
+
+_ROLES = ("system", "developer", "user", "assistant", "tool")
+
+
+def resolve_model(model: str) -> str:
+    """The full model id: an alias, ``org/name`` or a bare name becomes ``accounts/fireworks/models/<name>``;
+    ``accounts/...`` ids (models or deployments, with an optional ``#deployment``) pass unchanged."""
+    if not isinstance(model, str):
+        raise InvalidTypeError("model", model, "a model name such as 'qwen-15b' or 'accounts/fireworks/models/<id>'")
+    name = model.strip()
+    if not name:
+        raise ValidationError("model", model, "a non-empty model name")
+    if name in MODEL_ALIASES:
+        return MODEL_ALIASES[name]
+    if name.startswith("accounts/"):
+        return name
+    if "/" in name:
+        org_and_rest = name.split("/")
+        if len(org_and_rest) != 2 or not all(org_and_rest):
+            raise ValidationError(
+                "model", model, "an alias, 'org/name', a bare name or a full 'accounts/<account>/models/<id>' id"
+            )
+        name = org_and_rest[1]
+    return FIREWORKS_MODEL_PREFIX + name
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedPrompt:
+    """The exact prompt string to send and how to read the model's output."""
+
+    text: str
+    """The prompt string, byte for byte as sent."""
+    template: ChatTemplate | None
+    """The chat template used (None for ``raw=True``)."""
+
+    def split_reasoning(self, generated: str, prompt: str) -> tuple[str, str, bool | None]:
+        """(reasoning, content, completed) of generated text, per the template."""
+        if self.template is None:
+            return split_think(generated, prompt)
+        return self.template.split_reasoning(generated, prompt)
+
+
+def validate_prompt(prompt: Any) -> None:
+    """Reject an empty prompt or malformed chat messages (before any request is sent)."""
+    if isinstance(prompt, str):
+        if not prompt:
+            raise ValidationError("prompt", prompt, "a non-empty string or a non-empty list of chat messages")
+        return
+    if not isinstance(prompt, Sequence) or isinstance(prompt, (bytes, bytearray)):
+        raise InvalidTypeError(
+            "prompt", prompt, "a string or a list of messages like {'role': 'user', 'content': '...'}"
+        )
+    if not prompt:
+        raise ValidationError("prompt", prompt, "a non-empty string or a non-empty list of chat messages")
+    for i, message in enumerate(prompt):
+        where = f"prompt[{i}]"
+        if not isinstance(message, Mapping):
+            raise InvalidTypeError(where, message, "a message dict like {'role': 'user', 'content': '...'}")
+        role = message.get("role")
+        if role not in _ROLES:
+            raise ValidationError(f"{where}['role']", role, f"one of {', '.join(_ROLES)}")
+        content = message.get("content")
+        if not isinstance(content, str):
+            raise InvalidTypeError(f"{where}['content']", content, "a string")
+
+
+def render_prompt(
+    prompt: str | Sequence[Mapping[str, Any]], *, template: ChatTemplate | None, raw: bool
+) -> RenderedPrompt:
+    """Build the exact prompt string for ``prompt`` (validated first)."""
+    validate_prompt(prompt)
+    if raw:
+        if not isinstance(prompt, str):
+            raise ValidationError("prompt", "<list of messages>", "a string when raw=True (it is sent verbatim)")
+        return RenderedPrompt(prompt, None)
+    if template is None:
+        raise ConfigurationError("no chat template")  # the caller names the model; see _config.require_template
+    if isinstance(prompt, str):
+        if THINK_OPEN in prompt:
+            return RenderedPrompt(_inject_thinking(prompt, template), template)
+        return RenderedPrompt(template.render([{"role": "user", "content": prompt}]), template)
+    messages = list(prompt)
+    if messages[-1]["role"] == "assistant":
+        base = template.render(messages[:-1])
+        return RenderedPrompt(template.continue_assistant(base, str(messages[-1]["content"])), template)
+    return RenderedPrompt(template.render(messages), template)
+
+
+def _inject_thinking(prompt: str, template: ChatTemplate) -> str:
+    if prompt.count(THINK_OPEN) > 1:
+        warnings.warn(
+            "Multiple <think> tags detected; the prompt is split at the first one.", UserWarning, stacklevel=4
+        )
+    user_part, thought = prompt.split(THINK_OPEN, 1)
+    if thought.endswith(" "):
+        warnings.warn(
+            "You have included a <think> token, but your post-<think> text has a trailing space. "
+            "This is likely to create tokenization issues (e.g., increases the likelihood of the next "
+            "token being a number). You should probably change your prompt.",
+            UserWarning,
+            stacklevel=4,
+        )
+    user_part = user_part.strip()
+    messages = [{"role": "user", "content": user_part}] if user_part else []
+    return template.open_reasoning(template.render(messages), thought)

@@ -1,0 +1,115 @@
+"""The limiter: how many requests may be in flight, how fast they may start, and the shared cool-down.
+
+One :class:`Limiter` per client and per event loop (asyncio primitives belong to the loop
+that first waits on them, which is why the peer's process-global limiter broke on a
+second ``asyncio.run``). It combines a concurrency cap, aiolimiter token buckets for
+requests and tokens per minute, and a cool-down shared by every request of the client:
+after a 429 nobody starts a request until the server's Retry-After (or the backoff) has
+passed, so a storm of 429s does not turn into a storm of retries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+from aiolimiter import AsyncLimiter
+
+__all__ = ["Limiter"]
+
+log = logging.getLogger("fw_rollouts.ratelimit")
+
+# Weight of the newest observation in the running estimate of completion tokens per request.
+_EMA_WEIGHT = 0.2
+
+
+class Limiter:
+    """Admission control for one client on one event loop.
+
+    ``tokens_per_minute`` charges each request its prompt tokens plus the expected
+    completion tokens (a running average of what requests really generated, never more
+    than ``max_tokens``), so the budget tracks real usage rather than the worst case.
+    """
+
+    __slots__ = (
+        "_clock",
+        "_completion_estimate",
+        "_requests",
+        "_resume_at",
+        "_sleep",
+        "_slots",
+        "_tokens",
+        "max_concurrency",
+        "requests_per_minute",
+        "tokens_per_minute",
+    )
+
+    def __init__(
+        self,
+        *,
+        max_concurrency: int,
+        requests_per_minute: float | None = None,
+        tokens_per_minute: float | None = None,
+        clock: Callable[[], float] | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.max_concurrency = max_concurrency
+        self.requests_per_minute = requests_per_minute
+        self.tokens_per_minute = tokens_per_minute
+        self._slots = asyncio.Semaphore(max_concurrency)
+        self._requests = AsyncLimiter(requests_per_minute, 60) if requests_per_minute else None
+        self._tokens = AsyncLimiter(tokens_per_minute, 60) if tokens_per_minute else None
+        self._clock = clock
+        self._sleep = sleep
+        self._resume_at = 0.0
+        self._completion_estimate: float | None = None
+
+    def _now(self) -> float:
+        return self._clock() if self._clock is not None else asyncio.get_running_loop().time()
+
+    def cool_down(self, seconds: float) -> None:
+        """Hold every new request of this client for ``seconds`` (extends, never shortens, a cool-down)."""
+        resume = self._now() + seconds
+        if resume > self._resume_at:
+            self._resume_at = resume
+            log.debug("cooling down for %.2fs", seconds)
+
+    @property
+    def cooling_down_for(self) -> float:
+        """Seconds left of the current cool-down (0 if none)."""
+        return max(0.0, self._resume_at - self._now())
+
+    def estimate_tokens(self, prompt_tokens: int, max_tokens: int | None) -> int:
+        """Tokens to charge a request: prompt plus expected completion."""
+        expected = self._completion_estimate
+        cap = max_tokens if max_tokens is not None else 16
+        completion = cap if expected is None else min(cap, int(expected + 0.5))
+        return prompt_tokens + completion
+
+    def observe_completion(self, completion_tokens: int) -> None:
+        """Feed back how many tokens a request really generated."""
+        if self._completion_estimate is None:
+            self._completion_estimate = float(completion_tokens)
+        else:
+            self._completion_estimate += _EMA_WEIGHT * (completion_tokens - self._completion_estimate)
+
+    @asynccontextmanager
+    async def slot(self, tokens: int = 0) -> AsyncIterator[None]:
+        """Wait for a concurrency slot, the cool-down and both buckets, then hold the slot."""
+        async with self._slots:
+            while (delay := self._resume_at - self._now()) > 0:
+                await self._sleep(delay)
+            if self._requests is not None:
+                await self._requests.acquire()
+            if self._tokens is not None and tokens > 0:
+                # aiolimiter refuses a single acquire larger than the bucket.
+                await self._tokens.acquire(min(float(tokens), self._tokens.max_rate))
+            yield
+
+    def __repr__(self) -> str:
+        return (
+            f"Limiter(max_concurrency={self.max_concurrency}, requests_per_minute={self.requests_per_minute}, "
+            f"tokens_per_minute={self.tokens_per_minute}, cooling_down_for={self.cooling_down_for:.2f})"
+        )

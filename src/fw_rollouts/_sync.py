@@ -1,0 +1,74 @@
+"""The synchronous facade: :class:`Fireworks`, the async core run on a private loop thread."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any, Concatenate, ParamSpec, TypeVar
+
+from ._client import AsyncFireworks, Prompt
+from ._config import Settings
+from ._models import FwRollouts
+from ._runner import get_runner
+
+__all__ = ["Fireworks"]
+
+P = ParamSpec("P")
+S = TypeVar("S")
+
+
+def same_options_as(
+    source: Callable[Concatenate[Any, P], None],
+) -> Callable[[Callable[Concatenate[S, ...], None]], Callable[Concatenate[S, P], None]]:
+    """Give a constructor ``source``'s signature, for type checkers and for ``help()``."""
+
+    def apply(init: Callable[Concatenate[S, ...], None]) -> Callable[Concatenate[S, P], None]:
+        init.__signature__ = inspect.signature(source)  # type: ignore[attr-defined]
+        init.__doc__ = init.__doc__ or source.__doc__
+        return init
+
+    return apply
+
+
+class Fireworks:
+    """Synchronous twin of :class:`AsyncFireworks`, with the same constructor options.
+
+    Each call runs the async core on a private event loop in a background thread, so it
+    works in scripts, in Jupyter (where a loop is already running) and from several
+    threads at once. Ctrl-C stops in-flight requests. Use ``with Fireworks(...) as
+    client:`` or call :meth:`close`.
+    """
+
+    @same_options_as(AsyncFireworks.__init__)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._async = AsyncFireworks(*args, **kwargs)
+        self._runner = get_runner()
+
+    @property
+    def settings(self) -> Settings:
+        """The client's validated default settings."""
+        return self._async.settings
+
+    @property
+    def model(self) -> str:
+        """The resolved model id."""
+        return self._async.model
+
+    def generate(
+        self, prompt: Prompt, n_samples: int = 1, *, seed: int | None = None, raw: bool | None = None, **overrides: Any
+    ) -> FwRollouts:
+        """Blocking :meth:`AsyncFireworks.generate`."""
+        return self._runner.run(self._async.generate(prompt, n_samples, seed=seed, raw=raw, **overrides))
+
+    def close(self) -> None:
+        """Close connections and the cache."""
+        self._runner.run(self._async.aclose())
+
+    def __enter__(self) -> Fireworks:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return repr(self._async).replace("AsyncFireworks(", "Fireworks(", 1)

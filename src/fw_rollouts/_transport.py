@@ -1,0 +1,240 @@
+"""The transport: the only module that builds the HTTP/openai client and touches the wire.
+
+Requests go through ``openai.AsyncOpenAI`` (with its own retries off: the retry policy
+is the only retry layer) on its aiohttp-backed HTTP client, by the client's cheapest
+path: ``post(..., cast_to=httpx2.Response)`` returns the raw response, whose bytes we
+parse ourselves instead of building pydantic models. Every failure leaves this module
+as an exception of our own tree, with the status, request id, the service's message
+and any Retry-After the server sent; the API key is scrubbed from anything we raise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx2
+import openai
+
+from ._exceptions import (
+    APIConnectionError,
+    APIError,
+    APIStatusError,
+    APITimeoutError,
+    status_error_class,
+)
+
+__all__ = ["Reply", "Transport", "error_from_response", "parse_retry_after"]
+
+COMPLETIONS_PATH = "/completions"
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A successful HTTP reply: the raw body and what we need from the headers."""
+
+    content: bytes
+    request_id: str | None
+    headers: Mapping[str, str]
+
+
+def parse_retry_after(headers: Mapping[str, str], *, now: Callable[[], float] = time.time) -> float | None:
+    """Seconds the server asks us to wait, from ``retry-after-ms``, or ``Retry-After`` as
+    seconds or an HTTP date; None when absent or unreadable. Never negative."""
+    lowered = {k.lower(): v for k, v in headers.items()} if not isinstance(headers, httpx2.Headers) else headers
+    for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        value = lowered.get(name)
+        if value is None:
+            continue
+        try:
+            seconds = float(value.strip()) / scale
+        except ValueError:
+            continue
+        if math.isfinite(seconds):
+            return max(0.0, seconds)
+    value = lowered.get("retry-after")
+    if value:
+        try:
+            when = email.utils.parsedate_to_datetime(value.strip())
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+        if when is None:
+            return None
+        return max(0.0, when.timestamp() - now())
+    return None
+
+
+def _should_retry_header(headers: Mapping[str, str]) -> bool | None:
+    value = headers.get("x-should-retry")
+    if value is None:
+        return None
+    value = value.strip().lower()
+    return True if value == "true" else False if value == "false" else None
+
+
+def _request_id(headers: Mapping[str, str], body: Any = None) -> str | None:
+    for name in ("x-request-id", "x-fireworks-request-id"):
+        if headers.get(name):
+            return headers[name]
+    if isinstance(body, Mapping) and isinstance(body.get("request_id"), str):
+        return str(body["request_id"])
+    return None
+
+
+def _error_message(body: Any, status: int) -> tuple[str, str | None, str | None, str | None]:
+    """(message, code, param, type) from any of the error body shapes seen in the wild."""
+    if isinstance(body, Mapping):
+        if "detail" in body and "error" not in body:
+            detail = body["detail"]
+            if isinstance(detail, list):
+                parts = []
+                for item in detail:
+                    if isinstance(item, Mapping):
+                        loc = ".".join(str(p) for p in item.get("loc", ()) if p != "body")
+                        parts.append(f"{loc}: {item.get('msg', '')}" if loc else str(item.get("msg", "")))
+                    else:
+                        parts.append(str(item))
+                return "; ".join(parts) or f"HTTP {status}", None, None, None
+            return str(detail), None, None, None
+        err = body.get("error", body)
+        if isinstance(err, Mapping):
+            message = err.get("message")
+            return (
+                str(message) if message else json.dumps(err)[:500],
+                _opt_str(err.get("code")),
+                _opt_str(err.get("param")),
+                _opt_str(err.get("type")),
+            )
+        # {"error": "Too Many Requests", "message": "..."}: the string is a title, the message the detail.
+        message = body.get("message")
+        title = str(err)
+        return (f"{title}: {message}" if message else title), None, None, None
+    if isinstance(body, str) and body.strip():
+        text = " ".join(body.split())
+        return (text[:300] + "...") if len(text) > 300 else text, None, None, None
+    return f"HTTP {status} with an empty body", None, None, None
+
+
+def _opt_str(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def error_from_response(
+    status: int, headers: Mapping[str, str], content: bytes | str | None, *, now: Callable[[], float] = time.time
+) -> APIStatusError:
+    """Our exception for an HTTP error response (pure: no I/O)."""
+    text = content.decode("utf-8", "replace") if isinstance(content, bytes) else (content or "")
+    body: Any
+    try:
+        body = json.loads(text) if text.strip() else None
+    except ValueError:
+        body = text
+    message, code, param, error_type = _error_message(body, status)
+    cls = status_error_class(status)
+    return cls(
+        message,
+        status_code=status,
+        request_id=_request_id(headers, body),
+        body=body,
+        code=code,
+        param=param,
+        error_type=error_type,
+        retry_after=parse_retry_after(headers, now=now),
+        should_retry=_should_retry_header(headers),
+    )
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    seen = set()
+    while id(exc) not in seen:
+        seen.add(id(exc))
+        nxt = exc.__cause__ or exc.__context__
+        if nxt is None:
+            break
+        exc = nxt
+    return exc
+
+
+_TIMEOUT_ROOTS: tuple[type[BaseException], ...] = (asyncio.TimeoutError, TimeoutError, httpx2.TimeoutException)
+
+
+def _connection_error(exc: BaseException, url: str) -> APIConnectionError:
+    root = _root_cause(exc)
+    detail = f"{type(root).__name__}: {root}" if str(root) else type(root).__name__
+    # The aiohttp bridge reports a dropped connection as a ConnectTimeout: trust the root cause.
+    if isinstance(root, _TIMEOUT_ROOTS):
+        return APITimeoutError(f"request to {url} timed out ({detail})")
+    return APIConnectionError(f"connection to {url} failed: {detail}")
+
+
+class Transport:
+    """One ``AsyncOpenAI`` client, bound to the event loop it was created on.
+
+    ``post_completions`` sends one body and returns the reply bytes, or raises one of
+    our :class:`APIError` subclasses.
+    """
+
+    __slots__ = ("_api_key", "_base_url", "_client", "_url")
+
+    def __init__(self, *, base_url: str, api_key: str, max_connections: int) -> None:
+        self._api_key = api_key
+        self._base_url = base_url
+        self._url = base_url + COMPLETIONS_PATH
+        http_client = openai.DefaultAioHttpClient(
+            limits=httpx2.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+            timeout=httpx2.Timeout(None),
+        )
+        self._client = openai.AsyncOpenAI(
+            api_key=api_key,
+            base_url=base_url,
+            max_retries=0,
+            http_client=http_client,
+        )
+
+    @property
+    def url(self) -> str:
+        """The completions endpoint this transport posts to."""
+        return self._url
+
+    async def post_completions(self, body: Mapping[str, Any], *, timeout: float) -> Reply:
+        """POST ``body`` to ``/completions``; the whole exchange must finish within ``timeout`` seconds."""
+        try:
+            response = await asyncio.wait_for(
+                self._client.post(COMPLETIONS_PATH, body=dict(body), cast_to=httpx2.Response), timeout
+            )
+        except asyncio.TimeoutError:
+            raise APITimeoutError(f"no complete response from {self._url} within {timeout:g}s") from None
+        except openai.APIStatusError as exc:
+            raise self._scrub(self._status_error(exc)) from None
+        except openai.APIConnectionError as exc:
+            raise self._scrub(_connection_error(exc, self._url)) from None
+        except (httpx2.HTTPError, OSError) as exc:
+            raise self._scrub(_connection_error(exc, self._url)) from None
+        return Reply(response.content, _request_id(response.headers), response.headers)
+
+    def _status_error(self, exc: openai.APIStatusError) -> APIStatusError:
+        response = exc.response
+        try:
+            content = response.content
+        except httpx2.ResponseNotRead:
+            content = b""
+        return error_from_response(response.status_code, response.headers, content)
+
+    def _scrub(self, error: APIError) -> APIError:
+        """Remove the API key from anything a server may have echoed back into the message."""
+        if self._api_key and self._api_key in error.message:
+            error.message = error.message.replace(self._api_key, "[REDACTED]")
+        return error
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._client.close()
+
+    def __repr__(self) -> str:
+        return f"Transport(url={self._url!r})"
