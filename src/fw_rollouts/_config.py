@@ -395,7 +395,10 @@ class Settings:
             body["logprobs"] = self.logprobs
             if self.echo:
                 body["echo"] = True
-        body.update(self.extra)
+        extra = self.extra
+        if not self.logprobs and "top_logprobs" in extra:
+            extra = {k: v for k, v in extra.items() if k != "top_logprobs"}  # meaningless without logprobs
+        body.update(extra)
         return body
 
     def key_body(self, prompt: str) -> dict[str, Any]:

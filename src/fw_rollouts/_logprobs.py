@@ -51,6 +51,16 @@ def _strings(indices: Iterable[int]) -> list[str]:
     return [strings[i] for i in indices]
 
 
+_INT32 = (-(2**31), 2**31 - 1)
+
+
+def _int_column(values: Sequence[int]) -> array[int]:
+    """int32 when every value fits (token ids and offsets always do in practice), else int64."""
+    if all(_INT32[0] <= v <= _INT32[1] for v in values):
+        return array("i", values)
+    return array("q", values)
+
+
 def _float_column(values: list[float]) -> array[float]:
     """float32 when every value survives the round trip, else float64 (never lossy)."""
     column = array("f", values)
@@ -143,7 +153,7 @@ class Logprobs:
         self._set_offsets(tokens, text_offset)
         if token_ids is not None and len(token_ids) != n:
             raise ValueError(f"token_ids has {len(token_ids)} entries for {n} tokens")
-        self._ids = array("q", token_ids) if token_ids is not None else None
+        self._ids = _int_column(token_ids) if token_ids is not None else None
         self._set_top(top_logprobs, n)
         self.num_prompt_tokens = num_prompt_tokens
         self.prompt_length = prompt_length
@@ -162,7 +172,7 @@ class Logprobs:
             self._off = None
             self._off_base = base
         else:
-            self._off = array("q", text_offset)
+            self._off = _int_column(text_offset)
             self._off_base = base
 
     def _set_top(self, top: Sequence[dict[str, float] | None] | None, n: int) -> None:
@@ -404,9 +414,9 @@ class Logprobs:
             "samp": None
             if self._samp is None
             else (self._samp[0].typecode, self._samp[0].tobytes(), self._samp[1]),
-            "off": None if self._off is None else self._off.tobytes(),
+            "off": None if self._off is None else (self._off.typecode, self._off.tobytes()),
             "off_base": self._off_base,
-            "ids": None if self._ids is None else self._ids.tobytes(),
+            "ids": None if self._ids is None else (self._ids.typecode, self._ids.tobytes()),
             "top_tok": None if self._top_tok is None else _strings(self._top_tok),
             "top_lp": None if self._top_lp is None else (self._top_lp.typecode, self._top_lp.tobytes()),
             "top_bounds": None if self._top_bounds is None else self._top_bounds.tobytes(),
@@ -421,9 +431,9 @@ class Logprobs:
         self._lp = _array(code, raw)
         samp = state["samp"]
         self._samp = None if samp is None else (_array(samp[0], samp[1]), samp[2])
-        self._off = None if state["off"] is None else _array("q", state["off"])
+        self._off = _int_state(state["off"])
         self._off_base = state["off_base"]
-        self._ids = None if state["ids"] is None else _array("q", state["ids"])
+        self._ids = _int_state(state["ids"])
         self._top_tok = None if state["top_tok"] is None else _intern(state["top_tok"])
         self._top_lp = None if state["top_lp"] is None else _array(*state["top_lp"])
         self._top_bounds = None if state["top_bounds"] is None else _array("I", state["top_bounds"])
@@ -465,6 +475,15 @@ def _nullable_list(column: array[float], none: tuple[int, ...]) -> list[float | 
 
 def _shift(indices: tuple[int, ...], start: int, stop: int) -> tuple[int, ...]:
     return tuple(i - start for i in indices if start <= i < stop)
+
+
+def _int_state(state: tuple[str, bytes] | bytes | None) -> array[int] | None:
+    """An int column from pickled state: (typecode, bytes), or bare int64 bytes (the first cache format)."""
+    if state is None:
+        return None
+    if isinstance(state, bytes):
+        return _array("q", state)
+    return _array(*state)
 
 
 def _array(typecode: str, raw: bytes) -> array[Any]:

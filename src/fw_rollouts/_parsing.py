@@ -112,12 +112,15 @@ def _parse_choice(
     raw_lp = choice.get("logprobs")
     logprobs: Logprobs | None = None
     if raw_lp is not None:
-        logprobs = parse_logprobs(raw_lp, prompt=spec.prompt if spec.echo else None, usage=usage)
-    elif spec.logprobs and (text or spec.echo):
+        # Usage is counted per request: with several choices its completion count is not this choice's.
+        lp_usage = usage if n_choices == 1 else Usage(prompt_tokens=usage.prompt_tokens)
+        logprobs = parse_logprobs(raw_lp, prompt=spec.prompt if spec.echo else None, usage=lp_usage)
+    # An empty logprobs object for a non-empty text is as missing as null (and must not be cached).
+    if spec.logprobs and (logprobs is None or len(logprobs) == 0) and (text or spec.echo):
         raise MissingLogprobsError(
             "logprobs were requested but the response has none (does this server support logprobs?)"
         )
-    elif spec.logprobs:
+    if spec.logprobs and logprobs is None:
         logprobs = Logprobs()
 
     full = _generated_text(text, spec, logprobs)
@@ -259,9 +262,11 @@ def count_prompt_tokens(
     """How many leading echoed positions belong to ``prompt`` (the exact string sent).
 
     First by spelling the prompt out of the token texts (allowing a BOS or two that the
-    server added ahead of it); then, for servers whose token texts do not spell the
-    prompt (byte-level pieces), by ``text_offset`` in characters or in UTF-8 bytes; then
-    by the usage counts.
+    server added ahead of it). Token texts that do not spell it (byte-level pieces) are
+    counted as not echoed at all when there are no more of them than the completion
+    tokens in ``usage`` (which must then be this choice's own); else by ``text_offset``
+    in characters or in UTF-8 bytes (the one that agrees with ``usage.prompt_tokens``
+    when both match); then by ``usage.prompt_tokens``.
     """
     end = len(prompt)
     for lead in range(min(_MAX_LEADING_EXTRA_TOKENS, len(tokens) - 1) + 1):
@@ -274,17 +279,19 @@ def count_prompt_tokens(
             i += 1
         if pos == end:
             return i
+    # Checked before the offsets: a generated token may start at offset len(prompt) by chance.
+    if usage is not None and usage.completion_tokens and len(tokens) <= usage.completion_tokens:
+        return 0  # the server did not echo at all
     if text_offset:
-        for target in (end, len(prompt.encode("utf-8"))):
-            try:
-                return list(text_offset).index(target)
-            except ValueError:
-                continue
-    if usage is not None:
-        if usage.completion_tokens and len(tokens) <= usage.completion_tokens:
-            return 0  # the server did not echo at all
-        if usage.prompt_tokens:
-            return min(usage.prompt_tokens, len(tokens))
+        offsets = list(text_offset)
+        found = [offsets.index(t) for t in (end, len(prompt.encode("utf-8"))) if t in offsets]
+        # With byte offsets, a prompt token may start at the prompt's length in characters: trust usage first.
+        if usage is not None and usage.prompt_tokens in found:
+            return usage.prompt_tokens
+        if found:
+            return found[0]
+    if usage is not None and usage.prompt_tokens:
+        return min(usage.prompt_tokens, len(tokens))
     return 0
 
 
@@ -337,8 +344,16 @@ def merge_stream(lines: Iterable[str | bytes]) -> dict[str, Any]:
                 head[key] = chunk[key]
         if chunk.get("usage"):
             head["usage"] = chunk["usage"]
-        for part in chunk.get("choices") or []:
-            _merge_choice(choices.setdefault(int(part.get("index", 0)), {"text": ""}), part)
+        parts = chunk.get("choices") or []
+        if not isinstance(parts, list):
+            raise MalformedResponseError(f"stream chunk choices is a {type(parts).__name__}, not a list")
+        for part in parts:
+            if not isinstance(part, Mapping):
+                raise MalformedResponseError(f"stream chunk choice is a {type(part).__name__}, not an object")
+            index = part.get("index", 0)
+            if not isinstance(index, int) or isinstance(index, bool) or index < 0:
+                raise MalformedResponseError(f"stream chunk choice index {index!r} is not a non-negative integer")
+            _merge_choice(choices.setdefault(index, {"text": ""}), part)
     if not choices:
         raise MalformedResponseError("stream carried no choices")
     if not done and not all(c.get("finish_reason") for c in choices.values()):
@@ -348,12 +363,17 @@ def merge_stream(lines: Iterable[str | bytes]) -> dict[str, Any]:
 
 
 def _merge_choice(acc: dict[str, Any], part: Mapping[str, Any]) -> None:
-    acc["text"] += part.get("text") or ""
+    text = part.get("text") or ""
+    if not isinstance(text, str):
+        raise MalformedResponseError(f"stream chunk text is a {type(text).__name__}, not a string")
+    acc["text"] += text
     if part.get("finish_reason"):
         acc["finish_reason"] = part["finish_reason"]
     lp = part.get("logprobs")
     if not lp:
         return
+    if not isinstance(lp, Mapping):
+        raise MalformedResponseError(f"stream chunk logprobs is a {type(lp).__name__}, not an object")
     into = acc.setdefault("logprobs", {})
     for key, value in lp.items():
         if isinstance(value, list):

@@ -129,7 +129,7 @@ def _inject_thinking(prompt: str, template: ChatTemplate) -> str:
             "Multiple <think> tags detected; the prompt is split at the first one.", UserWarning, stacklevel=4
         )
     user_part, thought = prompt.split(THINK_OPEN, 1)
-    if thought.endswith(" "):
+    if user_part and thought.endswith(" "):
         warnings.warn(
             "You have included a <think> token, but your post-<think> text has a trailing space. "
             "This is likely to create tokenization issues (e.g., increases the likelihood of the next "

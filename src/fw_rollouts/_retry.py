@@ -103,7 +103,7 @@ class RetryPolicy:
                 retry_state.attempt_number,
                 self.max_retries + 1,
                 type(exc).__name__,
-                exc,
+                exc.message if not isinstance(exc, APIStatusError) else f"HTTP {exc.status_code}: {exc.message}",
                 wait,
             )
             if self.on_backoff is not None:

@@ -102,7 +102,9 @@ def _error_message(body: Any, status: int) -> tuple[str, str | None, str | None,
                         parts.append(str(item))
                 return "; ".join(parts) or f"HTTP {status}", None, None, None
             return str(detail), None, None, None
-        err = body.get("error", body)
+        err = body.get("error")
+        if err is None:  # a flat body, or {"error": null, "message": ...}
+            err = body
         if isinstance(err, Mapping):
             message = err.get("message")
             return (
@@ -115,6 +117,8 @@ def _error_message(body: Any, status: int) -> tuple[str, str | None, str | None,
         message = body.get("message")
         title = str(err)
         return (f"{title}: {message}" if message else title), None, None, None
+    if body is not None and not isinstance(body, str):  # a JSON list, number or boolean
+        body = json.dumps(body, ensure_ascii=False)
     if isinstance(body, str) and body.strip():
         text = " ".join(body.split())
         return (text[:300] + "...") if len(text) > 300 else text, None, None, None

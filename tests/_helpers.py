@@ -1,0 +1,93 @@
+"""Shared helpers for the pure unit tests (fixtures on disk, synthetic response bodies).
+
+Kept out of ``conftest.py`` so that several test modules, written independently, can use it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+"""``/work/shared/fixtures``: the sibling ``shared`` directory of the repository."""
+TEMPLATE_DATA = Path(__file__).resolve().parent / "data" / "templates"
+
+R1_PROMPT = "<｜begin▁of▁sentence｜><｜User｜>What is 2+2?<｜Assistant｜><think>\n"
+"""The exact prompt string the Fireworks echo fixtures were produced from (12 tokens)."""
+R1_GENERATED = "Okay, so I need to add"
+"""The 7 generated tokens of the Fireworks fixtures."""
+
+
+def shared_fixture(relative: str) -> Path:
+    """Path of a file under the shared fixtures directory; skips the test if the directory is missing."""
+    if not SHARED_FIXTURES.is_dir():
+        pytest.skip(f"shared fixtures directory {SHARED_FIXTURES} is missing (expected next to the repository)")
+    path = SHARED_FIXTURES / relative
+    if not path.is_file():
+        pytest.skip(f"shared fixture {path} is missing")
+    return path
+
+
+def load_json_fixture(relative: str) -> dict[str, Any]:
+    """A shared JSON fixture, parsed."""
+    data: dict[str, Any] = json.loads(shared_fixture(relative).read_text(encoding="utf-8"))
+    return data
+
+
+def fixture_text(relative: str) -> str:
+    """A shared fixture's text."""
+    return shared_fixture(relative).read_text(encoding="utf-8")
+
+
+def completion_body(
+    text: str,
+    logprobs: Any = None,
+    *,
+    finish_reason: str | None = "length",
+    usage: dict[str, Any] | None = None,
+    index: int = 0,
+) -> dict[str, Any]:
+    """A one-choice completions body, shaped like Fireworks' (for synthetic server behaviours)."""
+    body: dict[str, Any] = {
+        "id": "cmpl-test",
+        "object": "text_completion",
+        "created": 1795500000,
+        "model": "accounts/fireworks/models/test-model",
+        "choices": [{"index": index, "text": text, "finish_reason": finish_reason, "logprobs": logprobs}],
+    }
+    if usage is not None:
+        body["usage"] = usage
+    return body
+
+
+def legacy_logprobs(
+    tokens: list[str],
+    token_logprobs: list[float | None],
+    *,
+    text_offset: list[int] | None = None,
+    top_logprobs: list[dict[str, float] | None] | None = None,
+    token_ids: list[int] | None = None,
+) -> dict[str, Any]:
+    """A legacy-shape logprobs object (integer ``logprobs`` requests)."""
+    out: dict[str, Any] = {"tokens": tokens, "token_logprobs": token_logprobs}
+    if text_offset is not None:
+        out["text_offset"] = text_offset
+    if top_logprobs is not None:
+        out["top_logprobs"] = top_logprobs
+    if token_ids is not None:
+        out["token_ids"] = token_ids
+    return out
+
+
+def char_offsets(tokens: list[str], start: int = 0) -> list[int]:
+    """Character offsets of ``tokens`` laid end to end from ``start``."""
+    offsets = []
+    pos = start
+    for token in tokens:
+        offsets.append(pos)
+        pos += len(token)
+    return offsets
