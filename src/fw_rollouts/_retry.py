@@ -82,7 +82,8 @@ class RetryPolicy:
         return tenacity.AsyncRetrying(
             stop=tenacity.stop_after_attempt(self.max_retries + 1),
             wait=wait_retry_after(
-                tenacity.wait_exponential_jitter(initial=self.initial, max=self.max_wait, jitter=self.initial),
+                tenacity.wait_exponential(multiplier=self.initial, max=self.max_wait)
+                + tenacity.wait_random(0, self.initial),
             ),
             retry=tenacity.retry_if_exception(is_retryable),
             sleep=self.sleep,

@@ -1,0 +1,7 @@
+"""``python -m fw_rollouts.testing``: run the simulator in the foreground."""
+
+import sys
+
+from ._cli import main
+
+sys.exit(main())

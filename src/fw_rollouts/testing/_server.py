@@ -1,0 +1,619 @@
+"""The simulator's HTTP/1.1 server (a plain ``asyncio.Protocol``) and the public ``FireworksSimulator``.
+
+One protocol instance per connection parses requests straight out of its buffer and answers in the
+same callback when there is no delay, so a request costs no task, no thread and no copy beyond the
+body. Delayed replies (``latency``, ``Fault.slow``) use ``loop.call_later``; later pipelined requests
+wait in the buffer so replies keep their order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import struct
+import threading
+import uuid
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from http import HTTPStatus
+from types import TracebackType
+from typing import Any, Final
+
+from ._engine import (
+    COMPLETIONS_PATHS,
+    BosMode,
+    Config,
+    Engine,
+    OffsetBase,
+    Reply,
+    decode_body,
+    dumps,
+    is_finish_event,
+    model_names,
+    nested_error,
+)
+from ._faults import Fault, FaultPlan
+
+__all__ = ["FireworksSimulator", "RecordedRequest"]
+
+_log = logging.getLogger("fw_rollouts.testing")
+
+_MAX_HEAD: Final = 64 * 1024
+_MAX_BODY: Final = 32 * 1024 * 1024
+_LINGER_RST: Final = struct.pack("ii", 1, 0)
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    """One request the simulator received and what it did with it."""
+
+    #: HTTP method.
+    method: str
+    #: Request path without the query string.
+    path: str
+    #: The JSON body if it decoded to an object, else None.
+    body: dict[str, Any] | None
+    #: Request headers, names lower-cased, ``authorization`` replaced by ``"REDACTED"``.
+    headers: dict[str, str]
+    #: Status line sent; 0 when no response was sent (connection reset, or the client left first).
+    status: int
+    #: ``Fault.label`` of the fault applied, if any.
+    fault: str | None
+
+
+def _reason(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Unknown"
+
+
+_REASONS: Final = {s.value: s.phrase for s in HTTPStatus}
+
+
+def _head(status: int, headers: list[tuple[str, str]], framing: str, keep_alive: bool) -> bytes:
+    reason = _REASONS.get(status) or _reason(status)
+    parts = [f"HTTP/1.1 {status} {reason}\r\n"]
+    parts.extend(f"{k}: {v}\r\n" for k, v in headers)
+    parts.append(framing)
+    if not keep_alive:
+        parts.append("connection: close\r\n")
+    parts.append("\r\n")
+    return "".join(parts).encode("latin-1")
+
+
+def _chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+_LAST_CHUNK: Final = b"0\r\n\r\n"
+
+
+class _Request:
+    __slots__ = ("body", "headers", "keep_alive", "method", "path", "version")
+
+    def __init__(self, method: str, path: str, version: str, headers: dict[str, str], body: bytes) -> None:
+        self.method = method
+        self.path = path
+        self.version = version
+        self.headers = headers
+        self.body = body
+        # HTTP/1.0 clients get one response per connection (no keep-alive negotiation to get wrong).
+        self.keep_alive = version == "HTTP/1.1" and headers.get("connection", "").lower() != "close"
+
+
+class _BadRequest(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _decode_chunked(buf: bytearray, start: int) -> tuple[bytes, int] | None:
+    """Decode a chunked body starting at ``start``; None until it is complete."""
+    out = bytearray()
+    pos = start
+    while True:
+        eol = buf.find(b"\r\n", pos)
+        if eol < 0:
+            return None
+        try:
+            size = int(bytes(buf[pos:eol]).split(b";", 1)[0], 16)
+        except ValueError:
+            raise _BadRequest(400, "invalid chunk size") from None
+        if size == 0:
+            end = buf.find(b"\r\n\r\n", eol)
+            if end < 0:
+                return None
+            return bytes(out), end + 4
+        if len(buf) < eol + 2 + size + 2:
+            return None
+        out += buf[eol + 2 : eol + 2 + size]
+        pos = eol + 2 + size + 2
+        if len(out) > _MAX_BODY:
+            raise _BadRequest(413, "request body too large")
+
+
+class _Core:
+    """State shared by every connection of one simulator."""
+
+    def __init__(self, cfg: Config, record: bool) -> None:
+        self.cfg = cfg
+        self.engine = Engine(cfg)
+        self.faults = FaultPlan()
+        self.record_enabled = record
+        self.lock = threading.Lock()
+        self.records: list[RecordedRequest] = []
+        self.counts: Counter[int | str] = Counter()
+        self.conns: set[_Connection] = set()
+
+    def record(self, req: _Request, obj: object, status: int, fault: Fault | None, key: int | str) -> None:
+        with self.lock:
+            self.counts[key] += 1
+            if self.record_enabled:
+                headers = dict(req.headers)
+                if "authorization" in headers:
+                    headers["authorization"] = "REDACTED"
+                body = obj if isinstance(obj, dict) else None
+                label = fault.label if fault is not None else None
+                self.records.append(RecordedRequest(req.method, req.path, body, headers, status, label))
+
+
+class _Connection(asyncio.Protocol):
+    """One client connection: parse, answer, keep alive."""
+
+    def __init__(self, core: _Core, loop: asyncio.AbstractEventLoop) -> None:
+        self.core = core
+        self.loop = loop
+        self.transport: asyncio.Transport | None = None
+        self.buf = bytearray()
+        self.head: tuple[str, str, str, dict[str, str], int, int] | None = None  # parsed, awaiting body
+        self.continued = False
+        self.busy = False
+        self.closed = False
+        self.timer: asyncio.TimerHandle | None = None
+        self.job: tuple[_Request, object, Reply | None, Fault | None] | None = None
+
+    # -- asyncio callbacks --------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.core.conns.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        if not self.busy:
+            self._drain()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.core.conns.discard(self)
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.job is not None:
+            req, obj, _reply, fault = self.job
+            self.job = None
+            self.core.record(req, obj, 0, fault, "client_closed")
+
+    # -- parsing ------------------------------------------------------------------------------------
+
+    def _parse(self) -> _Request | None:
+        buf = self.buf
+        if self.head is None:
+            while buf[:2] == b"\r\n":  # tolerated between pipelined requests (RFC 9112 §2.2)
+                del buf[:2]
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                if len(buf) > _MAX_HEAD:
+                    raise _BadRequest(431, "request header too large")
+                return None
+            lines = bytes(buf[:end]).decode("latin-1").split("\r\n")
+            parts = lines[0].split(" ")
+            if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+                raise _BadRequest(400, "malformed request line")
+            headers: dict[str, str] = {}
+            for line in lines[1:]:
+                name, sep, value = line.partition(":")
+                if not sep:
+                    raise _BadRequest(400, "malformed header line")
+                headers[name.strip().lower()] = value.strip()
+            if "chunked" in headers.get("transfer-encoding", "").lower():
+                length = -1
+            else:
+                try:
+                    length = int(headers.get("content-length", "0"))
+                except ValueError:
+                    raise _BadRequest(400, "invalid content-length") from None
+                if length < 0:
+                    raise _BadRequest(400, "invalid content-length")
+                if length > _MAX_BODY:
+                    raise _BadRequest(413, "request body too large")
+            path = parts[1].split("?", 1)[0]
+            self.head = (parts[0], path, parts[2], headers, end + 4, length)
+            self.continued = False
+        method, path, version, headers, start, length = self.head
+        if length < 0:
+            decoded = _decode_chunked(buf, start)
+            if decoded is None:
+                self._maybe_continue(headers)
+                return None
+            body, consumed = decoded
+        else:
+            consumed = start + length
+            if len(buf) < consumed:
+                self._maybe_continue(headers)
+                return None
+            body = bytes(buf[start:consumed])
+        del buf[:consumed]
+        self.head = None
+        return _Request(method, path, version, headers, body)
+
+    def _maybe_continue(self, headers: dict[str, str]) -> None:
+        # curl waits for this before sending bodies over 1 KiB.
+        if not self.continued and headers.get("expect", "").lower() == "100-continue" and self.transport:
+            self.continued = True
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    # -- answering ----------------------------------------------------------------------------------
+
+    def _drain(self) -> None:
+        while not self.busy and not self.closed and self.buf:
+            try:
+                req = self._parse()
+            except _BadRequest as e:
+                self._bad_request(e)
+                return
+            if req is None:
+                return
+            self._dispatch(req)
+
+    def _bad_request(self, e: _BadRequest) -> None:
+        """Answer a request that cannot be parsed as HTTP, then close (the stream is out of sync)."""
+        assert self.transport is not None
+        rid = str(uuid.uuid4())
+        body = dumps(nested_error(e.status, str(e), rid))
+        headers = [("content-type", "application/json"), ("x-request-id", rid)]
+        with self.core.lock:  # counted before the client can see the answer
+            self.core.counts[e.status] += 1
+        self.transport.write(_head(e.status, headers, f"content-length: {len(body)}\r\n", False) + body)
+        self.transport.close()
+        self.closed = True
+
+    def _dispatch(self, req: _Request) -> None:
+        core = self.core
+        fault = core.faults.take() if req.method == "POST" and req.path in COMPLETIONS_PATHS else None
+        reply: Reply | None
+        if fault is not None and fault.kind in ("status", "malformed", "reset"):
+            obj = decode_body(req.body)
+            rid = req.headers.get("x-request-id") or str(uuid.uuid4())
+            reply = None if fault.kind == "reset" else fault.reply(rid)
+        else:
+            try:
+                reply, obj = core.engine.handle(req.method, req.path, req.headers, req.body)
+            except Exception as e:  # a simulator bug must not look like a network fault to the client
+                _log.exception("simulator failed on %s %s", req.method, req.path)
+                rid = str(uuid.uuid4())
+                obj = decode_body(req.body)
+                body = dumps(nested_error(500, f"simulator error: {e!r}", rid))
+                reply = Reply(500, body, rid, [("content-type", "application/json"), ("x-request-id", rid)])
+        delay = core.cfg.latency + (fault.seconds if fault is not None else 0.0)
+        job = (req, obj, reply, fault)
+        if delay > 0:
+            self.busy = True
+            self.job = job
+            self.timer = self.loop.call_later(delay, self._deliver_later)
+        else:
+            self._deliver(job)
+
+    def _deliver_later(self) -> None:
+        job = self.job
+        self.timer = None
+        self.job = None
+        if job is None or self.closed:
+            return
+        self._deliver(job)
+        self.busy = False
+        if self.buf:
+            self._drain()
+
+    def _deliver(self, job: tuple[_Request, object, Reply | None, Fault | None]) -> None:
+        req, obj, reply, fault = job
+        t = self.transport
+        assert t is not None
+        if reply is None:  # Fault.reset
+            # Recorded before acting, so a test that sees the outcome also sees the record.
+            self.core.record(req, obj, 0, fault, "reset")
+            sock = t.get_extra_info("socket")
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RST)
+            t.abort()
+            self.closed = True
+            return
+        data, keep_alive, key = self._render(req, reply, fault)
+        self.core.record(req, obj, reply.status, fault, key)
+        t.write(data)
+        if not keep_alive:
+            t.close()
+            self.closed = True
+
+    def _render(self, req: _Request, reply: Reply, fault: Fault | None) -> tuple[bytes, bool, int | str]:
+        """Bytes to send, whether the connection stays open, and the ``status_counts`` key."""
+        kind = fault.kind if fault is not None else None
+        status = reply.status
+        # Without chunked encoding (HTTP/1.0) the end of a stream is the end of the connection.
+        keep_alive = req.keep_alive and (reply.events is None or req.version == "HTTP/1.1")
+        if kind == "truncated":
+            if reply.events is not None:
+                events = list(reply.events)
+                last = max(0, len(events) - 2)  # the last data event before [DONE]
+                events[last] = events[last][: max(8, len(events[last]) // 2)] + b"\n\n"
+                reply = Reply(status, b"", reply.request_id, reply.headers, events)
+            else:
+                reply = Reply(status, reply.body[: len(reply.body) // 2], reply.request_id, reply.headers)
+        elif kind == "reset_mid_body" or (kind == "stream_cut" and reply.events is None):
+            data = self._serialize(reply, keep_alive, req.version)
+            head_len = data.index(b"\r\n\r\n") + 4
+            return data[: head_len + max(1, (len(data) - head_len) // 2)], False, "reset_mid_body"
+        elif kind == "stream_cut" and reply.events is not None:
+            assert fault is not None
+            partial = [e for e in reply.events if not is_finish_event(e)]
+            partial = partial[: max(1, len(partial) // 2)]
+            keep_alive = keep_alive and not fault.abort
+            head = _head(status, reply.headers, "transfer-encoding: chunked\r\n", keep_alive)
+            data = head + b"".join(_chunk(e) for e in partial)
+            if fault.abort:
+                return data, False, "stream_cut"
+            return data + _LAST_CHUNK, keep_alive, status
+        return self._serialize(reply, keep_alive, req.version), keep_alive, status
+
+    @staticmethod
+    def _serialize(reply: Reply, keep_alive: bool, version: str = "HTTP/1.1") -> bytes:
+        if reply.events is None:
+            return _head(reply.status, reply.headers, f"content-length: {len(reply.body)}\r\n", keep_alive) + reply.body
+        if version != "HTTP/1.1":
+            return _head(reply.status, reply.headers, "", False) + b"".join(reply.events)
+        chunks = b"".join(_chunk(e) for e in reply.events)
+        return _head(reply.status, reply.headers, "transfer-encoding: chunked\r\n", keep_alive) + chunks + _LAST_CHUNK
+
+
+class FireworksSimulator:
+    """A simulated Fireworks inference server on real loopback HTTP, for offline tests.
+
+    ``with FireworksSimulator() as sim:`` runs it on a daemon thread with its own event loop;
+    ``async with FireworksSimulator() as sim:`` runs it on the current loop instead (then the loop must
+    not be blocked while a client waits for it). ``start()``/``stop()`` and ``astart()``/``astop()`` do
+    the same without a ``with`` block. See ``docs/testing.md`` for the behaviour it simulates.
+
+    Args:
+        host: Interface to listen on.
+        port: Port to listen on; 0 picks a free one.
+        api_key: The only Bearer key accepted; None accepts any non-empty key.
+        latency: Seconds added before every response.
+        known_models: Accept only these model names (others get the Fireworks 404); None accepts any
+            well-formed ``accounts/<acct>/models/<id>`` or ``accounts/<acct>/deployments/<id>``.
+        bos: ``"none"``: no implicit BOS. ``"count"``: an implicit BOS is counted in
+            ``usage.prompt_tokens`` but not echoed (like llama.cpp). ``"echo"``: it is counted and
+            echoed as the first logprob token (zero width: ``choices[].text`` still starts with the
+            prompt).
+        echo_text: Whether ``echo`` prepends the prompt to ``choices[].text`` (unverified on Fireworks).
+        stop_included: Whether returned text keeps the matched stop sequence (older Fireworks docs said
+            so; the current spec says not).
+        default_max_tokens: ``max_tokens`` when the request omits it (Fireworks: 16).
+        context_length: Context window; longer requests are truncated or rejected as Fireworks does.
+        text_offset_base: Where ``text_offset`` of completion tokens starts without echo:
+            ``"completion"`` (0, like the Fireworks fixtures) or ``"prompt"`` (``len(prompt)``, like
+            llama.cpp).
+        record: Keep a :class:`RecordedRequest` per request in :attr:`requests` (turn off for long runs).
+    """
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        api_key: str | None = "sim-key",
+        latency: float = 0.0,
+        known_models: Iterable[str] | None = None,
+        bos: BosMode = "none",
+        echo_text: bool = True,
+        stop_included: bool = False,
+        default_max_tokens: int = 16,
+        context_length: int = 131_072,
+        text_offset_base: OffsetBase = "completion",
+        record: bool = True,
+    ) -> None:
+        if bos not in ("none", "count", "echo"):
+            raise ValueError(f"bos must be 'none', 'count' or 'echo', not {bos!r}")
+        if text_offset_base not in ("completion", "prompt"):
+            raise ValueError(f"text_offset_base must be 'completion' or 'prompt', not {text_offset_base!r}")
+        if latency < 0 or default_max_tokens < 0 or context_length < 1:
+            raise ValueError("latency and default_max_tokens must be >= 0 and context_length >= 1")
+        if api_key == "":
+            raise ValueError("api_key must be a non-empty string or None")
+        cfg = Config(
+            api_key=api_key,
+            latency=float(latency),
+            known_models=model_names(known_models),
+            bos=bos,
+            echo_text=echo_text,
+            stop_included=stop_included,
+            default_max_tokens=default_max_tokens,
+            context_length=context_length,
+            text_offset_base=text_offset_base,
+        )
+        self._core = _Core(cfg, record)
+        self._host = host
+        self._requested_port = port
+        self._port: int | None = None
+        self._server: asyncio.AbstractServer | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+
+    async def _open(self) -> None:
+        from ._model import _get_tables
+
+        _get_tables()  # build the model's tables before the first request, not during it
+        loop = asyncio.get_running_loop()
+        core = self._core
+        server = await loop.create_server(
+            lambda: _Connection(core, loop), self._host, self._requested_port, backlog=4096, reuse_address=True
+        )
+        self._server = server
+        self._loop = loop
+        self._port = server.sockets[0].getsockname()[1]
+
+    async def _close(self) -> None:
+        server = self._server
+        self._server = None
+        if server is None:
+            return
+        server.close()
+        for conn in list(self._core.conns):
+            if conn.transport is not None:
+                conn.transport.abort()
+        await server.wait_closed()
+        self._loop = None
+
+    def start(self) -> FireworksSimulator:
+        """Start serving on a background thread; returns self once the port is bound."""
+        if self._server is not None or self._thread is not None:
+            raise RuntimeError("simulator already started")
+        ready = threading.Event()
+        errors: list[BaseException] = []
+
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            try:
+                loop.run_until_complete(self._open())
+            except BaseException as e:
+                errors.append(e)
+                ready.set()
+                loop.close()
+                return
+            ready.set()
+            try:
+                loop.run_forever()
+            finally:
+                loop.run_until_complete(self._close())
+                loop.close()
+
+        thread = threading.Thread(target=run, name="fw-rollouts-simulator", daemon=True)
+        thread.start()
+        ready.wait()
+        if errors:
+            thread.join()
+            raise errors[0]
+        self._thread = thread
+        return self
+
+    def stop(self) -> None:
+        """Stop the background thread (drops open connections); a no-op when not started."""
+        thread, loop = self._thread, self._loop
+        if thread is None:
+            return
+        if loop is not None:
+            loop.call_soon_threadsafe(loop.stop)
+        thread.join()
+        self._thread = None
+        self._port = None
+
+    async def astart(self) -> FireworksSimulator:
+        """Start serving on the running event loop; returns self once the port is bound."""
+        if self._server is not None or self._thread is not None:
+            raise RuntimeError("simulator already started")
+        await self._open()
+        return self
+
+    async def astop(self) -> None:
+        """Stop serving on the running event loop (drops open connections)."""
+        if self._thread is not None:
+            raise RuntimeError("this simulator runs on a thread: use stop()")
+        await self._close()
+        self._port = None
+
+    def __enter__(self) -> FireworksSimulator:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    async def __aenter__(self) -> FireworksSimulator:
+        return await self.astart()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.astop()
+
+    # -- introspection ------------------------------------------------------------------------------
+
+    @property
+    def host(self) -> str:
+        """The interface the server listens on."""
+        return self._host
+
+    @property
+    def port(self) -> int:
+        """The bound port (raises RuntimeError before start)."""
+        if self._port is None:
+            raise RuntimeError("simulator not started")
+        return self._port
+
+    @property
+    def url(self) -> str:
+        """``http://host:port`` (no path)."""
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        """The Fireworks-style base URL: ``http://127.0.0.1:<port>/inference/v1``."""
+        return self.url + "/inference/v1"
+
+    @property
+    def api_key(self) -> str:
+        """A key the server accepts (``"sim-key"`` by default; any key works when built with None)."""
+        return self._core.cfg.api_key or "sim-any-key"
+
+    @property
+    def faults(self) -> FaultPlan:
+        """The fault plan: ``push`` scripted faults, switch on ``random`` faults, ``clear``."""
+        return self._core.faults
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        """A snapshot of the requests received so far, oldest first."""
+        with self._core.lock:
+            return list(self._core.records)
+
+    @property
+    def status_counts(self) -> Counter[int | str]:
+        """A snapshot of how many responses went out per status.
+
+        Complete responses count under their status code (faults included, e.g. 429, or 200 for a
+        truncated body); responses that never completed count under a string: ``"reset"``,
+        ``"reset_mid_body"``, ``"stream_cut"`` (with ``abort=True``), ``"client_closed"`` (the client
+        left before a delayed reply).
+        """
+        with self._core.lock:
+            return Counter(self._core.counts)
+
+    def reset(self) -> None:
+        """Forget recorded requests and counts, and clear all faults."""
+        with self._core.lock:
+            self._core.records.clear()
+            self._core.counts.clear()
+        self._core.faults.clear()
+
+    def __repr__(self) -> str:
+        where = self.base_url if self._port is not None else "not started"
+        return f"FireworksSimulator({where})"
