@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 
 import fw_rollouts.testing
+from _helpers import load_json_fixture, shared_fixture
 from fw_rollouts.testing import Fault, FireworksSimulator
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "fireworks"
 R1_MODEL = "accounts/fireworks/models/deepseek-r1-distill-qwen-1p5b"
 R1_PROMPT = "<｜begin▁of▁sentence｜><｜User｜>What is 2+2?<｜Assistant｜><think>\n"
 OSS_MODEL = "accounts/fireworks/models/gpt-oss-20b"
@@ -32,7 +32,7 @@ SRC = Path(fw_rollouts.testing.__file__).resolve().parents[2]
 
 
 def fixture(name: str) -> Any:
-    return json.loads((FIXTURES / name).read_text(encoding="utf-8"))
+    return load_json_fixture(f"fireworks/{name}")
 
 
 @pytest.fixture(scope="module")
@@ -367,7 +367,7 @@ def test_routes(sim: FireworksSimulator) -> None:
 
 
 def test_sse_framing_matches_non_stream(sim: FireworksSimulator) -> None:
-    fx_chunk = json.loads(sse((FIXTURES / "stream-legacy-logprobs.sse").read_bytes())[0])
+    fx_chunk = json.loads(sse(shared_fixture("fireworks/stream-legacy-logprobs.sse").read_bytes())[0])
     r = call(sim, {"model": R1_MODEL, "prompt": R1_PROMPT, "max_tokens": 7, "logprobs": 2, "stream": True})
     assert r.status == 200 and r.headers["content-type"] == "text/event-stream"
     assert r.headers["transfer-encoding"] == "chunked" and "content-length" not in r.headers

@@ -7,24 +7,23 @@ import random
 import struct
 from datetime import timedelta
 from email.utils import parsedate_to_datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
 
+from _helpers import load_json_fixture
 from fw_rollouts.testing import DEFAULT_RANDOM_KINDS, Fault, FaultPlan, tokenize
 from fw_rollouts.testing._engine import Config, Engine
 from fw_rollouts.testing._model import Sampling, generate, walk_prompt
 from fw_rollouts.testing._tokenizer import SPECIAL_IDS, decode_id, token_id
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "fireworks"
 R1_MODEL = "accounts/fireworks/models/deepseek-r1-distill-qwen-1p5b"
 R1_PROMPT = "<｜begin▁of▁sentence｜><｜User｜>What is 2+2?<｜Assistant｜><think>\n"
 AUTH = {"authorization": "Bearer sim-key"}
 
 
 def fixture(name: str) -> Any:
-    return json.loads((FIXTURES / name).read_text(encoding="utf-8"))
+    return load_json_fixture(f"fireworks/{name}")
 
 
 def is_float32(x: float) -> bool:
