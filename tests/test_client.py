@@ -395,3 +395,32 @@ def test_results_serialise_and_key_never_leaks(sim: FireworksSimulator, tmp_path
     assert rollouts.get_texts() == [r.full for r in rollouts]
     assert rollouts.get_total_tokens() == sum(r.usage.total_tokens for r in rollouts)
     assert sum(rollouts.get_finish_reasons().values()) == 2
+
+
+def test_other_servers_get_the_model_name_as_given_when_they_reject_the_fireworks_id(tmp_path: Path) -> None:
+    # A vLLM-style server that only knows its own model name (org/name), not Fireworks ids.
+    with FireworksSimulator(known_models=["Qwen/Qwen2.5-0.5B-Instruct"]) as server:
+
+        async def main() -> tuple[FwRollouts, FwRollouts]:
+            async with make(server, tmp_path, model="Qwen/Qwen2.5-0.5B-Instruct", raw=True) as client:
+                first = await client.generate("Once upon a time", n_samples=3)
+                second = await client.generate("Once upon a time", n_samples=2, use_cache=False)
+                return first, second
+
+        first, second = run(main())
+        models = [r.body["model"] for r in completions(server)]
+    assert len(first) == 3 and len(second) == 2
+    assert models.count("accounts/fireworks/models/Qwen2.5-0.5B-Instruct") <= 3  # tried once per first-wave sample
+    assert models[-2:] == ["Qwen/Qwen2.5-0.5B-Instruct"] * 2  # remembered afterwards
+
+
+def test_a_model_unknown_under_both_names_raises_not_found_at_once(tmp_path: Path) -> None:
+    with FireworksSimulator(known_models=["something-else"]) as server:
+
+        async def main() -> None:
+            async with make(server, tmp_path, model="org/missing", raw=True) as client:
+                await client.generate("x", n_samples=4)
+
+        with pytest.raises(NotFoundError) as info:
+            run(main())
+    assert info.value.status_code == 404 and info.value.attempts == 1

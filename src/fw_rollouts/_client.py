@@ -26,6 +26,7 @@ from ._exceptions import (
     ConfigurationError,
     FwRolloutsError,
     InvalidTypeError,
+    NotFoundError,
     RateLimitError,
     ServerError,
     ValidationError,
@@ -33,7 +34,7 @@ from ._exceptions import (
 from ._models import FwResponse, FwRollouts
 from ._parsing import ResponseSpec, decode_body, parse_completion
 from ._progress import progress_bar
-from ._prompts import RenderedPrompt, render_prompt
+from ._prompts import MODEL_ALIASES, RenderedPrompt, render_prompt
 from ._ratelimit import Limiter
 from ._retry import RetryPolicy
 from ._templates import ChatTemplate, template_for_model
@@ -164,6 +165,8 @@ class AsyncFireworks:
         self._caches: dict[str, SampleCache] = {}
         self._io: ThreadPoolExecutor | None = None
         self._templates: dict[Any, ChatTemplate | None] = {}
+        # (base_url, resolved model) -> the name a non-Fireworks server accepted instead.
+        self._wire_models: dict[tuple[str, str], str] = {}
         self._closed = False
         # Injectable so that tests never wait for real.
         self._sleep: Callable[[float], Any] = asyncio.sleep
@@ -374,6 +377,8 @@ class AsyncFireworks:
 
         retry = RetryPolicy(settings.max_retries, sleep=self._sleep, on_backoff=cool_down)
         body = settings.body(rendered.text)
+        body["model"] = self._wire_models.get((base_url, settings.model), settings.model)
+        verbatim = _verbatim_model(settings)
         prompt_tokens = [max(1, len(rendered.text) // 4)]
         queue = deque(seeds)
         bar = progress_bar(total, enabled=settings.progress_bar and total > 1, initial=total - len(seeds))
@@ -390,7 +395,17 @@ class AsyncFireworks:
                     reply = await transport.post_completions(request, timeout=settings.timeout)
                 return parse_completion(decode_body(reply.content), spec, [seed])[0]
 
-            response = await retry.call(attempt)
+            try:
+                response = await retry.call(attempt)
+            except NotFoundError:
+                if verbatim is None or request["model"] == verbatim:
+                    raise
+                # Another server may want the model name as given, not the Fireworks id made from it.
+                request["model"] = verbatim
+                response = await retry.call(attempt)
+                if (base_url, settings.model) not in self._wire_models:
+                    log.info("%s rejected model %r; using %r as given", base_url, settings.model, verbatim)
+                self._wire_models[(base_url, settings.model)] = verbatim
             if response.usage.prompt_tokens:
                 prompt_tokens[0] = response.usage.prompt_tokens
             for limiter in limiters:
@@ -445,6 +460,14 @@ class AsyncFireworks:
             # One thread: SQLite serialises writers anyway, and order is kept.
             self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fw_rollouts-cache")
         return await asyncio.get_running_loop().run_in_executor(self._io, fn, *args)
+
+
+def _verbatim_model(settings: Settings) -> str | None:
+    """The model name as the user wrote it, where a non-Fireworks server may need it unchanged."""
+    given = settings.model_as_given
+    if settings.is_fireworks or not given or given == settings.model or given in MODEL_ALIASES:
+        return None
+    return given
 
 
 def _check_n_samples(value: Any) -> int:

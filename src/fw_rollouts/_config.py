@@ -293,11 +293,13 @@ class Settings:
     chat_template: str | ChatTemplate | None = None
     chat_template_kwargs: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    model_as_given: str = field(default="", compare=False)
+    """``model`` before alias resolution (for servers other than Fireworks, which may want it verbatim)."""
 
     @classmethod
     def option_names(cls) -> tuple[str, ...]:
         """Every name accepted by a constructor or as a per-call override."""
-        names = [f.name for f in fields(cls) if f.name != "extra"]
+        names = [f.name for f in fields(cls) if f.name not in ("extra", "model_as_given")]
         return (*names, *sorted(SERVICE_FIELDS))
 
     @classmethod
@@ -332,6 +334,8 @@ class Settings:
         merged = dict(base)
         for name, value in options.items():
             merged[name] = _VALIDATORS[name](value)
+        if "model" in options:
+            merged["model_as_given"] = options["model"].strip()
         if "model" not in merged:
             raise ValidationError("model", None, "a model name is required")
         extra = {k: merged.pop(k) for k in list(merged) if k in SERVICE_FIELDS}
@@ -353,6 +357,12 @@ class Settings:
             assert checked is not None
             return checked
         return DEFAULT_BASE_URL
+
+    @property
+    def is_fireworks(self) -> bool:
+        """Whether requests go to Fireworks itself (whose model ids are ``accounts/...``)."""
+        host = urlsplit(self.resolved_base_url).hostname or ""
+        return host == "fireworks.ai" or host.endswith(".fireworks.ai")
 
     def require_api_key(self) -> str:
         """``api_key``, else ``FIREWORKS_API_KEY``; a clear error naming both when neither is set."""
