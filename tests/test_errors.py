@@ -269,7 +269,7 @@ class TestExceptionTree:
         assert issubclass(MalformedResponseError, ResponseError)
         assert issubclass(MissingLogprobsError, ResponseError)
         assert issubclass(ResponseError, APIError)
-        assert MissingLogprobsError("x").retryable is False
+        assert MissingLogprobsError("x").retryable is True  # retried; the client stops a call that never saw any
         assert MalformedResponseError("x").retryable is True
         assert issubclass(APITimeoutError, APIConnectionError)
         assert APITimeoutError("t").retryable is True and APIConnectionError("c").retryable is True

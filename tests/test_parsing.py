@@ -534,7 +534,7 @@ class TestMissingLogprobs:
     def test_requested_but_null_raises(self) -> None:
         with pytest.raises(MissingLogprobsError, match="logprobs were requested") as info:
             parse_one(completion_body("Hello", None), ResponseSpec(prompt="Q", logprobs=True))
-        assert info.value.retryable is False
+        assert info.value.retryable is True
 
     @pytest.mark.parametrize(
         "empty",

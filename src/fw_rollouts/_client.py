@@ -26,6 +26,7 @@ from ._exceptions import (
     ConfigurationError,
     FwRolloutsError,
     InvalidTypeError,
+    MissingLogprobsError,
     NotFoundError,
     RateLimitError,
     ServerError,
@@ -36,7 +37,7 @@ from ._parsing import ResponseSpec, decode_body, parse_completion
 from ._progress import progress_bar
 from ._prompts import MODEL_ALIASES, RenderedPrompt, render_prompt
 from ._ratelimit import Limiter
-from ._retry import RetryPolicy
+from ._retry import RetryPolicy, is_retryable
 from ._templates import ChatTemplate, template_for_model
 from ._transport import Transport
 
@@ -168,8 +169,9 @@ class AsyncFireworks:
         # (base_url, resolved model) -> the name a non-Fireworks server accepted instead.
         self._wire_models: dict[tuple[str, str], str] = {}
         self._closed = False
-        # Injectable so that tests never wait for real.
+        # Injectable so that tests run on virtual time and never wait for real.
         self._sleep: Callable[[float], Any] = asyncio.sleep
+        self._clock: Callable[[], float] | None = None
 
     # -- public API ----------------------------------------------------------
 
@@ -321,6 +323,7 @@ class AsyncFireworks:
                     max_concurrency=base.max_concurrency,
                     requests_per_minute=base.requests_per_minute,
                     tokens_per_minute=base.tokens_per_minute,
+                    clock=self._clock,
                     sleep=self._sleep,
                 )
             )
@@ -342,6 +345,7 @@ class AsyncFireworks:
                     max_concurrency=settings.max_concurrency,
                     requests_per_minute=settings.requests_per_minute,
                     tokens_per_minute=settings.tokens_per_minute,
+                    clock=self._clock,
                     sleep=self._sleep,
                 )
             )
@@ -368,83 +372,13 @@ class AsyncFireworks:
                 base_url=base_url, api_key=api_key, max_connections=max(self._settings.max_concurrency, 1)
             )
             state.transports[(base_url, api_key)] = transport
-        limiters = self._limiters(state, settings)
-
-        def cool_down(error: APIError, wait: float) -> None:
-            if isinstance(error, (RateLimitError, ServerError)) and error.status_code in _COOL_DOWN_STATUSES:
-                for limiter in limiters:
-                    limiter.cool_down(wait)
-
-        retry = RetryPolicy(settings.max_retries, sleep=self._sleep, on_backoff=cool_down)
-        body = settings.body(rendered.text)
-        body["model"] = self._wire_models.get((base_url, settings.model), settings.model)
-        verbatim = _verbatim_model(settings)
-        prompt_tokens = [max(1, len(rendered.text) // 4)]
-        queue = deque(seeds)
+        run = _SampleRun(
+            self, settings, transport, self._limiters(state, settings), rendered, spec, results, errors, cache, keyer
+        )
         bar = progress_bar(total, enabled=settings.progress_bar and total > 1, initial=total - len(seeds))
-        fatal: list[FwRolloutsError] = []
-
-        async def one(seed: int) -> FwResponse:
-            request = dict(body, seed=seed)
-
-            async def attempt() -> FwResponse:
-                async with AsyncExitStack() as stack:
-                    charge = limiters[0].estimate_tokens(prompt_tokens[0], settings.max_tokens)
-                    for limiter in limiters:
-                        await stack.enter_async_context(limiter.slot(charge))
-                    reply = await transport.post_completions(request, timeout=settings.timeout)
-                return parse_completion(decode_body(reply.content), spec, [seed])[0]
-
-            try:
-                response = await retry.call(attempt)
-            except NotFoundError:
-                if verbatim is None or request["model"] == verbatim:
-                    raise
-                # Another server may want the model name as given, not the Fireworks id made from it.
-                request["model"] = verbatim
-                response = await retry.call(attempt)
-                if (base_url, settings.model) not in self._wire_models:
-                    log.info("%s rejected model %r; using %r as given", base_url, settings.model, verbatim)
-                self._wire_models[(base_url, settings.model)] = verbatim
-            if response.usage.prompt_tokens:
-                prompt_tokens[0] = response.usage.prompt_tokens
-            for limiter in limiters:
-                limiter.observe_completion(response.usage.completion_tokens)
-            return response
-
-        async def worker() -> None:
-            while queue and not fatal:
-                seed = queue.popleft()
-                try:
-                    response = await one(seed)
-                except FwRolloutsError as exc:
-                    errors[seed] = exc
-                    if not (isinstance(exc, APIError) and exc.retryable):
-                        # Every other sample would hit the same wall (bad key, unknown model, ...): stop now.
-                        fatal.append(exc)
-                        log.debug("sample seed=%d failed for good (%s); stopping this call", seed, exc)
-                        current = asyncio.current_task()
-                        for task in tasks:
-                            if task is not current:
-                                task.cancel()
-                        return
-                    continue
-                results[seed] = response
-                if cache is not None and keyer is not None:
-                    await self._in_thread(cache.set_many, [(keyer(seed), response)])
-                bar.update(1)
-
-        n_workers = min(len(seeds), settings.max_concurrency)
-        tasks = [asyncio.ensure_future(worker()) for _ in range(n_workers)]
         try:
-            outcomes = await asyncio.gather(*tasks, return_exceptions=True)
-            for outcome in outcomes:
-                if isinstance(outcome, BaseException) and not isinstance(outcome, asyncio.CancelledError):
-                    raise outcome
+            await run.run(seeds, bar)
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
             bar.close()
 
     # -- cache and threads ---------------------------------------------------
@@ -460,6 +394,117 @@ class AsyncFireworks:
             # One thread: SQLite serialises writers anyway, and order is kept.
             self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fw_rollouts-cache")
         return await asyncio.get_running_loop().run_in_executor(self._io, fn, *args)
+
+
+class _SampleRun:
+    """Fetching the missing samples of one ``generate`` call: workers pull seeds from a queue."""
+
+    def __init__(
+        self,
+        client: AsyncFireworks,
+        settings: Settings,
+        transport: Transport,
+        limiters: list[Limiter],
+        rendered: RenderedPrompt,
+        spec: ResponseSpec,
+        results: dict[int, FwResponse],
+        errors: dict[int, FwRolloutsError],
+        cache: SampleCache | None,
+        keyer: CacheKeyer | None,
+    ) -> None:
+        self.client = client
+        self.settings = settings
+        self.transport = transport
+        self.limiters = limiters
+        self.spec = spec
+        self.results = results
+        self.errors = errors
+        self.cache = cache
+        self.keyer = keyer
+        self.base_url = settings.resolved_base_url
+        self.retry = RetryPolicy(settings.max_retries, sleep=client._sleep, on_backoff=self._backoff)
+        self.body = settings.body(rendered.text)
+        self.body["model"] = client._wire_models.get((self.base_url, settings.model), settings.model)
+        self.verbatim = _verbatim_model(settings)
+        self.prompt_tokens = max(1, len(rendered.text) // 4)  # until the server tells us
+        self.stopped = False
+        self.tasks: list[asyncio.Task[None]] = []
+
+    def _backoff(self, error: APIError, wait: float) -> None:
+        if isinstance(error, (RateLimitError, ServerError)) and error.status_code in _COOL_DOWN_STATUSES:
+            for limiter in self.limiters:
+                limiter.overloaded(wait)
+
+    async def _attempt(self, request: dict[str, Any], seed: int) -> FwResponse:
+        async with AsyncExitStack() as stack:
+            charge = self.limiters[0].estimate_tokens(self.prompt_tokens, self.settings.max_tokens)
+            for limiter in self.limiters:
+                await stack.enter_async_context(limiter.slot(charge))
+            reply = await self.transport.post_completions(request, timeout=self.settings.timeout)
+        return parse_completion(decode_body(reply.content), self.spec, [seed])[0]
+
+    async def _sample(self, seed: int) -> FwResponse:
+        request = dict(self.body, seed=seed)
+        try:
+            response = await self.retry.call(lambda: self._attempt(request, seed))
+        except NotFoundError:
+            if self.verbatim is None or request["model"] == self.verbatim:
+                raise
+            # Another server may want the model name as given, not the Fireworks id made from it.
+            request["model"] = self.verbatim
+            response = await self.retry.call(lambda: self._attempt(request, seed))
+            wire = self.client._wire_models
+            if (self.base_url, self.settings.model) not in wire:
+                log.info("%s rejected model %r; using %r as given", self.base_url, self.settings.model, self.verbatim)
+            wire[(self.base_url, self.settings.model)] = self.verbatim
+        if response.usage.prompt_tokens:
+            self.prompt_tokens = response.usage.prompt_tokens
+        for limiter in self.limiters:
+            limiter.succeeded()
+            limiter.observe_completion(response.usage.completion_tokens)
+        return response
+
+    def _ends_the_call(self, error: FwRolloutsError) -> bool:
+        """A failure every other sample would repeat (bad key, unknown model, a server without logprobs)."""
+        if isinstance(error, MissingLogprobsError):
+            return not self.results
+        return not is_retryable(error)
+
+    async def _worker(self, queue: deque[int], bar: Any) -> None:
+        while queue and not self.stopped:
+            seed = queue.popleft()
+            try:
+                response = await self._sample(seed)
+            except FwRolloutsError as exc:
+                self.errors[seed] = exc
+                if self._ends_the_call(exc):
+                    log.debug("sample seed=%d failed for good (%s); stopping this call", seed, exc)
+                    self.stopped = True
+                    current = asyncio.current_task()
+                    for task in self.tasks:
+                        if task is not current:
+                            task.cancel()
+                continue
+            self.results[seed] = response
+            if self.cache is not None and self.keyer is not None:
+                await self.client._in_thread(self.cache.set_many, [(self.keyer(seed), response)])
+            bar.update(1)
+
+    async def run(self, seeds: list[int], bar: Any) -> None:
+        """Fetch every seed (or stop at the first failure that every sample would share)."""
+        queue = deque(seeds)
+        n_workers = min(len(seeds), self.settings.max_concurrency)
+        self.tasks = [asyncio.ensure_future(self._worker(queue, bar)) for _ in range(n_workers)]
+        try:
+            outcomes = await asyncio.gather(*self.tasks, return_exceptions=True)
+            for outcome in outcomes:
+                if isinstance(outcome, BaseException) and not isinstance(outcome, asyncio.CancelledError):
+                    raise outcome
+        finally:
+            # Cancelled from outside (Ctrl-C, task.cancel()): stop every in-flight request now.
+            for task in self.tasks:
+                task.cancel()
+            await asyncio.gather(*self.tasks, return_exceptions=True)
 
 
 def _verbatim_model(settings: Settings) -> str | None:
@@ -490,7 +535,7 @@ def _check_seed(value: Any) -> int:
 
 def _failure(errors: dict[int, FwRolloutsError], rollouts: FwRollouts) -> FwRolloutsError:
     """The error to raise for a call with failed samples: the lowest seed's, carrying the rest."""
-    fatal = [e for e in errors.values() if not (isinstance(e, APIError) and e.retryable)]
+    fatal = [e for e in errors.values() if not is_retryable(e)]
     error = fatal[0] if fatal else errors[min(errors)]
     error.rollouts = rollouts
     error.errors = dict(sorted(errors.items()))

@@ -131,8 +131,9 @@ class APIStatusError(APIError):
     """The service answered with an HTTP error status.
 
     ``status_code``, ``request_id`` (from ``x-request-id``), ``code``/``param``/``type``
-    from the error body when present, ``body`` (the parsed body or its text) and
-    ``retry_after`` (seconds, from the ``Retry-After`` family of headers) are kept.
+    from the error body when present, ``body`` (the parsed body or its text),
+    ``retry_after`` (seconds, from the ``Retry-After`` family of headers) and ``url``
+    (the endpoint) are kept.
     """
 
     def __init__(
@@ -147,9 +148,11 @@ class APIStatusError(APIError):
         error_type: str | None = None,
         retry_after: float | None = None,
         should_retry: bool | None = None,
+        url: str | None = None,
         attempts: int = 1,
     ) -> None:
         super().__init__(message, attempts=attempts)
+        self.url = url
         self.status_code = status_code
         self.request_id = request_id
         self.body = body
@@ -168,6 +171,8 @@ class APIStatusError(APIError):
 
     def __str__(self) -> str:
         parts = [f"HTTP {self.status_code}: {self.message}"]
+        if self.url and self.status_code in (404, 405):
+            parts.append(f"POST {self.url}")  # a wrong base_url shows up here
         if self.request_id:
             parts.append(f"request id {self.request_id}")
         if self.attempts > 1:
@@ -208,12 +213,12 @@ class MalformedResponseError(ResponseError):
 
 
 class MissingLogprobsError(ResponseError):
-    """Logprobs were asked for but the server returned none; the sample is not cached."""
+    """Logprobs were asked for but the server returned none; the sample is not cached.
 
-    @property
-    def retryable(self) -> bool:
-        """A server that drops logprobs will keep doing so: retrying does not help."""
-        return False
+    Retried like any unusable body; a call stops at the first sample that still lacks
+    them after its retries if no sample of the call had them (the server does not
+    support logprobs).
+    """
 
 
 _TRANSIENT_4XX = frozenset({408, 409, 425, 429})

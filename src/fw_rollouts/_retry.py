@@ -29,12 +29,15 @@ T = TypeVar("T")
 DEFAULT_INITIAL_WAIT = 0.5
 DEFAULT_MAX_WAIT = 30.0
 MAX_RETRY_AFTER = 300.0
-"""Longest server-requested wait we honour; a longer Retry-After is clipped to this."""
+"""Longest server-requested wait we honour; a longer Retry-After is not waited for, the error is raised."""
 
 
 def is_retryable(exc: BaseException) -> bool:
-    """Whether ``exc`` is transient: our API errors say so themselves; anything else is a bug, not retried."""
-    return isinstance(exc, APIError) and exc.retryable
+    """Whether ``exc`` is transient: our API errors say so themselves (anything else is a bug, not
+    retried), unless the server asked us to come back later than we are willing to wait."""
+    if not (isinstance(exc, APIError) and exc.retryable):
+        return False
+    return not (isinstance(exc, APIStatusError) and exc.retry_after is not None and exc.retry_after > MAX_RETRY_AFTER)
 
 
 class wait_retry_after(wait_base):
@@ -123,6 +126,11 @@ class RetryPolicy:
             return await self._strategy()(attempt)
         except APIError as exc:
             exc.attempts = attempts
+            if isinstance(exc, APIStatusError) and exc.retry_after is not None and exc.retry_after > MAX_RETRY_AFTER:
+                exc.message += (
+                    f" (the server asked us to wait {exc.retry_after:.0f}s, longer than the {MAX_RETRY_AFTER:.0f}s"
+                    " we wait: not retried)"
+                )
             raise
 
     def __repr__(self) -> str:

@@ -130,7 +130,12 @@ def _opt_str(value: Any) -> str | None:
 
 
 def error_from_response(
-    status: int, headers: Mapping[str, str], content: bytes | str | None, *, now: Callable[[], float] = time.time
+    status: int,
+    headers: Mapping[str, str],
+    content: bytes | str | None,
+    *,
+    url: str | None = None,
+    now: Callable[[], float] = time.time,
 ) -> APIStatusError:
     """Our exception for an HTTP error response (pure: no I/O)."""
     text = content.decode("utf-8", "replace") if isinstance(content, bytes) else (content or "")
@@ -151,6 +156,7 @@ def error_from_response(
         error_type=error_type,
         retry_after=parse_retry_after(headers, now=now),
         should_retry=_should_retry_header(headers),
+        url=url,
     )
 
 
@@ -228,7 +234,7 @@ class Transport:
             content = response.content
         except httpx2.ResponseNotRead:
             content = b""
-        return error_from_response(response.status_code, response.headers, content)
+        return error_from_response(response.status_code, response.headers, content, url=self._url)
 
     def _scrub(self, error: APIError) -> APIError:
         """Remove the API key from anything a server may have echoed back into the message."""
