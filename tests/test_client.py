@@ -29,15 +29,11 @@ R1_PROMPT = "<｜begin▁of▁sentence｜><｜User｜>What is 2+2?<｜Assistant�
 R1_MODEL = "accounts/fireworks/models/deepseek-r1-distill-qwen-1p5b"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def sim() -> Iterator[FireworksSimulator]:
+    # One server per test: requests a previous test abandoned must not reach this one (5 ms to start).
     with FireworksSimulator() as server:
         yield server
-
-
-@pytest.fixture(autouse=True)
-def _fresh(sim: FireworksSimulator) -> None:
-    sim.reset()
 
 
 class Sleeps:

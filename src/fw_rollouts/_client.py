@@ -222,7 +222,7 @@ class AsyncFireworks:
             split_reasoning=rendered.split_reasoning,
         )
         endpoint = settings.resolved_base_url
-        cache = self._cache_for(settings.cache_dir) if settings.use_cache else None
+        cache = await self._cache_for(settings.cache_dir) if settings.use_cache else None
         keyer = CacheKeyer(endpoint, settings.key_body(rendered.text)) if cache is not None else None
 
         results: dict[int, FwResponse] = {}
@@ -383,10 +383,15 @@ class AsyncFireworks:
 
     # -- cache and threads ---------------------------------------------------
 
-    def _cache_for(self, directory: str) -> SampleCache:
+    async def _cache_for(self, directory: str) -> SampleCache:
         cache = self._caches.get(directory)
         if cache is None:
-            cache = self._caches[directory] = SampleCache(directory)
+            # Opened on the cache thread, not the loop: diskcache keeps one SQLite connection per thread,
+            # and the one its constructor opens must be the one close() (run on that thread) closes.
+            opened = await self._in_thread(SampleCache, directory)
+            cache = self._caches.setdefault(directory, opened)
+            if cache is not opened:  # another call opened it meanwhile
+                await self._in_thread(opened.close)
         return cache
 
     async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
@@ -496,12 +501,19 @@ class _SampleRun:
         n_workers = min(len(seeds), self.settings.max_concurrency)
         self.tasks = [asyncio.ensure_future(self._worker(queue, bar)) for _ in range(n_workers)]
         try:
-            outcomes = await asyncio.gather(*self.tasks, return_exceptions=True)
-            for outcome in outcomes:
-                if isinstance(outcome, BaseException) and not isinstance(outcome, asyncio.CancelledError):
-                    raise outcome
+            # asyncio.wait, not gather: a cancel from outside must reach the finally below at once.
+            # Cancelling through gather only cancels each worker, and a worker can swallow that
+            # (asyncio.wait_for before 3.12 returns a result that is ready as the cancel arrives),
+            # then go on draining the queue.
+            await asyncio.wait(self.tasks)
+            for task in self.tasks:
+                error = None if task.cancelled() else task.exception()
+                if error is not None:
+                    raise error
         finally:
-            # Cancelled from outside (Ctrl-C, task.cancel()): stop every in-flight request now.
+            # Cancelled from outside (Ctrl-C, task.cancel()): stop every in-flight request now, and
+            # take no new seed even in a worker that missed its cancel.
+            self.stopped = True
             for task in self.tasks:
                 task.cancel()
             await asyncio.gather(*self.tasks, return_exceptions=True)

@@ -71,6 +71,16 @@ class FwRolloutsError(Exception):
         self.message = message
         self.errors = {}
 
+    @property
+    def message(self) -> str:
+        """The error's description (kept in ``args`` too, so ``repr`` always agrees with it)."""
+        return self._message
+
+    @message.setter
+    def message(self, value: str) -> None:
+        self._message = value
+        self.args = (value,)
+
     def __str__(self) -> str:
         return self.message
 

@@ -1,0 +1,120 @@
+"""Bad input is refused before any request is sent, naming the argument, the value and what is allowed."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fw_rollouts import AsyncFireworks, ConfigurationError, FwRolloutsError, InvalidTypeError, ValidationError
+from fw_rollouts.testing import FireworksSimulator
+
+
+@pytest.fixture
+def sim() -> Iterator[FireworksSimulator]:
+    # One server per test: requests a previous test abandoned must not reach this one (5 ms to start).
+    with FireworksSimulator() as server:
+        yield server
+
+
+CALLS: list[tuple[str, dict[str, Any], type[FwRolloutsError], tuple[str, ...]]] = [
+    ("logprobs 6", {"logprobs": 6}, ValidationError, ("logprobs", "6", "0 to 5")),
+    ("logprobs -1", {"logprobs": -1}, ValidationError, ("logprobs", "-1", "0 to 5")),
+    ("logprobs bool", {"logprobs": True}, InvalidTypeError, ("logprobs", "True", "integer")),
+    ("top_logprobs 6", {"top_logprobs": 6}, ValidationError, ("top_logprobs", "6", "0 to 5")),
+    ("n_samples 0", {"n_samples": 0}, ValidationError, ("n_samples", "0", ">= 1")),
+    ("n_samples float", {"n_samples": 2.5}, InvalidTypeError, ("n_samples", "2.5", "integer")),
+    ("temperature 2.5", {"temperature": 2.5}, ValidationError, ("temperature", "2.5", "2.0")),
+    ("temperature str", {"temperature": "hot"}, InvalidTypeError, ("temperature", "'hot'", "number")),
+    ("top_p 1.5", {"top_p": 1.5}, ValidationError, ("top_p", "1.5", "1.0")),
+    ("min_p -0.1", {"min_p": -0.1}, ValidationError, ("min_p", "-0.1", "0.0")),
+    ("top_k 101", {"top_k": 101}, ValidationError, ("top_k", "101", "0 to 100")),
+    ("top_k float", {"top_k": 4.5}, InvalidTypeError, ("top_k", "4.5", "integer")),
+    ("presence_penalty 3", {"presence_penalty": 3}, ValidationError, ("presence_penalty", "3", "-2.0")),
+    ("frequency_penalty -3", {"frequency_penalty": -3}, ValidationError, ("frequency_penalty", "-3", "2.0")),
+    ("repetition_penalty 2.5", {"repetition_penalty": 2.5}, ValidationError, ("repetition_penalty", "2.5")),
+    ("five stops", {"stop": ["a", "b", "c", "d", "e"]}, ValidationError, ("stop", "at most 4")),
+    ("empty stop", {"stop": [""]}, ValidationError, ("stop", "non-empty")),
+    ("stop int", {"stop": 5}, InvalidTypeError, ("stop", "5", "string")),
+    ("negative max_tokens", {"max_tokens": -1}, ValidationError, ("max_tokens", "-1", ">= 0")),
+    ("seed negative", {"seed": -1}, ValidationError, ("seed", "-1", "non-negative")),
+    ("seed str", {"seed": "1"}, InvalidTypeError, ("seed", "'1'", "integer")),
+    ("empty prompt", {"prompt": ""}, ValidationError, ("prompt", "non-empty")),
+    ("empty messages", {"prompt": []}, ValidationError, ("prompt", "non-empty")),
+    ("bad role", {"prompt": [{"role": "robot", "content": "x"}]}, ValidationError, ("role", "'robot'", "user")),
+    ("no content", {"prompt": [{"role": "user"}]}, InvalidTypeError, ("content", "None", "string")),
+    ("message not a dict", {"prompt": ["hello"]}, InvalidTypeError, ("prompt[0]", "'hello'", "role")),
+    ("prompt int", {"prompt": 42}, InvalidTypeError, ("prompt", "42", "string")),
+    ("unknown kwarg", {"best_of": 3}, ValidationError, ("best_of", "rejects unknown", "temperature", "logprobs")),
+    ("raw with messages", {"raw": True, "prompt": [{"role": "user", "content": "x"}]}, ValidationError,
+     ("prompt", "raw=True")),
+    ("timeout 0", {"timeout": 0}, ValidationError, ("timeout", "0", "> 0")),
+    ("max_concurrency 0", {"max_concurrency": 0}, ValidationError, ("max_concurrency", "0", ">= 1")),
+    ("max_retries -1", {"max_retries": -1}, ValidationError, ("max_retries", "-1", ">= 0")),
+    ("logit_bias key", {"logit_bias": {"abc": 1}}, ValidationError, ("logit_bias", "token ids")),
+    ("base_url no scheme", {"base_url": "api.fireworks.ai/inference/v1"}, ConfigurationError,
+     ("base_url", "http")),
+    ("base_url ftp", {"base_url": "ftp://example.com"}, ConfigurationError, ("base_url", "http")),
+    ("chat_template typo", {"chat_template": "llama3"}, ConfigurationError, ("chat_template", "llama3.1")),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("case", "call", "error", "mentions"), CALLS, ids=[c[0] for c in CALLS])
+def test_bad_input_is_refused_before_sending(
+    sim: FireworksSimulator,
+    tmp_path: Path,
+    case: str,
+    call: dict[str, Any],
+    error: type[FwRolloutsError],
+    mentions: tuple[str, ...],
+) -> None:
+    sim.reset()
+    call = dict(call)
+    prompt = call.pop("prompt", "What is 2+2?")
+    n_samples = call.pop("n_samples", 1)
+
+    async def main() -> None:
+        async with AsyncFireworks(
+            model="qwen-15b", base_url=sim.base_url, api_key=sim.api_key, cache_dir=str(tmp_path), progress_bar=False
+        ) as client:
+            await client.generate(prompt, n_samples, **call)
+
+    with pytest.raises(error) as info:
+        asyncio.run(main())
+    message = str(info.value)
+    for fragment in mentions:
+        assert fragment in message, f"{case}: {fragment!r} not in {message!r}"
+    assert sim.requests == []
+
+
+def test_bad_constructor_options_fail_at_construction(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match="logprobs"):
+        AsyncFireworks(model="qwen-15b", logprobs=9)
+    with pytest.raises(ValidationError, match="frobnicate"):
+        AsyncFireworks(model="qwen-15b", frobnicate=1)
+    with pytest.raises(ConfigurationError, match="base_url"):
+        AsyncFireworks(model="qwen-15b", base_url="localhost:8000")
+    with pytest.raises(ValidationError, match="model"):
+        AsyncFireworks(model="")
+
+
+def test_missing_key_names_both_ways_to_give_one(
+    sim: FireworksSimulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sim.reset()
+    monkeypatch.delenv("FIREWORKS_API_KEY", raising=False)
+
+    async def main() -> None:
+        async with AsyncFireworks(model="qwen-15b", base_url=sim.base_url, cache_dir=str(tmp_path)) as client:
+            await client.generate("x")
+
+    with pytest.raises(ConfigurationError) as info:
+        asyncio.run(main())
+    assert "api_key" in str(info.value) and "FIREWORKS_API_KEY" in str(info.value)
+    assert sim.requests == []
+    monkeypatch.setenv("FIREWORKS_API_KEY", sim.api_key)
+    asyncio.run(main())  # the environment variable is enough
+    assert len(sim.requests) == 1
