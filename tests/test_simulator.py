@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import http.client
+import importlib.util
 import json
 import os
 import signal
@@ -12,10 +13,11 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Protocol
 
 import pytest
 
@@ -56,8 +58,13 @@ class Resp:
         return json.loads(self.data)
 
 
+class HasPort(Protocol):
+    @property
+    def port(self) -> int: ...
+
+
 def call(
-    server: FireworksSimulator,
+    server: HasPort,
     body: object = None,
     *,
     method: str = "POST",
@@ -356,7 +363,8 @@ def test_routes(sim: FireworksSimulator) -> None:
     assert {m["id"] for m in models.json()["data"]} >= {R1_MODEL, OSS_MODEL}
     r = call(sim, method="GET", path="/inference/v1/completions")
     assert r.status == 405 and r.headers["allow"] == "POST"
-    assert call(sim, {}, path="/inference/v1/chat/completions").status == 404
+    assert call(sim, {}, path="/inference/v1/embeddings").status == 404
+    assert call(sim, {}, path="/inference/v1/chat/completions").status == 422  # a route since chat exists
     with FireworksSimulator(known_models=[OSS_MODEL]) as server:
         listed = call(server, method="GET", path="/v1/models").json()["data"]
         assert [m["id"] for m in listed] == [OSS_MODEL]
@@ -638,6 +646,127 @@ def test_throughput_64_connections(sim: FireworksSimulator) -> None:
     assert sim.status_counts == {200: 500}
 
 
+# -- replay memo ------------------------------------------------------------------------------------------
+
+BENCH_BODY = {
+    "model": R1_MODEL, "prompt": R1_PROMPT, "max_tokens": 32, "temperature": 0.7, "top_p": 0.95,
+    "presence_penalty": 0.0, "frequency_penalty": 0.0, "logprobs": 5, "echo": True, "seed": 0,
+}  # fmt: skip
+
+
+def _read_response(f: BinaryIO) -> bytes:
+    """One raw response with a Content-Length body, byte for byte."""
+    head = b""
+    while not head.endswith(b"\r\n\r\n"):
+        line = f.readline()
+        assert line, "connection closed"
+        head += line
+    length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+    return head + f.read(length)
+
+
+def _exchange(port: int, *requests: bytes) -> list[bytes]:
+    """Send requests one after another on one keep-alive connection; the raw responses."""
+    out = []
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        f = s.makefile("rb")
+        for request in requests:
+            s.sendall(request)
+            out.append(_read_response(f))
+    return out
+
+
+@pytest.fixture
+def replay_sim() -> Iterator[FireworksSimulator]:
+    with FireworksSimulator(replay_cache_mb=8) as server:
+        yield server
+
+
+def test_replay_returns_byte_identical_replies(replay_sim: FireworksSimulator) -> None:
+    request = _raw_request(json.dumps(BENCH_BODY).encode())
+    other = _raw_request(json.dumps({**BENCH_BODY, "seed": 1}).encode())
+    first, again, different = _exchange(replay_sim.port, request, request, other)
+    (later,) = _exchange(replay_sim.port, request)  # another connection
+    assert first.startswith(b"HTTP/1.1 200 ") and first == again == later
+    assert different != first and json.loads(different.split(b"\r\n\r\n", 1)[1])["choices"][0]["text"]
+    assert replay_sim.status_counts == {200: 4}
+    records = replay_sim.requests
+    assert len(records) == 4 and all(r.body == BENCH_BODY for r in records[:2]) and records[1].status == 200
+    # Streams and chat replies are replayed too.
+    for body, path in (
+        ({**BENCH_BODY, "stream": True}, "/inference/v1/completions"),
+        ({"model": R1_MODEL, "messages": [{"role": "user", "content": "Hi"}]}, "/v1/chat/completions"),
+    ):
+        replies = [call(replay_sim, body, path=path) for _ in range(2)]
+        assert replies[0].status == 200 and replies[0].data == replies[1].data
+    # Without the memo only the generation repeats, not the id.
+    ids = {json.loads(_exchange(replay_sim.port, request)[0].split(b"\r\n\r\n", 1)[1])["id"]}
+    with FireworksSimulator() as plain:
+        ids |= {call(plain, BENCH_BODY).json()["id"] for _ in range(2)}
+    assert len(ids) == 3
+
+
+def test_replay_still_applies_faults(replay_sim: FireworksSimulator) -> None:
+    request = _raw_request(json.dumps(BENCH_BODY).encode())
+    (first,) = _exchange(replay_sim.port, request)
+    replay_sim.faults.push(Fault.status(503), Fault.truncated(), Fault.reset())
+    unavailable, truncated = _exchange(replay_sim.port, request, request)
+    assert unavailable.startswith(b"HTTP/1.1 503 ") and truncated.startswith(b"HTTP/1.1 200 ")
+    assert len(truncated) < len(first)
+    with pytest.raises(ConnectionError):
+        _exchange(replay_sim.port, request)
+    assert _exchange(replay_sim.port, request) == [first]  # the faulted replies were not memoised
+    replay_sim.faults.random(1.0, kinds=[429])
+    assert _exchange(replay_sim.port, request)[0].startswith(b"HTTP/1.1 429 ")
+    replay_sim.faults.clear()
+    assert replay_sim.status_counts == {200: 3, 503: 1, 429: 1, "reset": 1}
+
+
+def test_replay_still_checks_auth(replay_sim: FireworksSimulator) -> None:
+    body = json.dumps(BENCH_BODY).encode()
+    (first,) = _exchange(replay_sim.port, _raw_request(body))
+    wrong = _raw_request(body).replace(b"Bearer sim-key", b"Bearer wrong-key")
+    missing = _raw_request(body).replace(b"Authorization: Bearer sim-key\r\n", b"")
+    for request in (wrong, missing, wrong):
+        assert _exchange(replay_sim.port, request)[0].startswith(b"HTTP/1.1 401 ")
+    assert _exchange(replay_sim.port, _raw_request(body)) == [first]
+
+
+def test_replay_keys_and_bypasses(replay_sim: FireworksSimulator) -> None:
+    body = json.dumps(BENCH_BODY).encode()
+    a, b = (_raw_request(body, f"X-Request-ID: req-{i}\r\n") for i in "ab")
+    ra, rb, ra2 = _exchange(replay_sim.port, a, b, a)
+    assert b"x-request-id: req-a\r\n" in ra and b"x-request-id: req-b\r\n" in rb and ra == ra2
+    # Connection: close requests are answered afresh (and their replies not memoised).
+    closing = _raw_request(body, "Connection: close\r\n")
+    with socket.create_connection(("127.0.0.1", replay_sim.port), timeout=5) as s:
+        s.sendall(closing)
+        reply = s.makefile("rb").read()
+    assert b"connection: close" in reply and reply.split(b"\r\n\r\n", 1)[1] != ra.split(b"\r\n\r\n", 1)[1]
+    # reset() empties the memo.
+    (before,) = _exchange(replay_sim.port, _raw_request(body))
+    replay_sim.reset()
+    (after,) = _exchange(replay_sim.port, _raw_request(body))
+    assert before != after and _exchange(replay_sim.port, _raw_request(body)) == [after]
+
+
+def test_replay_with_latency_and_a_bounded_memo() -> None:
+    with FireworksSimulator(replay_cache_mb=1, latency=0.05) as server:
+        request = _raw_request(json.dumps(BENCH_BODY).encode())
+        t0 = time.perf_counter()
+        first, again = _exchange(server.port, request, request)
+        assert first == again and time.perf_counter() - t0 >= 0.1
+    with FireworksSimulator(replay_cache_mb=1) as server:
+        big = {**BENCH_BODY, "max_tokens": 200, "ignore_eos": True, "logprobs": True, "top_logprobs": 5}
+        requests = [_raw_request(json.dumps({**big, "seed": i}).encode()) for i in range(12)]
+        replies = _exchange(server.port, *requests)
+        assert sum(map(len, replies)) > 1024 * 1024  # more than the memo holds
+        last, first = _exchange(server.port, requests[-1], requests[0])
+        assert last == replies[-1] and first != replies[0]  # the oldest were dropped
+    with pytest.raises(ValueError):
+        FireworksSimulator(replay_cache_mb=-1)
+
+
 # -- lifecycle ------------------------------------------------------------------------------------------
 
 
@@ -702,6 +831,77 @@ def test_cli_runs_until_sigterm() -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def _start_cli(*args: str) -> tuple[subprocess.Popen[str], int]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fw_rollouts.testing", "--port", "0", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=_env(),
+        text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert line.startswith("fw_rollouts simulator listening on http://127.0.0.1:"), line
+    return proc, int(line.split(":")[2].split("/")[0])
+
+
+def _stop_cli(proc: subprocess.Popen[str]) -> str:
+    """SIGTERM the CLI; it must exit 0. Returns its stderr."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        _, err = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    return err
+
+
+class _Port:
+    def __init__(self, port: int) -> None:
+        self.port = port
+
+
+def test_cli_lenient_replay_and_workers() -> None:
+    proc, port = _start_cli("--lenient", "--replay-cache-mb", "4", "--workers", "2")
+    try:
+        server = _Port(port)
+        peer = {"model": R1_MODEL, "messages": [{"role": "user", "content": "Hi"}], "provider": {}, "top_a": 0}
+        r = call(server, peer, path="/v1/chat/completions")
+        assert r.status == 200 and r.json()["choices"][0]["message"]["reasoning"]
+        request = _raw_request(json.dumps(BENCH_BODY).encode())
+        first, again = _exchange(port, request, request)  # one connection: one worker, one memo
+        assert first.startswith(b"HTTP/1.1 200 ") and first == again
+        with ThreadPoolExecutor(8) as pool:  # many connections, spread over the workers
+            statuses = list(pool.map(lambda _: _exchange(port, request)[0][:12], range(32)))
+        assert statuses == [b"HTTP/1.1 200"] * 32
+    finally:
+        _stop_cli(proc)
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()  # every worker is gone
+
+
+def test_cli_uvloop_flag() -> None:
+    proc, port = _start_cli("--uvloop")
+    try:
+        assert call(_Port(port), BODY).status == 200
+    finally:
+        err = _stop_cli(proc)
+    installed = importlib.util.find_spec("uvloop") is not None
+    assert ("uvloop is not installed" in err) is not installed
+
+
+def test_loop_factory_without_uvloop(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from fw_rollouts.testing import _cli
+
+    assert _cli._loop_factory(False) is None
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # makes `import uvloop` fail
+    assert _cli._loop_factory(True) is None
+    assert "uvloop is not installed" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        _cli.main(["--workers", "0"])
 
 
 def test_import_is_light() -> None:

@@ -352,3 +352,41 @@ def test_memo_is_bounded_by_weight() -> None:
     assert (memo.get("a"), memo.get("b"), memo.get("c"), len(memo)) == (None, 2, 3, 2)
     memo.put("huge", 4, 11)  # heavier than the whole budget: not kept, nothing evicted
     assert memo.get("huge") is None and len(memo) == 2
+
+
+# -- chat (pure) --------------------------------------------------------------------------------------
+
+
+def test_lenient_config_ignores_unknown_fields_only() -> None:
+    body = {"model": R1_MODEL, "prompt": "x", "max_tokens": 1, "best_of": 2, "provider": {"order": []}}
+    assert handle(body)[0] == 400
+    lenient = Config(strict_fields=False)
+    assert handle(body, lenient)[0] == 200
+    assert handle({**body, "temperature": "hot"}, lenient)[0] == 422
+    assert handle({"prompt": "x", "top_a": 1}, lenient)[0] == 422  # model is still required
+
+
+def test_split_generation() -> None:
+    from fw_rollouts.testing._chat import split_generation
+
+    engine = Engine(Config())
+
+    def spans(model: str, prompt: str, text: str) -> list[tuple[str, str]] | None:
+        found = split_generation(text, engine.prompt(model, prompt).end_state)
+        return None if found is None else [(kind, text[a:b]) for a, b, kind in found]
+
+    assert spans(R1_MODEL, R1_PROMPT, "so</think>\n\n4") == [("reasoning", "so"), ("content", "\n\n4")]
+    assert spans(R1_MODEL, R1_PROMPT, "so far") == [("reasoning", "so far")]
+    assert spans(R1_MODEL, "<｜User｜>Hi<｜Assistant｜>", "<think>\nhm</think>ok") == [
+        ("reasoning", "\nhm"),
+        ("content", "ok"),
+    ]
+    assert spans(R1_MODEL, R1_PROMPT + "a</think>\n\n", "4") is None  # the reasoning is in the prompt
+    oss = "accounts/fireworks/models/gpt-oss-20b"
+    head = "<|start|>user<|message|>Hi<|end|><|start|>assistant"
+    generated = "<|channel|>analysis<|message|>think<|end|><|start|>assistant<|channel|>final<|message|>answer"
+    assert spans(oss, head, generated) == [("reasoning", "think"), ("content", "answer")]
+    assert spans(oss, head + "<|channel|>analysis<|message|>I", " go on") == [("reasoning", " go on")]
+    assert spans(oss, head + "<|channel|>final<|message|>The", " end") == [("content", " end")]
+    assert spans(oss, head, "") == []
+    assert spans("accounts/fireworks/models/llama-v3p1-8b-instruct", "Hi", "there") is None

@@ -1,13 +1,14 @@
-"""A simulated Fireworks completions server for offline tests: ``fw_rollouts.testing``.
+"""A simulated Fireworks inference server for offline tests: ``fw_rollouts.testing``.
 
 >>> from fw_rollouts.testing import FireworksSimulator, Fault
 >>> with FireworksSimulator() as sim:  # doctest: +SKIP
 ...     sim.faults.push(Fault.status(429, retry_after="1"))
 ...     ...  # point a client at sim.base_url with sim.api_key
 
-The server speaks the Fireworks ``/inference/v1/completions`` API over real loopback HTTP/1.1:
-validation and error bodies, legacy and content-format logprobs, echo, streaming, and scripted or
-random faults. It uses only the standard library. See ``docs/testing.md``.
+The server speaks the Fireworks ``/inference/v1/completions`` and ``/inference/v1/chat/completions`` APIs
+over real loopback HTTP/1.1: validation and error bodies, legacy and content-format logprobs, echo,
+streaming, reasoning split for chat, and scripted or random faults. It uses only the standard library.
+See ``docs/testing.md``.
 """
 
 from ._cli import main

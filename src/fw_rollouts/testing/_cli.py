@@ -5,18 +5,28 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib
+import os
+import select
 import signal
+import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
 
 from ._server import FireworksSimulator
 
 __all__ = ["build_parser", "main"]
 
+_LoopFactory = Callable[[], asyncio.AbstractEventLoop]
+_READY_TIMEOUT = 60.0
+
 
 def build_parser(prog: str = "python -m fw_rollouts.testing") -> argparse.ArgumentParser:
     """The argument parser of :func:`main` (exposed so another CLI can embed it as a subcommand)."""
-    p = argparse.ArgumentParser(prog=prog, description="Run a simulated Fireworks completions server.")
+    p = argparse.ArgumentParser(
+        prog=prog, description="Run a simulated Fireworks inference server (completions and chat completions)."
+    )
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: %(default)s)")
     p.add_argument("--port", type=int, default=0, help="port to listen on; 0 picks a free one (default)")
     p.add_argument("--api-key", default="sim-key", help="the Bearer key to accept (default: %(default)s)")
@@ -35,13 +45,33 @@ def build_parser(prog: str = "python -m fw_rollouts.testing") -> argparse.Argume
     )
     p.add_argument("--fault-rate", type=float, default=0.0, help="fault this fraction of requests at random")
     p.add_argument("--fault-seed", type=int, default=0, help="seed of the random faults")
+    p.add_argument(
+        "--lenient",
+        action="store_true",
+        help="ignore body fields outside the Fireworks schema instead of answering 400 (OpenRouter-style clients)",
+    )
+    p.add_argument(
+        "--replay-cache-mb",
+        type=int,
+        default=0,
+        metavar="N",
+        help="replay identical successful requests byte for byte from a memo of up to N MB (for benchmarks)",
+    )
+    p.add_argument("--uvloop", action="store_true", help="run on uvloop's event loop if it is installed")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="serve from N processes sharing the port with SO_REUSEPORT (Linux; default: 1)",
+    )
     return p
 
 
-async def _serve(args: argparse.Namespace) -> None:
+def _simulator(args: argparse.Namespace, port: int, worker: int) -> FireworksSimulator:
     sim = FireworksSimulator(
         host=args.host,
-        port=args.port,
+        port=port,
         api_key=None if args.any_key else args.api_key,
         latency=args.latency,
         known_models=args.models,
@@ -50,28 +80,160 @@ async def _serve(args: argparse.Namespace) -> None:
         stop_included=args.stop_included,
         default_max_tokens=args.default_max_tokens,
         record=False,
+        strict_fields=not args.lenient,
+        replay_cache_mb=args.replay_cache_mb,
     )
     if args.fault_rate:
-        sim.faults.random(args.fault_rate, seed=args.fault_seed)
+        sim.faults.random(args.fault_rate, seed=args.fault_seed + worker)
+    return sim
+
+
+async def _serve(args: argparse.Namespace, port: int, worker: int = 0, ready_fd: int | None = None) -> None:
+    sim = _simulator(args, port, worker)
+    sim._reuse_port = ready_fd is not None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):  # no signal handlers on Windows
             loop.add_signal_handler(sig, stop.set)
     async with sim:
-        key = "any" if args.any_key else sim.api_key
-        print(f"fw_rollouts simulator listening on {sim.base_url} (api key: {key})", flush=True)
+        if ready_fd is None:
+            key = "any" if args.any_key else sim.api_key
+            print(f"fw_rollouts simulator listening on {sim.base_url} (api key: {key})", flush=True)
+        else:
+            os.write(ready_fd, b"1")
+            os.close(ready_fd)
         await stop.wait()
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the simulator in the foreground until Ctrl-C or SIGTERM; returns the exit status."""
-    args = build_parser().parse_args(argv)
+def _loop_factory(want_uvloop: bool) -> _LoopFactory | None:
+    """uvloop's loop factory when asked for and installed; None (the default loop) otherwise."""
+    if not want_uvloop:
+        return None
     try:
-        asyncio.run(_serve(args))
+        uvloop: Any = importlib.import_module("uvloop")
+    except ImportError:
+        print("warning: --uvloop: uvloop is not installed (pip install uvloop); using asyncio's loop", file=sys.stderr)
+        return None
+    factory: _LoopFactory = uvloop.new_event_loop
+    return factory
+
+
+def _run(coro: Coroutine[Any, Any, None], factory: _LoopFactory | None) -> int:
+    try:
+        if factory is None:
+            asyncio.run(coro)
+        elif sys.version_info >= (3, 11):
+            with asyncio.Runner(loop_factory=factory) as runner:
+                runner.run(coro)
+        else:  # pragma: no cover - Python 3.10
+            loop = factory()
+            try:
+                loop.run_until_complete(coro)
+            finally:
+                loop.close()
     except KeyboardInterrupt:
         pass
     except OSError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0
+
+
+def _die_with_parent(parent: int) -> None:
+    """Have the kernel SIGTERM this worker when the parent dies, even by SIGKILL (Linux, best effort)."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def _serve_workers(args: argparse.Namespace, factory: _LoopFactory | None) -> int:
+    """Fork ``args.workers`` servers that share one port (SO_REUSEPORT); stop them all on SIGINT/SIGTERM."""
+    if not hasattr(os, "fork") or not hasattr(socket, "SO_REUSEPORT"):
+        print("error: --workers needs fork() and SO_REUSEPORT (Linux)", file=sys.stderr)
+        return 1
+    # A bound, non-listening SO_REUSEPORT socket reserves the port (and picks it when --port is 0).
+    family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
+    holder = socket.socket(family, socket.SOCK_STREAM)
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        holder.bind((args.host, args.port))
+    except OSError as e:
+        holder.close()
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    port = holder.getsockname()[1]
+    signals = {signal.SIGINT, signal.SIGTERM, signal.SIGCHLD}
+    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, signals)  # kept pending for sigwait below
+    pids: list[int] = []
+    failed = False
+    parent = os.getpid()
+    try:
+        for worker in range(args.workers):
+            r, w = os.pipe()
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - runs in the child (covered by the CLI test)
+                code = 1
+                try:
+                    os.close(r)
+                    holder.close()
+                    _die_with_parent(parent)
+                    signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+                    code = _run(_serve(args, port, worker, w), factory)
+                finally:
+                    os._exit(code)
+            os.close(w)
+            pids.append(pid)
+            ready, _, _ = select.select([r], [], [], _READY_TIMEOUT)
+            failed = not ready or os.read(r, 1) != b"1"
+            os.close(r)
+            if failed:
+                print(f"error: worker {worker} did not start", file=sys.stderr)
+                break
+        holder.close()
+        if not failed:
+            key = "any" if args.any_key else args.api_key
+            host = f"[{args.host}]" if ":" in args.host else args.host
+            print(
+                f"fw_rollouts simulator listening on http://{host}:{port}/inference/v1 (api key: {key})"
+                f" [{args.workers} workers]",
+                flush=True,
+            )
+            while True:
+                sig = signal.sigwait(signals)
+                if sig != signal.SIGCHLD:
+                    break
+                with contextlib.suppress(ChildProcessError):
+                    pid, status = os.waitpid(-1, os.WNOHANG)
+                    if pid:
+                        print(f"error: a worker exited (status {status}); stopping", file=sys.stderr)
+                        pids.remove(pid)
+                        failed = True
+                        break
+    finally:
+        holder.close()
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        for pid in pids:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+    return 1 if failed else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the simulator in the foreground until Ctrl-C or SIGTERM; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.workers < 1:
+        parser.error("--workers must be >= 1")
+    if args.replay_cache_mb < 0:
+        parser.error("--replay-cache-mb must be >= 0")
+    factory = _loop_factory(args.uvloop)
+    if args.workers > 1:
+        return _serve_workers(args, factory)
+    return _run(_serve(args, args.port), factory)

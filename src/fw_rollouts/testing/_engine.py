@@ -16,13 +16,17 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
+from ._chat import ROLES, Message, Span, render_messages, split_generation
 from ._memo import Memo
 from ._model import Dist, Generation, Prompt, Sampling, Step, bos_token_for, generate, walk_prompt
 from ._tokenizer import decode_id, token_bytes, tokenize
 
 __all__ = [
+    "CHAT_FIELDS",
+    "CHAT_PATHS",
     "COMPLETIONS_PATHS",
     "DONE_EVENT",
+    "GENERATION_PATHS",
     "KNOWN_FIELDS",
     "MODELS_PATHS",
     "ApiError",
@@ -46,6 +50,9 @@ BosMode = Literal["none", "count", "echo"]
 OffsetBase = Literal["completion", "prompt"]
 
 COMPLETIONS_PATHS: Final = frozenset({"/inference/v1/completions", "/v1/completions", "/completions"})
+CHAT_PATHS: Final = frozenset({"/inference/v1/chat/completions", "/v1/chat/completions", "/chat/completions"})
+#: The endpoints that generate (and that faults apply to).
+GENERATION_PATHS: Final = COMPLETIONS_PATHS | CHAT_PATHS
 MODELS_PATHS: Final = frozenset({"/inference/v1/models", "/v1/models", "/models"})
 
 #: Models listed by ``GET /models`` when the simulator accepts any model.
@@ -92,6 +99,7 @@ class Config:
     default_max_tokens: int = 16
     context_length: int = 131_072
     text_offset_base: OffsetBase = "completion"
+    strict_fields: bool = True
 
 
 class Reply:
@@ -193,6 +201,17 @@ KNOWN_FIELDS: Final = frozenset((
     "speculation", "prediction", "images", "metadata", "service_tier", "user",
 ))
 # fmt: on
+#: The fields of Fireworks' ``ChatCompletionRequest``: the completions fields with ``messages`` for ``prompt``.
+CHAT_FIELDS: Final = (KNOWN_FIELDS - {"prompt", "images"}) | {
+    "messages",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+    "functions",
+    "function_call",
+    "prompt_truncate_len",
+    "safe_tokenization",
+}
 _FLOATS: Final[dict[str, tuple[float | None, float | None]]] = {
     "temperature": (0, 2),
     "top_p": (0, 1),
@@ -213,8 +232,18 @@ _INTS: Final[dict[str, tuple[int | None, int | None]]] = {
     "echo_last": (0, None),
     "seed": (None, None),
     "prompt_cache_max_len": (0, None),
+    "prompt_truncate_len": (0, None),
 }
-_BOOLS: Final = ("echo", "ignore_eos", "raw_output", "return_token_ids", "perf_metrics_in_response", "stream")
+_BOOLS: Final = (
+    "echo",
+    "ignore_eos",
+    "raw_output",
+    "return_token_ids",
+    "perf_metrics_in_response",
+    "stream",
+    "parallel_tool_calls",
+    "safe_tokenization",
+)
 _STRS: Final = ("user", "prompt_cache_key", "prompt_cache_isolation_key")
 _ENUMS: Final[dict[str, tuple[str, ...]]] = {
     "context_length_exceeded_behavior": ("truncate", "error"),
@@ -287,6 +316,8 @@ class CompletionRequest:
     return_token_ids: bool
     perf_metrics: bool
     ctx_error: bool
+    #: A chat request: its one prompt is the rendered conversation (which holds its own BOS).
+    chat: bool = False
 
 
 def _validate_prompt(v: object, errs: _Errors) -> tuple[PromptInput, ...]:
@@ -309,22 +340,83 @@ def _validate_prompt(v: object, errs: _Errors) -> tuple[PromptInput, ...]:
     return ()
 
 
-def validate(cfg: Config, obj: object, request_id: str) -> CompletionRequest:
-    """Check a decoded body against the Fireworks ``CompletionRequest`` schema (reference §2)."""
+def _message_text(content: object, loc: list[str | int], errs: _Errors) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        errs.append((loc, *_STR_ERR))
+        return ""
+    parts: list[str] = []
+    for j, part in enumerate(content):
+        if isinstance(part, str):
+            parts.append(part)
+        elif not isinstance(part, dict):
+            errs.append(([*loc, j], *_DICT_ERR))
+        elif part.get("type") == "text":
+            text = part.get("text")
+            if isinstance(text, str):
+                parts.append(text)
+            else:
+                errs.append(([*loc, j, "text"], *_STR_ERR))
+        # Other parts (images, audio) carry no text the toy model could read.
+    return "".join(parts)
+
+
+def _validate_messages(v: object, errs: _Errors) -> list[Message]:
+    loc: list[str | int] = ["body", "messages"]
+    if not isinstance(v, list):
+        errs.append((loc, *_LIST_ERR))
+        return []
+    out: list[Message] = []
+    for i, m in enumerate(v):
+        if not isinstance(m, dict):
+            errs.append(([*loc, i], *_DICT_ERR))
+            continue
+        role = m.get("role")
+        if role is None:
+            errs.append(([*loc, i, "role"], "field required", "value_error.missing"))
+        elif not isinstance(role, str):
+            errs.append(([*loc, i, "role"], *_STR_ERR))
+        elif role not in ROLES:
+            permitted = ", ".join(repr(r) for r in ROLES)
+            msg = f"value is not a valid enumeration member; permitted: {permitted}"
+            errs.append(([*loc, i, "role"], msg, "type_error.enum"))
+        text = _message_text(m.get("content"), [*loc, i, "content"], errs)
+        if isinstance(role, str):
+            out.append((role, text))
+    return out
+
+
+def validate(cfg: Config, obj: object, request_id: str, *, chat: bool = False) -> CompletionRequest:
+    """Check a decoded body against Fireworks' ``CompletionRequest`` (reference §2) or ``ChatCompletionRequest``.
+
+    With ``cfg.strict_fields`` off, fields outside the schema are ignored instead of rejected.
+    """
     if not isinstance(obj, dict):
         raise ApiError(422, detail_error([(["body"], *_DICT_ERR)]))
-    extra = [k for k in obj if k not in KNOWN_FIELDS]
-    if extra:
-        raise ApiError(400, _extra_fields_error(extra))
+    known = CHAT_FIELDS if chat else KNOWN_FIELDS
+    if cfg.strict_fields:
+        extra = [k for k in obj if k not in known]
+        if extra:
+            raise ApiError(400, _extra_fields_error(extra))
     errs: _Errors = []
     get = obj.get
-    for name in ("model", "prompt"):
+    source = "messages" if chat else "prompt"
+    for name in ("model", source):
         if get(name) is None:
             errs.append((["body", name], "field required", "value_error.missing"))
     model = get("model")
     if model is not None and not isinstance(model, str):
         errs.append((["body", "model"], *_STR_ERR))
-    prompts = _validate_prompt(get("prompt"), errs) if get("prompt") is not None else ()
+    prompts: tuple[PromptInput, ...] = ()
+    messages: list[Message] = []
+    if get(source) is not None:
+        if chat:
+            messages = _validate_messages(get(source), errs)
+        else:
+            prompts = _validate_prompt(get(source), errs)
     for name, (flo, fhi) in _FLOATS.items():
         v = get(name)
         if v is not None:
@@ -430,7 +522,9 @@ def validate(cfg: Config, obj: object, request_id: str) -> CompletionRequest:
         raise bad("max_tokens and max_completion_tokens cannot both be set", "max_tokens")
     if get("thinking") is not None and effort is not None:
         raise bad("thinking and reasoning_effort cannot both be set", "reasoning_effort")
-    if not prompts:
+    if chat and not messages:
+        raise bad("messages must not be empty", "messages")
+    if not chat and not prompts:
         raise bad("prompt must not be empty", "prompt")
     for item in prompts:
         if not item:
@@ -440,6 +534,11 @@ def validate(cfg: Config, obj: object, request_id: str) -> CompletionRequest:
     _check_model(cfg, model)
     if "gpt-oss" in model and (effort == "none" or effort is False):
         raise bad("Invalid reasoning effort: none", "reasoning_effort")
+    if chat:
+        disabled = effort == "none" or effort is False
+        if isinstance(thinking, dict) and thinking.get("type") == "disabled":
+            disabled = True
+        prompts = (render_messages(model, messages, effort if isinstance(effort, str) else None, not disabled),)
 
     def num(name: str, default: float) -> float:
         v = get(name)
@@ -482,6 +581,7 @@ def validate(cfg: Config, obj: object, request_id: str) -> CompletionRequest:
         return_token_ids=bool(get("return_token_ids")),
         perf_metrics=bool(get("perf_metrics_in_response")),
         ctx_error=get("context_length_exceeded_behavior") == "error",
+        chat=chat,
     )
 
 
@@ -646,7 +746,7 @@ class Engine:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         # Bounded by tokens held (about 100 bytes each), not entries: one prompt may be 100k tokens.
-        self._prompts: Memo[tuple[str, PromptInput], Prompt] = Memo(1_000_000)
+        self._prompts: Memo[tuple[str, PromptInput, bool], Prompt] = Memo(1_000_000)
         self._gens: Memo[tuple[object, ...], Generation] = Memo(1_000_000)
 
     # -- routing ------------------------------------------------------------------------------------
@@ -664,6 +764,14 @@ class Engine:
                     msg = "Request body must be a JSON object" if not body else "Request body is not valid JSON"
                     raise ApiError(400, nested_error(400, msg, request_id))
                 return self.completion(obj, request_id), obj
+            if path in CHAT_PATHS:
+                if method != "POST":
+                    raise self._method_not_allowed("POST", request_id)
+                self._auth(headers, request_id)
+                if obj is None:
+                    msg = "Request body must be a JSON object" if not body else "Request body is not valid JSON"
+                    raise ApiError(400, nested_error(400, msg, request_id))
+                return self.chat(obj, request_id), obj
             if path in MODELS_PATHS:
                 if method != "GET":
                     raise self._method_not_allowed("GET", request_id)
@@ -714,9 +822,12 @@ class Engine:
 
     # -- completions --------------------------------------------------------------------------------
 
-    def prompt(self, model: str, item: PromptInput) -> Prompt:
-        """Tokenise and score a prompt (memoised per model, prompt and BOS mode)."""
-        key = (model, item)
+    def prompt(self, model: str, item: PromptInput, implicit_bos: bool = True) -> Prompt:
+        """Tokenise and score a prompt (memoised per model, prompt and BOS mode).
+
+        ``implicit_bos=False`` ignores the ``bos`` option (a rendered chat prompt holds its own BOS).
+        """
+        key = (model, item, implicit_bos)
         p = self._prompts.get(key)
         if p is not None:
             return p
@@ -727,7 +838,7 @@ class Engine:
             ids = item
             texts = tuple(decode_id(t) for t in ids)
             text = "".join(texts)
-        bos = self.cfg.bos
+        bos = self.cfg.bos if implicit_bos else "none"
         if bos != "none":
             bos_text, bos_id = bos_token_for(model)
             texts, ids = (bos_text, *texts), (bos_id, *ids)
@@ -775,7 +886,7 @@ class Engine:
         prompt_tokens = completion_tokens = 0
         cfg = self.cfg
         for pi, item in enumerate(req.prompts):
-            prompt = self.prompt(req.model, item)
+            prompt = self.prompt(req.model, item, not req.chat)
             max_tokens = self._max_tokens(req, prompt, request_id)
             prompt_tokens += len(prompt.ids)
             shown = prompt.steps[1:] if prompt.bos_hidden else prompt.steps
@@ -786,7 +897,7 @@ class Engine:
             else:
                 echo_steps = shown[len(shown) - req.echo_last :] if req.echo_last else []
             first_null = bool(echo_steps) and echo_steps[0] is shown[0]
-            zero_width = cfg.bos == "echo" and first_null
+            zero_width = cfg.bos == "echo" and first_null and not req.chat
             echo_text = "".join(st.text for st in (echo_steps[1:] if zero_width else echo_steps))
             if req.echo_last is not None:
                 offset0 = len(echo_text)
@@ -833,7 +944,13 @@ class Engine:
 
     def completion(self, obj: object, request_id: str) -> Reply:
         """Answer a decoded completions body (auth already checked)."""
-        req = validate(self.cfg, obj, request_id)
+        return self._answer(validate(self.cfg, obj, request_id), request_id)
+
+    def chat(self, obj: object, request_id: str) -> Reply:
+        """Answer a decoded chat completions body (auth already checked)."""
+        return self._answer(validate(self.cfg, obj, request_id, chat=True), request_id)
+
+    def _answer(self, req: CompletionRequest, request_id: str) -> Reply:
         choices, prompt_tokens, completion_tokens = self._choices(req, request_id)
         usage = {
             "prompt_tokens": prompt_tokens,
@@ -841,13 +958,16 @@ class Engine:
             "total_tokens": prompt_tokens + completion_tokens,
             "prompt_tokens_details": {"cached_tokens": 0},
         }
+        kind = ("chat.completion.chunk" if req.stream else "chat.completion") if req.chat else "text_completion"
         head = (
-            f'{{"id":"{uuid.uuid4()}","object":"text_completion","created":{int(time.time())},'
+            f'{{"id":"{uuid.uuid4()}","object":"{kind}","created":{int(time.time())},'
             f'"model":{_encode_str(req.model)},"choices":['
         )
         tail = '],"usage":' + _encoder.encode(usage)
         if req.perf_metrics:
             tail += ',"perf_metrics":' + _encoder.encode(_perf_metrics(prompt_tokens, completion_tokens))
+        if req.chat and req.return_token_ids:
+            tail += ',"prompt_token_ids":' + _ids(choices[0].prompt.ids)
         tail += "}"
         headers = self._headers(request_id)
         if req.stream:
@@ -855,44 +975,77 @@ class Engine:
             headers.append(("cache-control", "no-cache"))
             return Reply(200, b"", request_id, headers, self._events(req, head, choices, tail))
         headers.append(("fireworks-prompt-tokens", str(prompt_tokens)))
-        want_logprobs = req.legacy_k is not None or req.content_k is not None
-        echo = req.echo_last is not None
-        parts = []
-        for c in choices:
-            if want_logprobs:
-                steps = c.echo_steps + c.gen.steps if c.echo_steps else c.gen.steps
-                offsets = _offsets(c.echo_steps, 0, c.zero_width) + _offsets(c.gen.steps, c.offset0, False)
-                logprobs = self._logprobs(req, steps, offsets, c.first_null)
-            else:
-                logprobs = "null"
-            extra = ""
-            if req.raw_output:
-                extra += ',"raw_output":' + self._raw_output(req, c)
-            if req.return_token_ids:
-                extra += f',"prompt_token_ids":{_ids(c.prompt.ids)},"token_ids":{_ids(st.tid for st in c.gen.steps)}'
-            text = c.echo_text + c.gen.text if echo and self.cfg.echo_text else c.gen.text
-            parts.append(self._choice_json(req, c, text, c.gen.finish_reason, logprobs, extra))
+        parts = [self._full_choice(req, c) for c in choices]
         return Reply(200, (head + ",".join(parts) + tail).encode("utf-8"), request_id, headers)
 
+    def _full_choice(self, req: CompletionRequest, c: _Choice) -> str:
+        """One choice of a non-streamed response."""
+        if req.legacy_k is not None or req.content_k is not None:
+            steps = c.echo_steps + c.gen.steps if c.echo_steps else c.gen.steps
+            offsets = _offsets(c.echo_steps, 0, c.zero_width) + _offsets(c.gen.steps, c.offset0, False)
+            logprobs = self._logprobs(req, steps, offsets, c.first_null)
+        else:
+            logprobs = "null"
+        extra = ""
+        if req.raw_output:
+            extra += ',"raw_output":' + self._raw_output(req, c)
+        if req.return_token_ids:
+            if not req.chat:
+                extra += f',"prompt_token_ids":{_ids(c.prompt.ids)}'
+            extra += f',"token_ids":{_ids(st.tid for st in c.gen.steps)}'
+        if req.chat:
+            message = _message(c.gen.text, split_generation(c.gen.text, c.prompt.end_state))
+            return (
+                f'{{"index":{c.index},"message":{message},"finish_reason":"{c.gen.finish_reason}",'
+                f'"logprobs":{logprobs}{extra}}}'
+            )
+        echo = req.echo_last is not None and self.cfg.echo_text
+        text = c.echo_text + c.gen.text if echo else c.gen.text
+        return self._choice_json(req, c, text, c.gen.finish_reason, logprobs, extra)
+
+    def _text_events(self, req: CompletionRequest, c: _Choice) -> list[_Event]:
+        """A completions choice's events: an echo event, then one per token."""
+        evs: list[_Event] = []
+        if c.echo_steps:
+            text = c.echo_text if self.cfg.echo_text else ""
+            evs.append((c, text, c.echo_steps, _offsets(c.echo_steps, 0, c.zero_width), c.first_null, ""))
+        offsets = _offsets(c.gen.steps, c.offset0, False)
+        ids = req.return_token_ids
+        for st, off in zip(c.gen.steps, offsets, strict=True):
+            evs.append((c, st.text, [st], [off], False, f',"token_ids":[{st.tid}]' if ids else ""))
+        if not c.gen.steps:
+            evs.append((c, "", [], [], False, ',"token_ids":[]' if ids else ""))
+        if ids:
+            first = evs[0]
+            extra = f',"prompt_token_ids":{_ids(c.prompt.ids)}' + (first[5] or ',"token_ids":[]')
+            evs[0] = (*first[:5], extra)
+        return evs
+
+    def _chat_events(self, req: CompletionRequest, c: _Choice) -> list[_Event]:
+        """A chat choice's events: the role (with the echoed logprobs), then one delta per token."""
+        ids = req.return_token_ids
+        evs: list[_Event] = []
+        role = '{"role":"assistant","content":null}'
+        no_ids = ',"token_ids":[]' if ids else ""
+        if c.echo_steps:
+            evs.append((c, role, c.echo_steps, _offsets(c.echo_steps, 0, c.zero_width), c.first_null, no_ids))
+        else:
+            evs.append((c, role, [], [], False, no_ids))
+        text = c.gen.text
+        spans = split_generation(text, c.prompt.end_state)
+        pos = 0
+        for st, off in zip(c.gen.steps, _offsets(c.gen.steps, c.offset0, False), strict=True):
+            end = pos + len(st.text)
+            delta = _delta(text, pos, end, spans)
+            evs.append((c, delta, [st], [off], False, f',"token_ids":[{st.tid}]' if ids else ""))
+            pos = end
+        return evs
+
     def _events(self, req: CompletionRequest, head: str, choices: list[_Choice], tail: str) -> list[bytes]:
-        """SSE events: per choice an echo event, one event per token, finish on each choice's last."""
-        per_choice: list[list[tuple[_Choice, str, list[Step], list[int], bool, str]]] = []
+        """SSE events: each choice's events, interleaved; finish on each choice's last, usage on the last."""
+        per_choice: list[list[_Event]] = []
         for c in choices:
-            # (choice, text, steps, offsets, first_null, extra JSON)
-            evs: list[tuple[_Choice, str, list[Step], list[int], bool, str]] = []
-            if c.echo_steps:
-                text = c.echo_text if self.cfg.echo_text else ""
-                evs.append((c, text, c.echo_steps, _offsets(c.echo_steps, 0, c.zero_width), c.first_null, ""))
-            offsets = _offsets(c.gen.steps, c.offset0, False)
-            ids = req.return_token_ids
-            for st, off in zip(c.gen.steps, offsets, strict=True):
-                evs.append((c, st.text, [st], [off], False, f',"token_ids":[{st.tid}]' if ids else ""))
-            if not c.gen.steps:
-                evs.append((c, "", [], [], False, ',"token_ids":[]' if ids else ""))
-            if ids:
-                first = evs[0]
-                extra = f',"prompt_token_ids":{_ids(c.prompt.ids)}' + (first[5] or ',"token_ids":[]')
-                evs[0] = (*first[:5], extra)
+            evs = self._chat_events(req, c) if req.chat else self._text_events(req, c)
             if req.raw_output:
                 evs[-1] = (*evs[-1][:5], evs[-1][5] + ',"raw_output":' + self._raw_output(req, c))
             per_choice.append(evs)
@@ -906,12 +1059,58 @@ class Engine:
         out = []
         last = len(order) - 1
         want_logprobs = req.legacy_k is not None or req.content_k is not None
-        for i, ((c, text, steps, offsets, first_null, extra), is_last) in enumerate(order):
+        for i, ((c, piece, steps, offsets, first_null, extra), is_last) in enumerate(order):
             logprobs = self._logprobs(req, steps, offsets, first_null) if want_logprobs and steps else "null"
-            choice = self._choice_json(req, c, text, c.gen.finish_reason if is_last else None, logprobs, extra)
+            finish = c.gen.finish_reason if is_last else None
+            if req.chat:
+                fr = "null" if finish is None else f'"{finish}"'
+                choice = f'{{"index":{c.index},"delta":{piece},"finish_reason":{fr},"logprobs":{logprobs}{extra}}}'
+            else:
+                choice = self._choice_json(req, c, piece, finish, logprobs, extra)
             out.append(f"data: {head}{choice}{tail if i == last else null_tail}\n\n".encode())
         out.append(DONE_EVENT)
         return out
+
+
+#: One SSE event of a choice before it becomes JSON: (choice, text or delta JSON, steps, offsets,
+#: first_null, extra JSON).
+_Event = tuple[_Choice, str, list[Step], list[int], bool, str]
+
+
+def _pieces(text: str, start: int, end: int, spans: list[Span]) -> tuple[str, str]:
+    """The reasoning and the answer text within ``text[start:end]``."""
+    reasoning = content = ""
+    for a, b, kind in spans:
+        lo, hi = max(start, a), min(end, b)
+        if lo < hi:
+            if kind == "reasoning":
+                reasoning += text[lo:hi]
+            else:
+                content += text[lo:hi]
+    return reasoning, content
+
+
+def _message(text: str, spans: list[Span] | None) -> str:
+    """``choices[].message`` of a chat response; ``reasoning`` repeats ``reasoning_content`` for OpenRouter clients."""
+    if spans is None:
+        return f'{{"role":"assistant","content":{_encode_str(text)},"reasoning_content":null}}'
+    reasoning, content = _pieces(text, 0, len(text), spans)
+    r = _encode_str(reasoning)
+    return f'{{"role":"assistant","content":{_encode_str(content)},"reasoning_content":{r},"reasoning":{r}}}'
+
+
+def _delta(text: str, start: int, end: int, spans: list[Span] | None) -> str:
+    """The ``delta`` of the chat stream event of the token at ``text[start:end]`` (``{}`` for ``</think>``)."""
+    if spans is None:
+        return '{"content":' + _jstr(text[start:end]) + "}"
+    reasoning, content = _pieces(text, start, end, spans)
+    parts = []
+    if reasoning:
+        r = _jstr(reasoning)
+        parts.append(f'"reasoning_content":{r},"reasoning":{r}')
+    if content:
+        parts.append('"content":' + _jstr(content))
+    return "{" + ",".join(parts) + "}"
 
 
 DONE_EVENT: Final = b"data: [DONE]\n\n"

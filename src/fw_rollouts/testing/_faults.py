@@ -1,4 +1,4 @@
-"""Scripted and random faults the simulator injects into completions requests."""
+"""Scripted and random faults the simulator injects into completions and chat completions requests."""
 
 from __future__ import annotations
 
@@ -37,9 +37,9 @@ def _phrase(status: int) -> str:
 class Fault:
     """One injected failure; build it with a constructor such as :meth:`Fault.status` or :meth:`Fault.reset`.
 
-    A fault applies to one completions request (``/models`` and unknown paths are never faulted) and
-    replaces or damages the reply the request would have got. It is applied before authentication and
-    validation, the way a gateway or rate limiter in front of the model would.
+    A fault applies to one completions or chat completions request (``/models`` and unknown paths are never
+    faulted) and replaces or damages the reply the request would have got. It is applied before
+    authentication and validation, the way a gateway or rate limiter in front of the model would.
     """
 
     #: What happens: ``ok`` (nothing: a placeholder in a script), ``status`` (an error reply), ``reset``
@@ -306,6 +306,8 @@ class FaultPlan:
 
     def take(self) -> Fault | None:
         """Return the fault for the next completions request, if any (called by the server)."""
+        if not self._queue and not self._rate:
+            return None  # the common case, without the lock: a push that returned before is seen here
         with self._lock:
             if self._queue:
                 f = self._queue.popleft()

@@ -20,10 +20,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from http import HTTPStatus
 from types import TracebackType
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from ._engine import (
-    COMPLETIONS_PATHS,
+    GENERATION_PATHS,
     BosMode,
     Config,
     Engine,
@@ -36,6 +36,7 @@ from ._engine import (
     nested_error,
 )
 from ._faults import Fault, FaultPlan
+from ._memo import Memo
 
 __all__ = ["FireworksSimulator", "RecordedRequest"]
 
@@ -44,6 +45,10 @@ _log = logging.getLogger("fw_rollouts.testing")
 _MAX_HEAD: Final = 64 * 1024
 _MAX_BODY: Final = 32 * 1024 * 1024
 _LINGER_RST: Final = struct.pack("ii", 1, 0)
+_UNDECODED: Final = object()  # a body not decoded yet (replayed replies decode it only to record it)
+
+#: Key of a replayed reply: method, path, Authorization and X-Request-ID headers, body.
+_ReplayKey = tuple[str, str, str | None, str | None, bytes]
 
 
 @dataclass(frozen=True)
@@ -105,6 +110,28 @@ class _Request:
         self.keep_alive = version == "HTTP/1.1" and headers.get("connection", "").lower() != "close"
 
 
+class _Job:
+    """A request whose reply is decided but not yet written (delayed by ``latency`` or ``Fault.slow``)."""
+
+    __slots__ = ("cached", "fault", "memo_key", "obj", "reply", "req")
+
+    def __init__(
+        self,
+        req: _Request,
+        obj: object,
+        reply: Reply | None,
+        fault: Fault | None,
+        memo_key: _ReplayKey | None,
+        cached: bytes | None,
+    ) -> None:
+        self.req = req
+        self.obj = obj  # the decoded body, or _UNDECODED
+        self.reply = reply  # None: Fault.reset (unless cached)
+        self.fault = fault
+        self.memo_key = memo_key  # where to memoise the reply once rendered
+        self.cached = cached  # replayed response bytes
+
+
 class _BadRequest(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
@@ -139,7 +166,7 @@ def _decode_chunked(buf: bytearray, start: int) -> tuple[bytes, int] | None:
 class _Core:
     """State shared by every connection of one simulator."""
 
-    def __init__(self, cfg: Config, record: bool) -> None:
+    def __init__(self, cfg: Config, record: bool, replay_bytes: int) -> None:
         self.cfg = cfg
         self.engine = Engine(cfg)
         self.faults = FaultPlan()
@@ -148,11 +175,16 @@ class _Core:
         self.records: list[RecordedRequest] = []
         self.counts: Counter[int | str] = Counter()
         self.conns: set[_Connection] = set()
+        self.replay_bytes = replay_bytes
+        #: Complete responses by request, replayed byte for byte (None when the option is off).
+        self.replay: Memo[_ReplayKey, bytes] | None = Memo(replay_bytes) if replay_bytes > 0 else None
 
     def record(self, req: _Request, obj: object, status: int, fault: Fault | None, key: int | str) -> None:
         with self.lock:
             self.counts[key] += 1
             if self.record_enabled:
+                if obj is _UNDECODED:
+                    obj = decode_body(req.body)
                 headers = dict(req.headers)
                 if "authorization" in headers:
                     headers["authorization"] = "REDACTED"
@@ -174,13 +206,13 @@ class _Connection(asyncio.Protocol):
         self.busy = False
         self.closed = False
         self.timer: asyncio.TimerHandle | None = None
-        self.job: tuple[_Request, object, Reply | None, Fault | None] | None = None
+        self.job: _Job | None = None
 
     # -- asyncio callbacks --------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # A stream transport (uvloop's does not subclass asyncio.Transport, so no isinstance check).
+        self.transport = cast(asyncio.Transport, transport)
         self.core.conns.add(self)
 
     def data_received(self, data: bytes) -> None:
@@ -195,9 +227,9 @@ class _Connection(asyncio.Protocol):
             self.timer.cancel()
             self.timer = None
         if self.job is not None:
-            req, obj, _reply, fault = self.job
+            job = self.job
             self.job = None
-            self.core.record(req, obj, 0, fault, "client_closed")
+            self.core.record(job.req, job.obj, 0, job.fault, "client_closed")
 
     # -- parsing ------------------------------------------------------------------------------------
 
@@ -285,7 +317,24 @@ class _Connection(asyncio.Protocol):
 
     def _dispatch(self, req: _Request) -> None:
         core = self.core
-        fault = core.faults.take() if req.method == "POST" and req.path in COMPLETIONS_PATHS else None
+        fault = core.faults.take() if req.method == "POST" and req.path in GENERATION_PATHS else None
+        replay = core.replay
+        memo_key: _ReplayKey | None = None
+        # Faults are decided first, so a replayed request is faulted like any other; the key holds the
+        # Authorization header, so a reply is only replayed to a request that would have got it.
+        if replay is not None and fault is None and req.keep_alive:
+            headers = req.headers
+            memo_key = (req.method, req.path, headers.get("authorization"), headers.get("x-request-id"), req.body)
+            cached = replay.get(memo_key)
+            if cached is not None:
+                if core.cfg.latency > 0:
+                    self._later(_Job(req, _UNDECODED, None, None, None, cached), core.cfg.latency)
+                    return
+                core.record(req, _UNDECODED, 200, None, 200)
+                t = self.transport
+                assert t is not None
+                t.write(cached)
+                return
         reply: Reply | None
         if fault is not None and fault.kind in ("status", "malformed", "reset"):
             obj = decode_body(req.body)
@@ -301,13 +350,16 @@ class _Connection(asyncio.Protocol):
                 body = dumps(nested_error(500, f"simulator error: {e!r}", rid))
                 reply = Reply(500, body, rid, [("content-type", "application/json"), ("x-request-id", rid)])
         delay = core.cfg.latency + (fault.seconds if fault is not None else 0.0)
-        job = (req, obj, reply, fault)
+        job = _Job(req, obj, reply, fault, memo_key, None)
         if delay > 0:
-            self.busy = True
-            self.job = job
-            self.timer = self.loop.call_later(delay, self._deliver_later)
+            self._later(job, delay)
         else:
             self._deliver(job)
+
+    def _later(self, job: _Job, delay: float) -> None:
+        self.busy = True
+        self.job = job
+        self.timer = self.loop.call_later(delay, self._deliver_later)
 
     def _deliver_later(self) -> None:
         job = self.job
@@ -320,10 +372,14 @@ class _Connection(asyncio.Protocol):
         if self.buf:
             self._drain()
 
-    def _deliver(self, job: tuple[_Request, object, Reply | None, Fault | None]) -> None:
-        req, obj, reply, fault = job
+    def _deliver(self, job: _Job) -> None:
+        req, obj, reply, fault = job.req, job.obj, job.reply, job.fault
         t = self.transport
         assert t is not None
+        if job.cached is not None:  # a replayed reply whose latency has passed
+            self.core.record(req, obj, 200, None, 200)
+            t.write(job.cached)
+            return
         if reply is None:  # Fault.reset
             # Recorded before acting, so a test that sees the outcome also sees the record.
             self.core.record(req, obj, 0, fault, "reset")
@@ -336,6 +392,9 @@ class _Connection(asyncio.Protocol):
             return
         data, keep_alive, key = self._render(req, reply, fault)
         self.core.record(req, obj, reply.status, fault, key)
+        replay = self.core.replay
+        if job.memo_key is not None and replay is not None and reply.status == 200 and keep_alive:
+            replay.put(job.memo_key, data, len(data) + len(req.body) + 200)
         t.write(data)
         if not keep_alive:
             t.close()
@@ -409,6 +468,13 @@ class FireworksSimulator:
             ``"completion"`` (0, like the Fireworks fixtures) or ``"prompt"`` (``len(prompt)``, like
             llama.cpp).
         record: Keep a :class:`RecordedRequest` per request in :attr:`requests` (turn off for long runs).
+        strict_fields: Answer body fields outside the Fireworks schema with its 400 "extra fields not
+            permitted" error; False ignores them (for OpenRouter-style clients that send ``provider``,
+            ``reasoning``, ``top_a`` ...).
+        replay_cache_mb: When > 0, memoise the complete bytes of each successful (200) response, keyed by
+            method, path, ``Authorization`` and ``X-Request-ID`` headers and the exact body bytes, up to
+            this many megabytes (oldest out first); an identical request then gets the same bytes back
+            (same ``id`` and ``created``) without any work. Faults are still drawn first. For benchmarks.
     """
 
     def __init__(
@@ -426,6 +492,8 @@ class FireworksSimulator:
         context_length: int = 131_072,
         text_offset_base: OffsetBase = "completion",
         record: bool = True,
+        strict_fields: bool = True,
+        replay_cache_mb: int = 0,
     ) -> None:
         if bos not in ("none", "count", "echo"):
             raise ValueError(f"bos must be 'none', 'count' or 'echo', not {bos!r}")
@@ -435,6 +503,8 @@ class FireworksSimulator:
             raise ValueError("latency and default_max_tokens must be >= 0 and context_length >= 1")
         if api_key == "":
             raise ValueError("api_key must be a non-empty string or None")
+        if replay_cache_mb < 0:
+            raise ValueError("replay_cache_mb must be >= 0")
         cfg = Config(
             api_key=api_key,
             latency=float(latency),
@@ -445,10 +515,12 @@ class FireworksSimulator:
             default_max_tokens=default_max_tokens,
             context_length=context_length,
             text_offset_base=text_offset_base,
+            strict_fields=strict_fields,
         )
-        self._core = _Core(cfg, record)
+        self._core = _Core(cfg, record, int(replay_cache_mb * 1024 * 1024))
         self._host = host
         self._requested_port = port
+        self._reuse_port = False  # set by the CLI's --workers
         self._port: int | None = None
         self._server: asyncio.AbstractServer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -463,7 +535,12 @@ class FireworksSimulator:
         loop = asyncio.get_running_loop()
         core = self._core
         server = await loop.create_server(
-            lambda: _Connection(core, loop), self._host, self._requested_port, backlog=4096, reuse_address=True
+            lambda: _Connection(core, loop),
+            self._host,
+            self._requested_port,
+            backlog=4096,
+            reuse_address=True,
+            reuse_port=self._reuse_port or None,
         )
         self._server = server
         self._loop = loop
@@ -608,11 +685,14 @@ class FireworksSimulator:
             return Counter(self._core.counts)
 
     def reset(self) -> None:
-        """Forget recorded requests and counts, and clear all faults."""
-        with self._core.lock:
-            self._core.records.clear()
-            self._core.counts.clear()
-        self._core.faults.clear()
+        """Forget recorded requests and counts, clear all faults, and empty the replay memo."""
+        core = self._core
+        with core.lock:
+            core.records.clear()
+            core.counts.clear()
+        core.faults.clear()
+        if core.replay is not None:
+            core.replay = Memo(core.replay_bytes)  # swapped, not cleared: the server thread may be using it
 
     def __repr__(self) -> str:
         where = self.base_url if self._port is not None else "not started"
