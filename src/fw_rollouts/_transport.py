@@ -1,11 +1,11 @@
 """The transport: the only module that builds the HTTP/openai client and touches the wire.
 
-Requests go through ``openai.AsyncOpenAI`` (with its own retries off: the retry policy
-is the only retry layer) on its aiohttp-backed HTTP client, by the client's cheapest
-path: ``post(..., cast_to=httpx2.Response)`` returns the raw response, whose bytes we
-parse ourselves instead of building pydantic models. Every failure leaves this module
-as an exception of our own tree, with the status, request id, the service's message
-and any Retry-After the server sent; the API key is scrubbed from anything we raise.
+An ``openai.AsyncOpenAI`` client (with its own retries off: the retry policy is the only
+retry layer) on its aiohttp-backed HTTP client supplies the URL, headers and connection
+pool; the reply bytes are parsed by us, never into pydantic models. Every failure leaves
+this module as an exception of our own tree, with the status, request id, the service's
+message and any Retry-After the server sent; the API key is scrubbed from anything we
+raise.
 """
 
 from __future__ import annotations
@@ -14,13 +14,17 @@ import asyncio
 import email.utils
 import json
 import math
+import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 import httpx2
 import openai
+from multidict import CIMultiDict
+from yarl import URL
 
 from ._exceptions import (
     APIConnectionError,
@@ -184,48 +188,80 @@ def _connection_error(exc: BaseException, url: str) -> APIConnectionError:
 
 
 class Transport:
-    """One ``AsyncOpenAI`` client, bound to the event loop it was created on.
+    """The ``AsyncOpenAI`` client for one base URL and key, bound to the event loop it was made on.
 
-    ``post_completions`` sends one body and returns the reply bytes, or raises one of
-    our :class:`APIError` subclasses.
+    ``AsyncOpenAI`` supplies the base URL, the authentication and default headers, and the
+    connection pool (an aiohttp session, under openai's own aiohttp transport).
+    ``AsyncOpenAI.post`` costs about 1 ms of client CPU per request in building pydantic
+    options, httpx2 requests and headers, more than parsing a response with full logprobs
+    (see docs/performance.md), so completions are posted through that same pool with the
+    headers it computed once. ``FW_ROLLOUTS_TRANSPORT=openai`` sends every request through
+    ``AsyncOpenAI.post`` instead, for comparison.
+
+    ``post_completions`` sends one JSON body and returns the reply, or raises one of our
+    :class:`APIError` subclasses.
     """
 
-    __slots__ = ("_api_key", "_base_url", "_client", "_url")
+    __slots__ = ("_api_key", "_client", "_headers", "_session", "_url", "_use_openai")
 
     def __init__(self, *, base_url: str, api_key: str, max_connections: int) -> None:
         self._api_key = api_key
-        self._base_url = base_url
-        self._url = base_url + COMPLETIONS_PATH
-        http_client = openai.DefaultAioHttpClient(
-            limits=httpx2.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
-            timeout=httpx2.Timeout(None),
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=max_connections, keepalive_timeout=30),
+            timeout=aiohttp.ClientTimeout(total=None),
         )
         self._client = openai.AsyncOpenAI(
-            api_key=api_key,
-            base_url=base_url,
-            max_retries=0,
-            http_client=http_client,
+            api_key=api_key, base_url=base_url, max_retries=0, http_client=_http_client(self._session)
         )
+        headers = {**self._client.default_headers, **self._client.auth_headers, "Content-Type": "application/json"}
+        self._headers = CIMultiDict({k: v for k, v in headers.items() if isinstance(v, str)})
+        self._url = URL(str(self._client.base_url).rstrip("/") + COMPLETIONS_PATH)
+        self._use_openai = os.environ.get("FW_ROLLOUTS_TRANSPORT", "").lower() == "openai"
 
     @property
     def url(self) -> str:
         """The completions endpoint this transport posts to."""
-        return self._url
+        return str(self._url)
 
-    async def post_completions(self, body: Mapping[str, Any], *, timeout: float) -> Reply:
-        """POST ``body`` to ``/completions``; the whole exchange must finish within ``timeout`` seconds."""
+    async def post_completions(self, body: bytes | Mapping[str, Any], *, timeout: float) -> Reply:
+        """POST a JSON ``body`` to ``/completions``; the whole exchange must finish within ``timeout`` seconds."""
+        if not isinstance(body, bytes):
+            body = json.dumps(body).encode()
+        if self._use_openai:
+            return await self._post_via_openai(body, timeout)
+        try:
+            async with self._session.post(
+                self._url, data=body, headers=self._headers, timeout=aiohttp.ClientTimeout(total=timeout)
+            ) as response:
+                content = await response.read()
+                status, headers = response.status, response.headers
+        except asyncio.TimeoutError:
+            raise APITimeoutError(f"no complete response from {self._url} within {timeout:g}s") from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise self._scrub(_connection_error(exc, str(self._url))) from None
+        if status >= 400:
+            raise self._scrub(error_from_response(status, headers, content, url=str(self._url)))
+        return Reply(content, _request_id(headers), headers)
+
+    async def _post_via_openai(self, body: bytes, timeout: float) -> Reply:
         try:
             response = await asyncio.wait_for(
-                self._client.post(COMPLETIONS_PATH, body=dict(body), cast_to=httpx2.Response), timeout
+                self._client.post(
+                    COMPLETIONS_PATH,
+                    content=body,
+                    cast_to=httpx2.Response,
+                    options={"headers": {"Content-Type": "application/json"}},
+                ),
+                timeout,
             )
         except asyncio.TimeoutError:
             raise APITimeoutError(f"no complete response from {self._url} within {timeout:g}s") from None
         except openai.APIStatusError as exc:
             raise self._scrub(self._status_error(exc)) from None
         except openai.APIConnectionError as exc:
-            raise self._scrub(_connection_error(exc, self._url)) from None
+            raise self._scrub(_connection_error(exc, str(self._url))) from None
         except (httpx2.HTTPError, OSError) as exc:
-            raise self._scrub(_connection_error(exc, self._url)) from None
+            raise self._scrub(_connection_error(exc, str(self._url))) from None
         return Reply(response.content, _request_id(response.headers), response.headers)
 
     def _status_error(self, exc: openai.APIStatusError) -> APIStatusError:
@@ -234,7 +270,7 @@ class Transport:
             content = response.content
         except httpx2.ResponseNotRead:
             content = b""
-        return error_from_response(response.status_code, response.headers, content, url=self._url)
+        return error_from_response(response.status_code, response.headers, content, url=str(self._url))
 
     def _scrub(self, error: APIError) -> APIError:
         """Remove the API key from anything a server may have echoed back into the message."""
@@ -245,6 +281,17 @@ class Transport:
     async def aclose(self) -> None:
         """Close the connection pool."""
         await self._client.close()
+        if not self._session.closed:
+            await self._session.close()
 
     def __repr__(self) -> str:
-        return f"Transport(url={self._url!r})"
+        return f"Transport(url={str(self._url)!r})"
+
+
+def _http_client(session: aiohttp.ClientSession) -> httpx2.AsyncClient:
+    """openai's aiohttp-backed HTTP client, on ``session`` so that both paths share one pool."""
+    try:
+        from openai._vendor.httpx_aiohttp import AiohttpTransport
+    except ImportError:  # an openai without its vendored bridge: a pool of its own
+        return openai.DefaultAioHttpClient(timeout=httpx2.Timeout(None))
+    return httpx2.AsyncClient(transport=AiohttpTransport(client=session), timeout=httpx2.Timeout(None))
