@@ -103,7 +103,7 @@ class TestCacheKeys:
 
     def test_api_key_is_not_an_input(self) -> None:
         assert list(inspect.signature(CacheKeyer).parameters) == ["endpoint", "body"]
-        assert list(inspect.signature(CacheKeyer.__call__).parameters) == ["self", "seed"]
+        assert list(inspect.signature(CacheKeyer.__call__).parameters) == ["self", "seed", "choice"]
         settings = Settings.create(model="qwen-15b", api_key=SECRET)
         body = settings.key_body(PROMPT)
         assert SECRET not in repr(body)

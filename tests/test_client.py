@@ -420,3 +420,48 @@ def test_a_model_unknown_under_both_names_raises_not_found_at_once(tmp_path: Pat
         with pytest.raises(NotFoundError) as info:
             run(main())
     assert info.value.status_code == 404 and info.value.attempts == 1
+
+
+def test_samples_per_request_uses_n_and_caches_each_choice(sim: FireworksSimulator, tmp_path: Path) -> None:
+    async def main() -> tuple[FwRollouts, FwRollouts, FwRollouts]:
+        async with make(sim, tmp_path, samples_per_request=128, max_tokens=4) as client:
+            first = await client.generate("Many at once", n_samples=1000)
+            again = await client.generate("Many at once", n_samples=1000)
+            more = await client.generate("Many at once", n_samples=1100)
+            return first, again, more
+
+    first, again, more = run(main())
+    bodies = [r.body for r in completions(sim)]
+    assert len(bodies) == 8 + 0 + 1  # ceil(1000/128); nothing; only the block at 1024 is new
+    assert all(b["n"] == 128 for b in bodies)
+    assert sorted(b["seed"] for b in bodies[:8]) == [0, 128, 256, 384, 512, 640, 768, 896]
+    assert [r.seed for r in first] == list(range(1000))
+    assert [r.index for r in first[:130]] == [*range(128), 0, 1]
+    assert len({r.full for r in first[:128]}) > 40  # the choices of one request differ from each other
+    assert all(r.cached for r in again) and [r.full for r in again] == [r.full for r in first]
+    assert [r.cached for r in more] == [True] * 1024 + [False] * 76  # 1000-1023 came with the block at 896
+    for r in first[:5]:
+        assert r.logprobs is not None and r.usage.completion_tokens == len(r.get_generation_logprobs() or [])
+
+
+def test_samples_per_request_is_reproducible_and_separate_from_single_requests(
+    sim: FireworksSimulator, tmp_path: Path
+) -> None:
+    async def main() -> tuple[list[str], list[str], list[str]]:
+        async with make(sim, tmp_path, max_tokens=6, use_cache=False) as client:
+            a = await client.generate("Reproducible", n_samples=10, samples_per_request=4)
+            b = await client.generate("Reproducible", n_samples=10, samples_per_request=4)
+            single = await client.generate("Reproducible", n_samples=10)
+            return a.get_texts(), b.get_texts(), single.get_texts()
+
+    a, b, single = run(main())
+    assert single != a  # a request for n=4 is not four single requests
+    assert a == b
+    assert len(completions(sim)) == 3 + 3 + 10
+    assert [r.body.get("n") for r in completions(sim)[:3]] == [4, 4, 4]
+    assert "n" not in completions(sim)[-1].body
+
+
+def test_samples_per_request_is_bounded_by_the_service_limit(sim: FireworksSimulator, tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match="samples_per_request"):
+        make(sim, tmp_path, samples_per_request=129)

@@ -10,12 +10,14 @@ async core runs these methods on a worker thread.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
 import os
 import pickle
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import diskcache
@@ -23,7 +25,7 @@ import diskcache
 from ._logprobs import Logprobs
 from ._models import FwResponse, Usage
 
-__all__ = ["CacheKeyer", "SampleCache", "decode_sample", "encode_sample"]
+__all__ = ["CacheKeyer", "SampleCache", "WriteBehind", "decode_sample", "encode_sample"]
 
 log = logging.getLogger("fw_rollouts.cache")
 
@@ -48,9 +50,10 @@ class CacheKeyer:
         )
         self._prefix = hashlib.sha256(canonical.encode("utf-8"))
 
-    def __call__(self, seed: int) -> str:
+    def __call__(self, seed: int, choice: int | None = None) -> str:
+        """The key of the sample sent with ``seed`` (and, with ``n`` > 1, of its ``choice``)."""
         h = self._prefix.copy()
-        h.update(b"|seed=%d" % seed)
+        h.update(b"|seed=%d" % seed if choice is None else b"|seed=%d|choice=%d" % (seed, choice))
         return h.hexdigest()
 
 
@@ -130,9 +133,11 @@ class SampleCache:
         return out
 
     def set_many(self, items: Sequence[tuple[str, FwResponse]]) -> None:
-        """Store samples; each entry is written in one transaction."""
-        for key, response in items:
-            self._cache.set(key, encode_sample(response))
+        """Store samples, all in one transaction: each entry is complete or absent."""
+        encoded = [(key, encode_sample(response)) for key, response in items]
+        with self._cache.transact():
+            for key, data in encoded:
+                self._cache.set(key, data)
 
     def __len__(self) -> int:
         return len(self._cache)
@@ -143,3 +148,56 @@ class SampleCache:
 
     def __repr__(self) -> str:
         return f"SampleCache({self.directory!r})"
+
+
+class WriteBehind:
+    """Finished samples go to the cache in batches on the cache thread, not one transaction each.
+
+    ``add`` never waits: a batch is handed to ``write`` (which stores it on the cache thread,
+    e.g. ``SampleCache.set_many`` there) once ``batch`` samples are pending or ``interval``
+    seconds have passed since the last batch. ``drain`` writes what is left and waits for
+    every batch; it runs before a call returns or is abandoned, so that an interrupted run
+    still leaves what it fetched.
+    """
+
+    __slots__ = ("_batch", "_clock", "_in_flight", "_interval", "_last", "_pending", "_where", "_write")
+
+    def __init__(
+        self,
+        write: Callable[[list[tuple[str, FwResponse]]], asyncio.Future[None]],
+        *,
+        where: str = "",
+        batch: int = 128,
+        interval: float = 0.05,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._write = write
+        self._where = where
+        self._batch = batch
+        self._interval = interval
+        self._clock = clock
+        self._last = clock()
+        self._pending: list[tuple[str, FwResponse]] = []
+        self._in_flight: list[asyncio.Future[None]] = []
+
+    def add(self, key: str, response: FwResponse) -> None:
+        """Queue one sample for writing."""
+        self._pending.append((key, response))
+        if len(self._pending) >= self._batch or self._clock() - self._last >= self._interval:
+            self._flush()
+
+    def _flush(self) -> None:
+        items, self._pending = self._pending, []
+        self._last = self._clock()
+        if items:
+            self._in_flight = [f for f in self._in_flight if not f.done()]
+            self._in_flight.append(self._write(items))
+
+    async def drain(self) -> None:
+        """Write everything pending and wait until all of it is stored."""
+        self._flush()
+        in_flight, self._in_flight = self._in_flight, []
+        for outcome in await asyncio.gather(*in_flight, return_exceptions=True):
+            if isinstance(outcome, BaseException):
+                # The samples are still returned; only their caching failed (disk full, read-only dir...).
+                log.warning("could not write samples to the cache at %s: %r", self._where, outcome)

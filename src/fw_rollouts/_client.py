@@ -11,21 +11,23 @@ lazily for each event loop that uses the client, so one client works across seve
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AsyncExitStack
+from functools import partial
 from typing import Any, TypeVar
 
-from ._cache import CacheKeyer, SampleCache
+from ._cache import CacheKeyer, SampleCache, WriteBehind
 from ._config import DEFAULT_CACHE_DIR, DEFAULT_MAX_CONCURRENCY, DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT, Settings
 from ._exceptions import (
     APIError,
     ConfigurationError,
     FwRolloutsError,
     InvalidTypeError,
+    MalformedResponseError,
     MissingLogprobsError,
     NotFoundError,
     RateLimitError,
@@ -221,13 +223,13 @@ class AsyncFireworks:
             stop=settings.stop,
             split_reasoning=rendered.split_reasoning,
         )
-        endpoint = settings.resolved_base_url
+        plan = _Plan(first_seed, settings.samples_per_request)
         cache = await self._cache_for(settings.cache_dir) if settings.use_cache else None
-        keyer = CacheKeyer(endpoint, settings.key_body(rendered.text)) if cache is not None else None
+        keyer = CacheKeyer(settings.resolved_base_url, settings.key_body(rendered.text)) if cache is not None else None
 
         results: dict[int, FwResponse] = {}
         if cache is not None and keyer is not None:
-            hits = await self._in_thread(cache.get_many, [keyer(s) for s in seeds], rendered.text)
+            hits = await self._in_thread(cache.get_many, [plan.key(keyer, s) for s in seeds], rendered.text)
             for s, hit in zip(seeds, hits, strict=True):
                 if hit is not None and (hit.logprobs is not None or not spec.logprobs):
                     results[s] = hit
@@ -235,7 +237,7 @@ class AsyncFireworks:
         errors: dict[int, FwRolloutsError] = {}
         if missing:
             api_key = settings.require_api_key()
-            await self._fetch_all(settings, api_key, rendered, spec, missing, results, errors, cache, keyer, n)
+            await self._fetch_all(settings, api_key, rendered, spec, plan, missing, results, errors, cache, keyer, n)
 
         rollouts = FwRollouts(
             prompt=prompt if isinstance(prompt, str) else [dict(m) for m in prompt],
@@ -357,6 +359,7 @@ class AsyncFireworks:
         api_key: str,
         rendered: RenderedPrompt,
         spec: ResponseSpec,
+        plan: _Plan,
         seeds: list[int],
         results: dict[int, FwResponse],
         errors: dict[int, FwRolloutsError],
@@ -372,12 +375,13 @@ class AsyncFireworks:
                 base_url=base_url, api_key=api_key, max_connections=max(self._settings.max_concurrency, 1)
             )
             state.transports[(base_url, api_key)] = transport
-        run = _SampleRun(
-            self, settings, transport, self._limiters(state, settings), rendered, spec, results, errors, cache, keyer
-        )
+        writer = None
+        if cache is not None and keyer is not None:
+            writer = (WriteBehind(partial(self._submit, cache.set_many), where=cache.directory), keyer)
+        run = _SampleRun(self, settings, transport, self._limiters(state, settings), rendered, spec, plan, writer)
         bar = progress_bar(total, enabled=settings.progress_bar and total > 1, initial=total - len(seeds))
         try:
-            await run.run(seeds, bar)
+            await run.run(seeds, results, errors, bar)
         finally:
             bar.close()
 
@@ -394,15 +398,46 @@ class AsyncFireworks:
                 await self._in_thread(opened.close)
         return cache
 
-    async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
+    def _submit(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        """Run ``fn`` on the cache thread; the future resolves on the running loop."""
         if self._io is None:
             # One thread: SQLite serialises writers anyway, and order is kept.
             self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fw_rollouts-cache")
-        return await asyncio.get_running_loop().run_in_executor(self._io, fn, *args)
+        return asyncio.get_running_loop().run_in_executor(self._io, fn, *args)
+
+    async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        return await self._submit(fn, *args)
+
+
+class _Plan:
+    """Which request produces which sample: sample ``s`` is choice ``j`` of the request sent with
+    seed ``s - j``, where ``j = (s - first_seed) % k`` and ``k`` is ``samples_per_request``
+    (so with ``k == 1``, sample ``s`` is the request sent with seed ``s``)."""
+
+    __slots__ = ("first_seed", "k")
+
+    def __init__(self, first_seed: int, k: int) -> None:
+        self.first_seed = first_seed
+        self.k = k
+
+    def locate(self, seed: int) -> tuple[int, int]:
+        """(request seed, choice index) of a sample."""
+        choice = (seed - self.first_seed) % self.k
+        return seed - choice, choice
+
+    def key(self, keyer: CacheKeyer, seed: int) -> str:
+        """The sample's cache key (with ``k == 1`` the same key as ever: seed alone)."""
+        if self.k == 1:
+            return keyer(seed)
+        return keyer(*self.locate(seed))
+
+    def requests(self, seeds: list[int]) -> list[int]:
+        """The request seeds that cover ``seeds``, in order."""
+        return sorted({self.locate(s)[0] for s in seeds})
 
 
 class _SampleRun:
-    """Fetching the missing samples of one ``generate`` call: workers pull seeds from a queue."""
+    """Fetching the missing samples of one ``generate`` call: workers pull requests from a queue."""
 
     def __init__(
         self,
@@ -412,94 +447,133 @@ class _SampleRun:
         limiters: list[Limiter],
         rendered: RenderedPrompt,
         spec: ResponseSpec,
-        results: dict[int, FwResponse],
-        errors: dict[int, FwRolloutsError],
-        cache: SampleCache | None,
-        keyer: CacheKeyer | None,
+        plan: _Plan,
+        writer: tuple[WriteBehind, CacheKeyer] | None,
     ) -> None:
         self.client = client
         self.settings = settings
         self.transport = transport
         self.limiters = limiters
         self.spec = spec
-        self.results = results
-        self.errors = errors
-        self.cache = cache
-        self.keyer = keyer
+        self.plan = plan
+        self.writer = writer
         self.base_url = settings.resolved_base_url
         self.retry = RetryPolicy(settings.max_retries, sleep=client._sleep, on_backoff=self._backoff)
         self.body = settings.body(rendered.text)
-        self.body["model"] = client._wire_models.get((self.base_url, settings.model), settings.model)
         self.verbatim = _verbatim_model(settings)
         self.prompt_tokens = max(1, len(rendered.text) // 4)  # until the server tells us
+        self.succeeded = False
         self.stopped = False
         self.tasks: list[asyncio.Task[None]] = []
+        self._templates: dict[str, bytes] = {}
+
+    def _template(self, model: str) -> bytes:
+        """The request body serialised once, ending just before the seed: each request appends its own."""
+        template = self._templates.get(model)
+        if template is None:
+            text = json.dumps(dict(self.body, model=model), separators=(",", ":"))
+            template = self._templates[model] = (text[:-1] + ',"seed":').encode()
+        return template
 
     def _backoff(self, error: APIError, wait: float) -> None:
         if isinstance(error, (RateLimitError, ServerError)) and error.status_code in _COOL_DOWN_STATUSES:
             for limiter in self.limiters:
                 limiter.overloaded(wait)
 
-    async def _attempt(self, request: dict[str, Any], seed: int) -> FwResponse:
-        async with AsyncExitStack() as stack:
-            charge = self.limiters[0].estimate_tokens(self.prompt_tokens, self.settings.max_tokens)
-            for limiter in self.limiters:
-                await stack.enter_async_context(limiter.slot(charge))
-            reply = await self.transport.post_completions(request, timeout=self.settings.timeout)
-        return parse_completion(decode_body(reply.content), self.spec, [seed])[0]
-
-    async def _sample(self, seed: int) -> FwResponse:
-        request = dict(self.body, seed=seed)
+    async def _attempt(self, model: str, seed: int) -> list[FwResponse]:
+        k = self.plan.k
+        charge = self.limiters[0].estimate_tokens(self.prompt_tokens, self.settings.max_tokens) * k
+        acquired: list[Limiter] = []
         try:
-            response = await self.retry.call(lambda: self._attempt(request, seed))
+            for limiter in self.limiters:
+                await limiter.acquire(charge)
+                acquired.append(limiter)
+            reply = await self.transport.post_completions(
+                self._template(model) + b"%d}" % seed, timeout=self.settings.timeout
+            )
+        finally:
+            for limiter in acquired:
+                limiter.release()
+        choices = parse_completion(decode_body(reply.content), self.spec, range(seed, seed + k))
+        if len(choices) < k:
+            raise MalformedResponseError(f"asked for n={k} choices, the response has {len(choices)}")
+        return choices
+
+    async def _request(self, seed: int) -> list[FwResponse]:
+        wire = self.client._wire_models
+        model = wire.get((self.base_url, self.settings.model), self.settings.model)
+        try:
+            choices = await self.retry.call(lambda: self._attempt(model, seed))
         except NotFoundError:
-            if self.verbatim is None or request["model"] == self.verbatim:
+            if self.verbatim is None or model == self.verbatim:
                 raise
             # Another server may want the model name as given, not the Fireworks id made from it.
-            request["model"] = self.verbatim
-            response = await self.retry.call(lambda: self._attempt(request, seed))
-            wire = self.client._wire_models
+            choices = await self.retry.call(lambda: self._attempt(self.verbatim or model, seed))
             if (self.base_url, self.settings.model) not in wire:
                 log.info("%s rejected model %r; using %r as given", self.base_url, self.settings.model, self.verbatim)
             wire[(self.base_url, self.settings.model)] = self.verbatim
-        if response.usage.prompt_tokens:
-            self.prompt_tokens = response.usage.prompt_tokens
+        usage = choices[0].usage
+        if usage.prompt_tokens:
+            self.prompt_tokens = usage.prompt_tokens
         for limiter in self.limiters:
             limiter.succeeded()
-            limiter.observe_completion(response.usage.completion_tokens)
-        return response
+            limiter.observe_completion(usage.completion_tokens)
+        self.succeeded = True
+        return choices
 
     def _ends_the_call(self, error: FwRolloutsError) -> bool:
         """A failure every other sample would repeat (bad key, unknown model, a server without logprobs)."""
         if isinstance(error, MissingLogprobsError):
-            return not self.results
+            return not self.succeeded
         return not is_retryable(error)
 
-    async def _worker(self, queue: deque[int], bar: Any) -> None:
+    async def _worker(
+        self,
+        queue: deque[int],
+        wanted: set[int],
+        results: dict[int, FwResponse],
+        errors: dict[int, FwRolloutsError],
+        bar: Any,
+    ) -> None:
+        k = self.plan.k
         while queue and not self.stopped:
             seed = queue.popleft()
             try:
-                response = await self._sample(seed)
+                choices = await self._request(seed)
             except FwRolloutsError as exc:
-                self.errors[seed] = exc
+                for s in range(seed, seed + k):
+                    if s in wanted:
+                        errors[s] = exc
                 if self._ends_the_call(exc):
-                    log.debug("sample seed=%d failed for good (%s); stopping this call", seed, exc)
+                    log.debug("request seed=%d failed for good (%s); stopping this call", seed, exc)
                     self.stopped = True
                     current = asyncio.current_task()
                     for task in self.tasks:
                         if task is not current:
                             task.cancel()
                 continue
-            self.results[seed] = response
-            if self.cache is not None and self.keyer is not None:
-                await self.client._in_thread(self.cache.set_many, [(self.keyer(seed), response)])
-            bar.update(1)
+            done = 0
+            for offset, response in enumerate(choices):
+                s = seed + offset
+                if self.writer is not None:
+                    # Every choice is cached as its own sample, wanted now or not.
+                    writer, keyer = self.writer
+                    writer.add(self.plan.key(keyer, s), response)
+                if s in wanted and s not in results:
+                    results[s] = response
+                    done += 1
+            bar.update(done)
 
-    async def run(self, seeds: list[int], bar: Any) -> None:
-        """Fetch every seed (or stop at the first failure that every sample would share)."""
-        queue = deque(seeds)
-        n_workers = min(len(seeds), self.settings.max_concurrency)
-        self.tasks = [asyncio.ensure_future(self._worker(queue, bar)) for _ in range(n_workers)]
+    async def run(
+        self, seeds: list[int], results: dict[int, FwResponse], errors: dict[int, FwRolloutsError], bar: Any
+    ) -> None:
+        """Fetch every missing seed (or stop at the first failure that every sample would share)."""
+        queue = deque(self.plan.requests(seeds))
+        wanted = set(seeds)
+        n_workers = min(len(queue), self.settings.max_concurrency)
+        self.tasks = [
+            asyncio.ensure_future(self._worker(queue, wanted, results, errors, bar)) for _ in range(n_workers)
+        ]
         try:
             # asyncio.wait, not gather: a cancel from outside must reach the finally below at once.
             # Cancelling through gather only cancels each worker, and a worker can swallow that
@@ -517,6 +591,9 @@ class _SampleRun:
             for task in self.tasks:
                 task.cancel()
             await asyncio.gather(*self.tasks, return_exceptions=True)
+            if self.writer is not None:
+                # Whatever arrived is stored before we return or give up, even when interrupted.
+                await self.writer[0].drain()
 
 
 def _verbatim_model(settings: Settings) -> str | None:

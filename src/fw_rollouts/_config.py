@@ -36,6 +36,8 @@ DEFAULT_MAX_RETRIES = 8
 DEFAULT_TIMEOUT = 300.0
 MAX_LOGPROBS = 5
 MAX_STOP_SEQUENCES = 4
+MAX_N = 128
+"""The service's limit on ``n`` (choices per request), and so on ``samples_per_request``."""
 
 # Fireworks completions fields a caller may set beyond the named options. Everything
 # else is refused before sending: the service answers unknown fields with a 400.
@@ -248,6 +250,7 @@ _VALIDATORS: dict[str, Callable[[Any], Any]] = {
     "raw": _flag("raw"),
     "chat_template": _chat_template,
     "chat_template_kwargs": _mapping_or_none("chat_template_kwargs"),
+    "samples_per_request": _integer("samples_per_request", 1, MAX_N, allow_none=False),
     # Fireworks fields sent as they are.
     "top_logprobs": _integer("top_logprobs", 0, MAX_LOGPROBS),
     "typical_p": _number("typical_p", 0.0, 1.0),
@@ -292,6 +295,7 @@ class Settings:
     raw: bool = False
     chat_template: str | ChatTemplate | None = None
     chat_template_kwargs: dict[str, Any] | None = None
+    samples_per_request: int = 1
     extra: dict[str, Any] = field(default_factory=dict)
     model_as_given: str = field(default="", compare=False)
     """``model`` before alias resolution (for servers other than Fireworks, which may want it verbatim)."""
@@ -384,7 +388,7 @@ class Settings:
         return self.echo and self.wants_logprobs
 
     def body(self, prompt: str) -> dict[str, Any]:
-        """The request body for ``prompt``, without seed and n (added per request)."""
+        """The request body for ``prompt``, without the seed (added per request)."""
         body: dict[str, Any] = {"model": self.model, "prompt": prompt}
         for name in (
             "max_tokens",
@@ -401,6 +405,8 @@ class Settings:
                 body[name] = value
         if self.stop:
             body["stop"] = list(self.stop)
+        if self.samples_per_request > 1:
+            body["n"] = self.samples_per_request
         if self.logprobs:
             body["logprobs"] = self.logprobs
             if self.echo:

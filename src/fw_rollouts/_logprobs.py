@@ -15,7 +15,7 @@ from __future__ import annotations
 import threading
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
-from itertools import accumulate
+from itertools import accumulate, chain
 from typing import Any, NamedTuple
 
 __all__ = ["Logprobs", "TokenLogprob"]
@@ -39,9 +39,10 @@ def _add_token(token: str) -> int:
 
 
 def _intern(tokens: Sequence[str]) -> array[int]:
-    get = _VOCAB.get
-    indices = [get(t) for t in tokens]
+    indices = list(map(_VOCAB.get, tokens))
     if None in indices:
+        if not set(map(type, tokens)) <= {str}:
+            raise TypeError("tokens must be strings")
         indices = [i if i is not None else _add_token(t) for i, t in zip(indices, tokens, strict=True)]
     return array("I", indices)  # type: ignore[arg-type]
 
@@ -56,7 +57,7 @@ _INT32 = (-(2**31), 2**31 - 1)
 
 def _int_column(values: Sequence[int]) -> array[int]:
     """int32 when every value fits (token ids and offsets always do in practice), else int64."""
-    if all(_INT32[0] <= v <= _INT32[1] for v in values):
+    if not values or (min(values) >= _INT32[0] and max(values) <= _INT32[1]):
         return array("i", values)
     return array("q", values)
 
@@ -185,21 +186,22 @@ class Logprobs:
             return
         if len(top) != n:
             raise ValueError(f"top_logprobs has {len(top)} entries for {n} tokens")
-        none = tuple(i for i, t in enumerate(top) if t is None)
-        sizes = [len(t) for t in top if t is not None]
-        keys: list[str] = []
-        values: list[float] = []
-        for t in top:
-            if t:
-                keys.extend(t)
-                values.extend(t.values())
-        self._top_tok = _intern(keys)
-        self._top_lp = _float_column(values)
+        present: Sequence[dict[str, float]] = top  # type: ignore[assignment]  # Nones removed just below
+        none: tuple[int, ...] = ()
+        if None in top:
+            none = tuple(i for i, t in enumerate(top) if t is None)
+            present = [t for t in top if t is not None]
+        sizes = list(map(len, present))
+        # chain/map keep the flattening in C: this runs for every position of every sample.
+        self._top_tok = _intern(list(chain.from_iterable(present)))
+        self._top_lp = _float_column(list(chain.from_iterable(map(dict.values, present))))
         self._top_none = none
         if sizes and min(sizes) == max(sizes):
             self._top_k = sizes[0]
         else:
-            self._top_bounds = array("I", accumulate((0 if t is None else len(t) for t in top), initial=0))
+            for i in none:
+                sizes.insert(i, 0)
+            self._top_bounds = array("I", accumulate(sizes, initial=0))
 
     @classmethod
     def _from_columns(

@@ -224,10 +224,12 @@ def _legacy_columns(raw: Mapping[str, Any]) -> _Columns:
     tokens = list(raw.get("tokens") or [])
     lps = list(raw.get("token_logprobs") or [])
     top_raw = raw.get("top_logprobs")
-    top = None if top_raw is None else [dict(t) if t is not None else None for t in top_raw]
+    top = None if top_raw is None else list(top_raw)
+    if top is not None and not set(map(type, top)) <= {dict, type(None)}:
+        raise TypeError("top_logprobs entries must be objects or null")
     offsets = raw.get("text_offset")
     ids = raw.get("token_ids")
-    if not all(isinstance(t, str) for t in tokens):
+    if not set(map(type, tokens)) <= {str}:
         raise TypeError("tokens must be strings")
     return tokens, lps, top, (list(offsets) if offsets else None), (list(ids) if ids else None), None
 
@@ -241,7 +243,7 @@ def _content_columns(content: Sequence[Mapping[str, Any]]) -> _Columns:
     offsets: list[Any] = [e.get("text_offset") for e in content]
     ids: list[Any] = [e.get("token_id") for e in content]
     sampling: list[float | None] = [e.get("sampling_logprob") for e in content]
-    if not all(isinstance(t, str) for t in tokens):
+    if not set(map(type, tokens)) <= {str}:
         raise TypeError("tokens must be strings")
     return (
         tokens,

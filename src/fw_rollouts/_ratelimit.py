@@ -154,9 +154,8 @@ class Limiter:
 
     # -- admission -------------------------------------------------------------
 
-    @asynccontextmanager
-    async def slot(self, tokens: int = 0) -> AsyncIterator[None]:
-        """Wait for room in the window, the cool-down and both buckets; hold the room meanwhile."""
+    async def acquire(self, tokens: int = 0) -> None:
+        """Wait for room in the window, the cool-down and both buckets; :meth:`release` gives the room back."""
         await self._enter()
         try:
             while (delay := self._resume_at - self._now()) > 0:
@@ -166,9 +165,22 @@ class Limiter:
             if self._tokens is not None and tokens > 0:
                 # aiolimiter refuses a single acquire larger than the bucket.
                 await self._tokens.acquire(min(float(tokens), self._tokens.max_rate))
+        except BaseException:
+            self._leave()
+            raise
+
+    def release(self) -> None:
+        """Give back the room taken by :meth:`acquire`."""
+        self._leave()
+
+    @asynccontextmanager
+    async def slot(self, tokens: int = 0) -> AsyncIterator[None]:
+        """``acquire`` and ``release`` around a block."""
+        await self.acquire(tokens)
+        try:
             yield
         finally:
-            self._leave()
+            self.release()
 
     def __repr__(self) -> str:
         return (

@@ -115,23 +115,42 @@ class RetryPolicy:
 
     async def call(self, fn: Callable[[], Awaitable[T]]) -> T:
         """Run ``fn`` until it succeeds, fails for good, or the attempts run out."""
+        # The first attempt runs bare: tenacity's bookkeeping costs as much as parsing a response,
+        # and nearly every request succeeds at once. A failure enters the tenacity loop, which
+        # starts by replaying it as attempt 1, so waits, logs and counts are as if it ran there.
+        try:
+            return await fn()
+        except APIError as exc:
+            if self.max_retries == 0 or not is_retryable(exc):
+                exc.attempts = 1
+                _explain(exc)
+                raise
+            first: APIError | None = exc
         attempts = 0
 
         async def attempt() -> T:
-            nonlocal attempts
+            nonlocal attempts, first
             attempts += 1
+            if first is not None:
+                failure, first = first, None
+                raise failure
             return await fn()
 
         try:
             return await self._strategy()(attempt)
         except APIError as exc:
             exc.attempts = attempts
-            if isinstance(exc, APIStatusError) and exc.retry_after is not None and exc.retry_after > MAX_RETRY_AFTER:
-                exc.message += (
-                    f" (the server asked us to wait {exc.retry_after:.0f}s, longer than the {MAX_RETRY_AFTER:.0f}s"
-                    " we wait: not retried)"
-                )
+            _explain(exc)
             raise
 
     def __repr__(self) -> str:
         return f"RetryPolicy(max_retries={self.max_retries}, initial={self.initial}, max_wait={self.max_wait})"
+
+
+def _explain(exc: APIError) -> None:
+    """Say why an error with a very long Retry-After was not retried."""
+    if isinstance(exc, APIStatusError) and exc.retry_after is not None and exc.retry_after > MAX_RETRY_AFTER:
+        exc.message += (
+            f" (the server asked us to wait {exc.retry_after:.0f}s, longer than the {MAX_RETRY_AFTER:.0f}s"
+            " we wait: not retried)"
+        )
