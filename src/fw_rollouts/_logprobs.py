@@ -111,10 +111,10 @@ class Logprobs:
         "_off_base",
         "_samp",
         "_tok",
-        "_top_bounds",
         "_top_k",
         "_top_lp",
         "_top_none",
+        "_top_sizes",
         "_top_tok",
         "echo",
         "num_prompt_tokens",
@@ -179,7 +179,7 @@ class Logprobs:
     def _set_top(self, top: Sequence[dict[str, float] | None] | None, n: int) -> None:
         self._top_tok: array[int] | None = None
         self._top_lp: array[float] | None = None
-        self._top_bounds: array[int] | None = None
+        self._top_sizes: array[int] | None = None
         self._top_k = 0
         self._top_none: tuple[int, ...] = ()
         if top is None:
@@ -196,12 +196,13 @@ class Logprobs:
         self._top_tok = _intern(list(chain.from_iterable(present)))
         self._top_lp = _float_column(list(chain.from_iterable(map(dict.values, present))))
         self._top_none = none
-        if sizes and min(sizes) == max(sizes):
-            self._top_k = sizes[0]
+        if not sizes or min(sizes) == max(sizes):
+            self._top_k = sizes[0] if sizes else 0
         else:
             for i in none:
                 sizes.insert(i, 0)
-            self._top_bounds = array("I", accumulate(sizes, initial=0))
+            # One byte per position in practice (at most N+1 = 6 alternatives each).
+            self._top_sizes = array("B" if max(sizes) < 256 else "I", sizes)
 
     @classmethod
     def _from_columns(
@@ -215,7 +216,7 @@ class Logprobs:
         ids: array[int] | None,
         top_tok: array[int] | None,
         top_lp: array[float] | None,
-        top_bounds: array[int] | None,
+        top_sizes: array[int] | None,
         top_k: int,
         top_none: tuple[int, ...],
         num_prompt_tokens: int,
@@ -225,7 +226,7 @@ class Logprobs:
         self = cls.__new__(cls)
         self._tok, self._lp, self._lp_none, self._samp = tok, lp, lp_none, samp
         self._off, self._off_base, self._ids = off, off_base, ids
-        self._top_tok, self._top_lp, self._top_bounds = top_tok, top_lp, top_bounds
+        self._top_tok, self._top_lp, self._top_sizes = top_tok, top_lp, top_sizes
         self._top_k, self._top_none = top_k, top_none
         self.num_prompt_tokens, self.prompt_length, self.echo = num_prompt_tokens, prompt_length, echo
         return self
@@ -276,31 +277,21 @@ class Logprobs:
         values = self._top_lp.tolist()
         out: list[dict[str, float] | None] = []
         none = set(self._top_none)
-        if self._top_bounds is None:
-            k = self._top_k
-            pos = 0
-            for i in range(n):
-                if i in none:
-                    out.append(None)
-                else:
-                    out.append(dict(zip(keys[pos : pos + k], values[pos : pos + k], strict=True)))
-                    pos += k
-        else:
-            b = self._top_bounds
-            for i in range(n):
-                if i in none:
-                    out.append(None)
-                else:
-                    lo, hi = b[i], b[i + 1]
-                    out.append(dict(zip(keys[lo:hi], values[lo:hi], strict=True)))
+        sizes: Iterable[int] = self._top_sizes if self._top_sizes is not None else [self._top_k] * n
+        pos = 0
+        for i, size in enumerate(sizes):
+            if i in none:
+                out.append(None)
+            else:
+                out.append(dict(zip(keys[pos : pos + size], values[pos : pos + size], strict=True)))
+                pos += size
         return out
 
     @property
     def top_k(self) -> int:
         """The largest number of alternatives returned at any position."""
-        if self._top_bounds is not None:
-            b = self._top_bounds
-            return max((b[i + 1] - b[i] for i in range(len(b) - 1)), default=0)
+        if self._top_sizes is not None:
+            return max(self._top_sizes, default=0)
         return self._top_k
 
     def __getitem__(self, key: str) -> Any:
@@ -326,13 +317,13 @@ class Logprobs:
         n = len(self._tok)
         start, stop = max(0, min(start, n)), max(0, min(stop, n))
         stop = max(stop, start)
-        top_tok = top_lp = top_bounds = None
+        top_tok = top_lp = top_sizes = None
         top_k = self._top_k
         if self._top_tok is not None and self._top_lp is not None:
             lo, hi = self._top_range(start), self._top_range(stop)
             top_tok, top_lp = self._top_tok[lo:hi], self._top_lp[lo:hi]
-            if self._top_bounds is not None:
-                top_bounds = array("I", (b - lo for b in self._top_bounds[start : stop + 1]))
+            if self._top_sizes is not None:
+                top_sizes = self._top_sizes[start:stop]
         off = self._off[start:stop] if self._off is not None else None
         off_base = self._off_base
         if self._off is None and start > 0:
@@ -350,7 +341,7 @@ class Logprobs:
             self._ids[start:stop] if self._ids is not None else None,
             top_tok,
             top_lp,
-            top_bounds,
+            top_sizes,
             top_k,
             _shift(self._top_none, start, stop),
             num_prompt_tokens,
@@ -360,8 +351,8 @@ class Logprobs:
 
     def _top_range(self, position: int) -> int:
         """Index into the flat alternative columns where ``position`` starts."""
-        if self._top_bounds is not None:
-            return self._top_bounds[position]
+        if self._top_sizes is not None:
+            return sum(self._top_sizes[:position])
         nones_before = sum(1 for i in self._top_none if i < position)
         return (position - nones_before) * self._top_k
 
@@ -391,7 +382,7 @@ class Logprobs:
         import sys
 
         size = sys.getsizeof(self)
-        for column in (self._tok, self._lp, self._off, self._ids, self._top_tok, self._top_lp, self._top_bounds):
+        for column in (self._tok, self._lp, self._off, self._ids, self._top_tok, self._top_lp, self._top_sizes):
             if column is not None:
                 size += sys.getsizeof(column)
         if self._samp is not None:
@@ -421,7 +412,7 @@ class Logprobs:
             "ids": None if self._ids is None else (self._ids.typecode, self._ids.tobytes()),
             "top_tok": None if self._top_tok is None else _strings(self._top_tok),
             "top_lp": None if self._top_lp is None else (self._top_lp.typecode, self._top_lp.tobytes()),
-            "top_bounds": None if self._top_bounds is None else self._top_bounds.tobytes(),
+            "top_sizes": None if self._top_sizes is None else (self._top_sizes.typecode, self._top_sizes.tobytes()),
             "top_k": self._top_k,
             "top_none": self._top_none,
             "meta": (self.num_prompt_tokens, self.prompt_length, self.echo),
@@ -438,7 +429,7 @@ class Logprobs:
         self._ids = _int_state(state["ids"])
         self._top_tok = None if state["top_tok"] is None else _intern(state["top_tok"])
         self._top_lp = None if state["top_lp"] is None else _array(*state["top_lp"])
-        self._top_bounds = None if state["top_bounds"] is None else _array("I", state["top_bounds"])
+        self._top_sizes = _top_sizes_state(state)
         self._top_k = state["top_k"]
         self._top_none = state["top_none"]
         self.num_prompt_tokens, self.prompt_length, self.echo = state["meta"]
@@ -486,6 +477,16 @@ def _int_state(state: tuple[str, bytes] | bytes | None) -> array[int] | None:
     if isinstance(state, bytes):
         return _array("q", state)
     return _array(*state)
+
+
+def _top_sizes_state(state: dict[str, Any]) -> array[int] | None:
+    """Alternatives per position from pickled state; the first cache format kept cumulative bounds."""
+    if state.get("top_sizes") is not None:
+        return _array(*state["top_sizes"])
+    if state.get("top_bounds") is not None:
+        bounds = _array("I", state["top_bounds"])
+        return array("I", (bounds[i + 1] - bounds[i] for i in range(len(bounds) - 1)))
+    return None
 
 
 def _array(typecode: str, raw: bytes) -> array[Any]:
