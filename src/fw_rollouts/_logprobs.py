@@ -12,6 +12,7 @@ lengths. The public list/dict views (``tokens``, ``token_logprobs``,
 
 from __future__ import annotations
 
+import pickle
 import threading
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
@@ -109,6 +110,7 @@ class Logprobs:
         "_lp_none",
         "_off",
         "_off_base",
+        "_packed",
         "_samp",
         "_tok",
         "_top_k",
@@ -141,6 +143,7 @@ class Logprobs:
         prompt_length: int = 0,
         echo: bool = False,
     ) -> None:
+        self._packed: bytes | None = None
         n = len(tokens)
         if len(token_logprobs) != n:
             raise ValueError(f"token_logprobs has {len(token_logprobs)} entries for {n} tokens")
@@ -224,6 +227,7 @@ class Logprobs:
         echo: bool,
     ) -> Logprobs:
         self = cls.__new__(cls)
+        self._packed = None
         self._tok, self._lp, self._lp_none, self._samp = tok, lp, lp_none, samp
         self._off, self._off_base, self._ids = off, off_base, ids
         self._top_tok, self._top_lp, self._top_sizes = top_tok, top_lp, top_sizes
@@ -418,7 +422,35 @@ class Logprobs:
             "meta": (self.num_prompt_tokens, self.prompt_length, self.echo),
         }
 
+    @classmethod
+    def from_packed(cls, packed: bytes) -> Logprobs:
+        """Logprobs that unpack ``packed`` (from :meth:`packed`) on first use.
+
+        A cache hit thus costs a dictionary lookup, not the unpacking of every column of
+        every sample, until the logprobs are read.
+        """
+        self = cls.__new__(cls)
+        self._packed = packed
+        return self
+
+    def packed(self) -> bytes:
+        """The columns as bytes (for the cache); see :meth:`from_packed`."""
+        if self._packed is not None:
+            return self._packed
+        return pickle.dumps(self.__getstate__(), protocol=pickle.HIGHEST_PROTOCOL)
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for a slot not set yet: the columns of a lazily unpacked instance.
+        if name == "_packed" or name not in Logprobs.__slots__:
+            raise AttributeError(name)
+        packed = self._packed
+        if packed is None:
+            raise AttributeError(name)
+        self.__setstate__(pickle.loads(packed))
+        return getattr(self, name)
+
     def __setstate__(self, state: dict[str, Any]) -> None:
+        self._packed = None
         self._tok = _intern(state["tokens"])
         code, raw, self._lp_none = state["lp"]
         self._lp = _array(code, raw)
