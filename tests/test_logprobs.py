@@ -377,3 +377,25 @@ class TestInterning:
             for token, index in zip(batch, indices, strict=True):
                 assert index_of.setdefault(token, index) == index  # one index per token, whichever thread won
         assert len(set(index_of.values())) == len(index_of)
+
+
+def test_packed_logprobs_unpack_on_first_use_and_equal_the_original() -> None:
+    original = Logprobs(
+        ["<s>", "Hel", "lo", " wörld"],
+        [None, -0.5, -1.25, -0.125],
+        [None, {"Hel": -0.5, "Hi": -1.0}, {"lo": -1.25}, {" wörld": -0.125, " world": -2.0, "!": -3.0}],
+        [0, 3, 6, 8],
+        [1, 2, 3, 4],
+        num_prompt_tokens=2,
+        prompt_length=6,
+        echo=True,
+    )
+    lazy = Logprobs.from_packed(original.packed())
+    assert lazy._packed is not None  # nothing unpacked yet
+    assert lazy == original and lazy._packed is None
+    assert lazy.get_generation_logprobs().tokens == ["lo", " wörld"]
+    assert Logprobs.from_packed(original.packed()).packed() == original.packed()  # not unpacked to re-pack
+    assert pickle.loads(pickle.dumps(Logprobs.from_packed(original.packed()))) == original
+    assert len(Logprobs.from_packed(original.packed())) == 4
+    with pytest.raises(AttributeError):
+        _ = lazy.no_such_attribute
