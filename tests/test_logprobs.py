@@ -399,3 +399,14 @@ def test_packed_logprobs_unpack_on_first_use_and_equal_the_original() -> None:
     assert len(Logprobs.from_packed(original.packed())) == 4
     with pytest.raises(AttributeError):
         _ = lazy.no_such_attribute
+
+
+def test_token_indices_widen_past_65536_distinct_tokens() -> None:
+    fresh = [f"wide-{uuid.uuid4().hex}" for _ in range(70_000)]
+    narrow = _intern(fresh[:10])
+    wide = _intern(fresh)  # the vocabulary now holds over 65,536 strings: 4-byte indices
+    assert wide.typecode == "I" and _strings(wide) == fresh
+    assert _strings(narrow) == fresh[:10]
+    lp = Logprobs(fresh[-3:], [-1.0, -2.0, -3.0], [{fresh[0]: -1.0}, {fresh[1]: -2.0}, {fresh[-1]: -3.0}])
+    assert lp.tokens == fresh[-3:] and lp.top_logprobs[2] == {fresh[-1]: -3.0}
+    assert Logprobs.from_packed(lp.packed()) == lp

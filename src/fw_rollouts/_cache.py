@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import pickle
+import sqlite3
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -30,6 +31,7 @@ __all__ = ["CacheKeyer", "SampleCache", "WriteBehind", "decode_sample", "encode_
 log = logging.getLogger("fw_rollouts.cache")
 
 _MAX_ROW_BYTES = 2**22
+_MODE_RAW = 1  # diskcache.core.MODE_RAW: the value is the row's bytes
 _KEYS_PER_QUERY = 500  # under SQLite's default limit of 999 parameters per statement
 _FORMAT = 2  # 1: logprobs state inline, unpacked eagerly; 2: logprobs packed, unpacked on first use
 _KEY_VERSION = "fw_rollouts/1"
@@ -171,11 +173,41 @@ class SampleCache:
         return found
 
     def set_many(self, items: Sequence[tuple[str, FwResponse]]) -> None:
-        """Store samples, all in one transaction: each entry is complete or absent."""
+        """Store samples, all in one transaction: each entry is complete or absent.
+
+        Like :meth:`_read`, rows go into diskcache's ``Cache`` table in one statement through
+        its own connection (diskcache's ``set`` costs about 40 us per entry in Python); an entry
+        stored before under the same key is replaced. Entries too large for a row go through
+        ``set``, as does everything should diskcache's internals differ.
+        """
+        cache = self._cache
         encoded = [(key, encode_sample(response)) for key, response in items]
-        with self._cache.transact():
+        try:
+            connection = cache._con
+        except AttributeError:  # pragma: no cover - another diskcache layout
+            connection = None
+        with cache.transact():
+            if connection is None:
+                for key, data in encoded:
+                    cache.set(key, data)
+                return
+            now = time.time()
+            rows = []
             for key, data in encoded:
-                self._cache.set(key, data)
+                if len(data) >= _MAX_ROW_BYTES:
+                    cache.set(key, data)
+                else:
+                    rows.append((key, now, now, sqlite3.Binary(data)))
+            # An upsert, not INSERT OR REPLACE: REPLACE deletes without firing the triggers that keep
+            # diskcache's entry count.
+            connection.executemany(
+                "INSERT INTO Cache(key, raw, store_time, expire_time, access_time, access_count,"
+                f" tag, size, mode, filename, value) VALUES (?, 1, ?, NULL, ?, 0, NULL, 0, {_MODE_RAW}, NULL, ?)"
+                " ON CONFLICT(key, raw) DO UPDATE SET store_time = excluded.store_time,"
+                " access_time = excluded.access_time, size = 0, mode = excluded.mode, filename = NULL,"
+                " value = excluded.value",
+                rows,
+            )
 
     def __len__(self) -> int:
         return len(self._cache)

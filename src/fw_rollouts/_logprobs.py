@@ -40,12 +40,15 @@ def _add_token(token: str) -> int:
 
 
 def _intern(tokens: Sequence[str]) -> array[int]:
-    indices = list(map(_VOCAB.get, tokens))
-    if None in indices:
+    found = list(map(_VOCAB.get, tokens))
+    if None in found:
         if not set(map(type, tokens)) <= {str}:
             raise TypeError("tokens must be strings")
-        indices = [i if i is not None else _add_token(t) for i, t in zip(indices, tokens, strict=True)]
-    return array("I", indices)  # type: ignore[arg-type]
+        indices = [i if i is not None else _add_token(t) for i, t in zip(found, tokens, strict=True)]
+    else:
+        indices = found  # type: ignore[assignment]  # no None left
+    # Two bytes per token while the process has seen fewer than 65,536 distinct tokens.
+    return array("H" if not indices or max(indices) < 65536 else "I", indices)
 
 
 def _strings(indices: Iterable[int]) -> list[str]:

@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from ._exceptions import MalformedResponseError, MissingLogprobsError, ResponseError
 from ._logprobs import Logprobs
 from ._models import FwResponse, Usage
@@ -57,10 +59,19 @@ class ResponseSpec:
     """How to split generated text into reasoning and content (from the chat template)."""
 
 
+def _loads(content: bytes | str) -> Any:
+    # orjson parses a logprobs body about 8x faster than json, which is most of a sample's client CPU;
+    # json still reads what orjson refuses (NaN/Infinity literals some servers send for -inf logprobs).
+    try:
+        return orjson.loads(content)
+    except orjson.JSONDecodeError:
+        return json.loads(content)
+
+
 def decode_body(content: bytes | str) -> dict[str, Any]:
     """JSON-decode a response body, raising :class:`MalformedResponseError` if it is not a JSON object."""
     try:
-        body = json.loads(content)
+        body = _loads(content)
     except (ValueError, UnicodeDecodeError) as exc:
         snippet = content[:120] if isinstance(content, str) else content[:120].decode("utf-8", "replace")
         raise MalformedResponseError(f"response body is not valid JSON ({exc}): {snippet!r}") from None
@@ -149,13 +160,14 @@ def _parse_choice(
 def _generated_text(text: str, spec: ResponseSpec, logprobs: Logprobs | None) -> str:
     if not spec.echo:
         return text
-    # Servers differ on whether echo prepends the prompt to the text; strip it only if it is there.
-    if logprobs is not None and logprobs.num_prompt_tokens:
-        echoed = "".join(logprobs.tokens[: logprobs.num_prompt_tokens])
-        if echoed and text.startswith(echoed):
-            return text[len(echoed) :]
+    # Servers differ on whether echo prepends the prompt to the text; strip it only if it is there,
+    # with any BOS the server echoed ahead of it.
     if text.startswith(spec.prompt):
         return text[len(spec.prompt) :]
+    if logprobs is not None and logprobs.num_prompt_tokens:
+        echoed = "".join(logprobs.get_prompt_logprobs().tokens)
+        if echoed and text.startswith(echoed):
+            return text[len(echoed) :]
     return text
 
 

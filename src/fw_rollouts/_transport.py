@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import functools
 import json
 import math
 import os
+import ssl
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -211,7 +213,7 @@ class Transport:
             timeout=aiohttp.ClientTimeout(total=None),
         )
         self._client = openai.AsyncOpenAI(
-            api_key=api_key, base_url=base_url, max_retries=0, http_client=_http_client(self._session)
+            api_key=api_key, base_url=base_url, max_retries=0, http_client=_http_client(self._session, base_url)
         )
         headers = {**self._client.default_headers, **self._client.auth_headers, "Content-Type": "application/json"}
         self._headers = CIMultiDict({k: v for k, v in headers.items() if isinstance(v, str)})
@@ -288,10 +290,18 @@ class Transport:
         return f"Transport(url={str(self._url)!r})"
 
 
-def _http_client(session: aiohttp.ClientSession) -> httpx2.AsyncClient:
+def _http_client(session: aiohttp.ClientSession, base_url: str) -> httpx2.AsyncClient:
     """openai's aiohttp-backed HTTP client, on ``session`` so that both paths share one pool."""
     try:
         from openai._vendor.httpx_aiohttp import AiohttpTransport
     except ImportError:  # an openai without its vendored bridge: a pool of its own
         return openai.DefaultAioHttpClient(timeout=httpx2.Timeout(None))
-    return httpx2.AsyncClient(transport=AiohttpTransport(client=session), timeout=httpx2.Timeout(None))
+    # The bridge builds a TLS context up front (25 ms of loading certificates per client): share one
+    # per process, and none for a plain-HTTP server.
+    verify: ssl.SSLContext | bool = _tls_context() if base_url.startswith("https:") else False
+    return httpx2.AsyncClient(transport=AiohttpTransport(client=session, verify=verify), timeout=httpx2.Timeout(None))
+
+
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    return httpx2.create_ssl_context()
