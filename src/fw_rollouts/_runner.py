@@ -71,9 +71,11 @@ class LoopThread:
         if self._closed:
             coro.close()
             raise RuntimeError("fw_rollouts: the background event loop has been shut down")
+        started = threading.Event()
         finished = threading.Event()
 
         async def tracked() -> T:
+            started.set()
             try:
                 return await coro
             finally:
@@ -85,7 +87,8 @@ class LoopThread:
         except BaseException:
             if not future.done():
                 future.cancel()
-                finished.wait(CANCEL_GRACE)
+                if started.is_set():  # a coroutine cancelled before it began has nothing to unwind
+                    finished.wait(CANCEL_GRACE)
             raise
 
     def close(self) -> None:
