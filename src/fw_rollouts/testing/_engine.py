@@ -757,21 +757,9 @@ class Engine:
         obj = decode_body(body)
         try:
             if path in COMPLETIONS_PATHS:
-                if method != "POST":
-                    raise self._method_not_allowed("POST", request_id)
-                self._auth(headers, request_id)
-                if obj is None:
-                    msg = "Request body must be a JSON object" if not body else "Request body is not valid JSON"
-                    raise ApiError(400, nested_error(400, msg, request_id))
-                return self.completion(obj, request_id), obj
+                return self.completion(self._json_post(method, headers, obj, body, request_id), request_id), obj
             if path in CHAT_PATHS:
-                if method != "POST":
-                    raise self._method_not_allowed("POST", request_id)
-                self._auth(headers, request_id)
-                if obj is None:
-                    msg = "Request body must be a JSON object" if not body else "Request body is not valid JSON"
-                    raise ApiError(400, nested_error(400, msg, request_id))
-                return self.chat(obj, request_id), obj
+                return self.chat(self._json_post(method, headers, obj, body, request_id), request_id), obj
             if path in MODELS_PATHS:
                 if method != "GET":
                     raise self._method_not_allowed("GET", request_id)
@@ -780,6 +768,16 @@ class Engine:
             raise ApiError(404, nested_error(404, f"Not found: {method} {path}", request_id))
         except ApiError as e:
             return self.error_reply(e, request_id), obj
+
+    def _json_post(self, method: str, headers: Mapping[str, str], obj: object, body: bytes, request_id: str) -> object:
+        """The checks every POST endpoint makes, in the service's order: method, key, then a JSON body."""
+        if method != "POST":
+            raise self._method_not_allowed("POST", request_id)
+        self._auth(headers, request_id)
+        if obj is None:
+            msg = "Request body must be a JSON object" if not body else "Request body is not valid JSON"
+            raise ApiError(400, nested_error(400, msg, request_id))
+        return obj
 
     def _method_not_allowed(self, allow: str, request_id: str) -> ApiError:
         return ApiError(405, nested_error(405, "Method Not Allowed", request_id), [("allow", allow)])
