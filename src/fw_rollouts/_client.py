@@ -132,6 +132,7 @@ class AsyncFireworks:
         raw: bool = False,
         chat_template: str | ChatTemplate | None = None,
         chat_template_kwargs: Mapping[str, Any] | None = None,
+        samples_per_request: int = 1,
         **service_fields: Any,
     ) -> None:
         self._settings = Settings.create(
@@ -160,6 +161,7 @@ class AsyncFireworks:
             raw=raw,
             chat_template=chat_template,
             chat_template_kwargs=chat_template_kwargs,
+            samples_per_request=samples_per_request,
             **service_fields,
         )
         self._states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
