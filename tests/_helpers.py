@@ -91,3 +91,34 @@ def char_offsets(tokens: list[str], start: int = 0) -> list[int]:
         offsets.append(pos)
         pos += len(token)
     return offsets
+
+
+def client_options(sim: Any, cache_dir: Path, concurrency: int) -> dict[str, Any]:
+    """Client options for a run against ``sim`` (JSON-safe: a child process gets them too)."""
+    return {
+        "model": "qwen-15b",
+        "base_url": sim.base_url,
+        "api_key": sim.api_key,
+        "cache_dir": str(cache_dir),
+        "max_concurrency": concurrency,
+        "max_tokens": 16,
+        "logprobs": 5,
+        "echo": True,
+        "progress_bar": False,
+    }
+
+
+def read_cache(cache_dir: Path, prompt: str = "") -> dict[str, Any]:
+    """Every entry of a cache directory, through a fresh diskcache handle; each must be one whole sample."""
+    import diskcache
+
+    from fw_rollouts._cache import decode_sample
+
+    with diskcache.Cache(str(cache_dir)) as cache:
+        assert cache.check() == []  # SQLite integrity, and no value file missing or left over
+        entries = {key: decode_sample(cache[key], prompt) for key in cache.iterkeys()}
+    for sample in entries.values():
+        assert sample.logprobs is not None and sample.finish_reason in ("stop", "length")
+        assert len(sample.logprobs.tokens) == len(sample.logprobs.token_logprobs) > 0
+        assert sample.full and sample.usage.completion_tokens > 0
+    return entries

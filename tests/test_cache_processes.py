@@ -15,11 +15,11 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import diskcache
 import pytest
 
+from _helpers import client_options, read_cache
 from fw_rollouts import Fireworks, FwResponse
-from fw_rollouts._cache import CacheKeyer, decode_sample
+from fw_rollouts._cache import CacheKeyer
 from fw_rollouts.testing import FireworksSimulator, RecordedRequest
 
 CONCURRENCY = 16
@@ -57,20 +57,6 @@ def sim() -> Iterator[FireworksSimulator]:
 @pytest.fixture(autouse=True)
 def _fresh(sim: FireworksSimulator) -> None:
     sim.reset()
-
-
-def options(sim: FireworksSimulator, cache_dir: Path) -> dict[str, Any]:
-    return {
-        "model": "qwen-15b",
-        "base_url": sim.base_url,
-        "api_key": sim.api_key,
-        "cache_dir": str(cache_dir),
-        "max_concurrency": CONCURRENCY,
-        "max_tokens": 16,
-        "logprobs": 5,
-        "echo": True,
-        "progress_bar": False,
-    }
 
 
 def completions(sim: FireworksSimulator) -> list[RecordedRequest]:
@@ -118,19 +104,8 @@ def run_children(options: dict[str, Any], jobs_per_child: Sequence[list[tuple[st
     return reports
 
 
-def read_cache(cache_dir: Path) -> dict[str, FwResponse]:
-    """Every entry of a cache directory, through a fresh diskcache handle; each must be one whole sample."""
-    with diskcache.Cache(str(cache_dir)) as cache:
-        assert cache.check() == []  # SQLite integrity, and no value file missing or left over
-        entries = {key: decode_sample(cache[key], "") for key in cache.iterkeys()}
-    for sample in entries.values():
-        assert sample.logprobs is not None and sample.finish_reason in ("stop", "length")
-        assert len(sample.logprobs.tokens) == len(sample.logprobs.token_logprobs) > 0
-    return entries
-
-
 def test_overlapping_seed_ranges_from_three_processes(sim: FireworksSimulator, tmp_path: Path) -> None:
-    opts = options(sim, tmp_path / "shared")
+    opts = client_options(sim, tmp_path / "shared", CONCURRENCY)
     ranges = [(0, 300), (150, 300), (75, 300)]  # seeds 0-299, 150-449 and 75-374: 450 in all
     reports = run_children(opts, [[(PROMPT, seed, n)] for seed, n in ranges])
     union = range(450)
@@ -160,7 +135,7 @@ def test_overlapping_seed_ranges_from_three_processes(sim: FireworksSimulator, t
 
 
 def test_different_prompts_from_three_processes(sim: FireworksSimulator, tmp_path: Path) -> None:
-    opts = options(sim, tmp_path / "shared")
+    opts = client_options(sim, tmp_path / "shared", CONCURRENCY)
     n = 200
     prompts = [f"{PROMPT} Variant {i}." for i in range(3)]
     # Each child writes its own prompt; the last one then reads back what the first wrote meanwhile.

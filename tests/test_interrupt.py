@@ -26,8 +26,10 @@ from typing import Any
 import diskcache
 import pytest
 
+from _helpers import client_options
+from _helpers import read_cache as shared_read_cache
 from fw_rollouts import AsyncFireworks, Fireworks, FwResponse, FwRollouts, Settings
-from fw_rollouts._cache import CacheKeyer, decode_sample, encode_sample
+from fw_rollouts._cache import CacheKeyer, encode_sample
 from fw_rollouts._runner import CANCEL_GRACE
 from fw_rollouts.testing import Fault, FireworksSimulator, RecordedRequest
 
@@ -55,21 +57,6 @@ def restarted_without_latency(sim: FireworksSimulator) -> Iterator[FireworksSimu
     sim.stop()
     with FireworksSimulator(port=port) as again:
         yield again
-
-
-def options(sim: FireworksSimulator, cache_dir: Path) -> dict[str, Any]:
-    """Client options shared by the interrupted run and its re-run (JSON-safe: a child process gets them too)."""
-    return {
-        "model": "qwen-15b",
-        "base_url": sim.base_url,
-        "api_key": sim.api_key,
-        "cache_dir": str(cache_dir),
-        "max_concurrency": CONCURRENCY,
-        "max_tokens": 16,
-        "logprobs": 5,
-        "echo": True,
-        "progress_bar": False,
-    }
 
 
 def slow_after_two_rounds(sim: FireworksSimulator) -> None:
@@ -105,14 +92,8 @@ def count_entries(cache_dir: Path) -> int:
 
 
 def read_cache(cache_dir: Path) -> dict[str, FwResponse]:
-    """Every entry of a cache directory, through a fresh diskcache handle; each must be one whole sample."""
-    with diskcache.Cache(str(cache_dir)) as cache:
-        assert cache.check() == []  # SQLite integrity, and no value file missing or left over
-        entries = {key: decode_sample(cache[key], PROMPT) for key in cache.iterkeys()}
-    for sample in entries.values():
-        assert sample.logprobs is not None and sample.finish_reason in ("stop", "length")
-        assert len(sample.logprobs.tokens) == len(sample.logprobs.token_logprobs) > 0
-        assert sample.full and sample.usage.completion_tokens > 0
+    """Every entry of the cache, each one whole sample, with no seed twice."""
+    entries: dict[str, FwResponse] = shared_read_cache(cache_dir, PROMPT)
     assert len({sample.seed for sample in entries.values()}) == len(entries)
     return entries
 
@@ -158,7 +139,7 @@ def test_cancelling_an_async_generate_stops_at_once_and_a_rerun_resumes(
     slow_after_two_rounds(sim)
 
     async def interrupted() -> tuple[float, float, int, int]:
-        client = AsyncFireworks(**options(sim, cache_dir))
+        client = AsyncFireworks(**client_options(sim, cache_dir, CONCURRENCY))
         task = asyncio.create_task(client.generate(PROMPT, n_samples=n))
         await until(lambda: sim.faults.pending == 0, "the held requests to reach the server")
         await until(lambda: count_entries(cache_dir) >= 2 * CONCURRENCY, "the first two rounds in the cache")
@@ -186,7 +167,7 @@ def test_cancelling_an_async_generate_stops_at_once_and_a_rerun_resumes(
 
     before = read_cache(cache_dir)
     assert 2 * CONCURRENCY <= len(before) <= sim.status_counts[200]
-    opts = options(sim, cache_dir)
+    opts = client_options(sim, cache_dir, CONCURRENCY)
 
     async def rerun() -> tuple[FwRollouts, Settings]:
         async with AsyncFireworks(**opts) as client:
@@ -268,7 +249,7 @@ def test_wait_for_timeout_cancels_cleanly(
 
     async def main() -> float:
         asyncio.get_running_loop().set_exception_handler(lambda loop, context: loop_errors.append(context))
-        client = AsyncFireworks(**options(sim, cache_dir))
+        client = AsyncFireworks(**client_options(sim, cache_dir, CONCURRENCY))
         started = time.monotonic()
         call: Awaitable[FwRollouts] = asyncio.wait_for(client.generate(PROMPT, n_samples=n), timeout)
         with pytest.raises(asyncio.TimeoutError):
@@ -337,7 +318,7 @@ def test_ctrl_c_in_the_sync_facade_stops_requests_and_a_rerun_resumes(
 ) -> None:
     n = 300
     cache_dir = tmp_path / "cache"
-    opts = options(sim, cache_dir)
+    opts = client_options(sim, cache_dir, CONCURRENCY)
     slow_after_two_rounds(sim)
     child = subprocess.Popen(
         [sys.executable, "-W", "always::ResourceWarning", "-c", CHILD, json.dumps(opts), PROMPT, str(n), style],
