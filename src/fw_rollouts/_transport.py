@@ -225,10 +225,8 @@ class Transport:
         """The completions endpoint this transport posts to."""
         return str(self._url)
 
-    async def post_completions(self, body: bytes | Mapping[str, Any], *, timeout: float) -> Reply:
+    async def post_completions(self, body: bytes, *, timeout: float) -> Reply:
         """POST a JSON ``body`` to ``/completions``; the whole exchange must finish within ``timeout`` seconds."""
-        if not isinstance(body, bytes):
-            body = json.dumps(body).encode()
         if self._use_openai:
             return await self._post_via_openai(body, timeout)
         try:
