@@ -1,6 +1,7 @@
-"""Shared helpers for the pure unit tests (fixtures on disk, synthetic response bodies).
+"""Shared helpers for the tests (fixtures on disk, synthetic response bodies, client options).
 
-Kept out of ``conftest.py`` so that several test modules, written independently, can use it.
+Plain functions and constants, imported by name; the pytest fixtures (``sim``, ``make_client``) live in
+``conftest.py``.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from typing import Any
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
-"""``/work/shared/fixtures``: the sibling ``shared`` directory of the repository."""
+FIXTURES = Path(__file__).resolve().parent / "data" / "fixtures"
+"""Response-body fixtures committed with the tests (``fireworks/...``, ``llamacpp/...``; origins in SOURCES.md)."""
 TEMPLATE_DATA = Path(__file__).resolve().parent / "data" / "templates"
 
 R1_PROMPT = "<｜begin▁of▁sentence｜><｜User｜>What is 2+2?<｜Assistant｜><think>\n"
@@ -23,23 +24,25 @@ R1_GENERATED = "Okay, so I need to add"
 
 
 def shared_fixture(relative: str) -> Path:
-    """Path of a file under the shared fixtures directory; skips the test if the directory is missing."""
-    if not SHARED_FIXTURES.is_dir():
-        pytest.skip(f"shared fixtures directory {SHARED_FIXTURES} is missing (expected next to the repository)")
-    path = SHARED_FIXTURES / relative
+    """Path of a fixture file under ``FIXTURES``; fails the test if it is missing.
+
+    A missing fixture is a broken checkout, not an environment to tolerate: skipping would hide the very tests
+    (echo splitting, error bodies) the fixtures exist for.
+    """
+    path = FIXTURES / relative
     if not path.is_file():
-        pytest.skip(f"shared fixture {path} is missing")
+        pytest.fail(f"fixture {relative!r} is missing: expected {path} (committed under tests/data/fixtures)")
     return path
 
 
 def load_json_fixture(relative: str) -> dict[str, Any]:
-    """A shared JSON fixture, parsed."""
+    """A JSON fixture under ``FIXTURES``, parsed."""
     data: dict[str, Any] = json.loads(shared_fixture(relative).read_text(encoding="utf-8"))
     return data
 
 
 def fixture_text(relative: str) -> str:
-    """A shared fixture's text."""
+    """A fixture's text (UTF-8) under ``FIXTURES``."""
     return shared_fixture(relative).read_text(encoding="utf-8")
 
 
