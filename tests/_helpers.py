@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pytest
+
+if TYPE_CHECKING:
+    from fw_rollouts import AsyncFireworks
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "data" / "fixtures"
@@ -21,6 +24,12 @@ R1_PROMPT = "<｜begin▁of▁sentence｜><｜User｜>What is 2+2?<｜Assistant�
 """The exact prompt string the Fireworks echo fixtures were produced from (12 tokens)."""
 R1_GENERATED = "Okay, so I need to add"
 """The 7 generated tokens of the Fireworks fixtures."""
+
+
+class MakeClient(Protocol):
+    """The type of the ``make_client`` fixture (conftest.py): options in, a client for the test's ``sim`` out."""
+
+    def __call__(self, **options: Any) -> AsyncFireworks: ...
 
 
 def shared_fixture(relative: str) -> Path:

@@ -3,22 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from _helpers import MakeClient
 from fw_rollouts import AsyncFireworks, ConfigurationError, FwRolloutsError, InvalidTypeError, ValidationError
 from fw_rollouts.testing import FireworksSimulator
-
-
-@pytest.fixture
-def sim() -> Iterator[FireworksSimulator]:
-    # One server per test: requests a previous test abandoned must not reach this one (5 ms to start).
-    with FireworksSimulator() as server:
-        yield server
-
 
 CALLS: list[tuple[str, dict[str, Any], type[FwRolloutsError], tuple[str, ...]]] = [
     ("logprobs 6", {"logprobs": 6}, ValidationError, ("logprobs", "6", "0 to 5")),
@@ -65,7 +57,7 @@ CALLS: list[tuple[str, dict[str, Any], type[FwRolloutsError], tuple[str, ...]]] 
 @pytest.mark.parametrize(("case", "call", "error", "mentions"), CALLS, ids=[c[0] for c in CALLS])
 def test_bad_input_is_refused_before_sending(
     sim: FireworksSimulator,
-    tmp_path: Path,
+    make_client: MakeClient,
     case: str,
     call: dict[str, Any],
     error: type[FwRolloutsError],
@@ -77,9 +69,7 @@ def test_bad_input_is_refused_before_sending(
     n_samples = call.pop("n_samples", 1)
 
     async def main() -> None:
-        async with AsyncFireworks(
-            model="qwen-15b", base_url=sim.base_url, api_key=sim.api_key, cache_dir=str(tmp_path), progress_bar=False
-        ) as client:
+        async with make_client() as client:
             await client.generate(prompt, n_samples, **call)
 
     with pytest.raises(error) as info:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +26,6 @@ from fw_rollouts.testing import Fault, FireworksSimulator
 
 R1_PROMPT = "<｜begin▁of▁sentence｜><｜User｜>What is 2+2?<｜Assistant｜><think>\n"
 R1_MODEL = "accounts/fireworks/models/deepseek-r1-distill-qwen-1p5b"
-
-
-@pytest.fixture
-def sim() -> Iterator[FireworksSimulator]:
-    # One server per test: requests a previous test abandoned must not reach this one (5 ms to start).
-    with FireworksSimulator() as server:
-        yield server
 
 
 class Sleeps:

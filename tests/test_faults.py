@@ -12,7 +12,6 @@ import json
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -32,13 +31,6 @@ from fw_rollouts import (
 )
 from fw_rollouts._cache import SampleCache
 from fw_rollouts.testing import DEFAULT_RANDOM_KINDS, Fault, FireworksSimulator
-
-
-@pytest.fixture
-def sim() -> Iterator[FireworksSimulator]:
-    # One server per test: requests a previous test abandoned must not reach this one (5 ms to start).
-    with FireworksSimulator() as server:
-        yield server
 
 
 def make(sim: FireworksSimulator, tmp_path: Path, clock: VirtualTime | None = None, **options: Any) -> AsyncFireworks:

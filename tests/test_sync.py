@@ -6,7 +6,6 @@ import asyncio
 import inspect
 import threading
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +14,6 @@ import pytest
 import fw_rollouts
 from fw_rollouts import AsyncFireworks, ConfigurationError, Fireworks, FireworksClient, FwRollouts
 from fw_rollouts.testing import FireworksSimulator
-
-
-@pytest.fixture
-def sim() -> Iterator[FireworksSimulator]:
-    # One server per test: requests a previous test abandoned must not reach this one (5 ms to start).
-    with FireworksSimulator() as server:
-        yield server
 
 
 def make(sim: FireworksSimulator, tmp_path: Path, **options: Any) -> Fireworks:
