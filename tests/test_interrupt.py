@@ -102,7 +102,10 @@ def assert_resumed(
     sim: FireworksSimulator, settings: Settings, before: dict[str, FwResponse], rollouts: FwRollouts, n: int
 ) -> None:
     """The re-run asked the server for exactly the seeds missing from ``before`` and returned all ``n`` in order."""
-    cached = {sample.seed: sample for sample in before.values()}
+    cached: dict[int, FwResponse] = {}
+    for sample in before.values():
+        assert sample.seed is not None  # the client seeds every sample it caches
+        cached[sample.seed] = sample
     assert 0 < len(cached) < n
     keyer = CacheKeyer(settings.resolved_base_url, settings.key_body(rollouts.prompt_text))
     assert set(before) == {keyer(seed) for seed in cached}  # each entry sits under its own seed's key

@@ -276,7 +276,7 @@ class TestTemplateForModel:
             ),
         ],
     )
-    def test_known_families(self, model: str, kind: type, name: str) -> None:
+    def test_known_families(self, model: str, kind: type[ChatTemplate], name: str) -> None:
         template = template_for_model(model)
         assert isinstance(template, kind)
         assert template.name == name
