@@ -13,7 +13,8 @@ import pytest
 
 from _helpers import load_json_fixture
 from fw_rollouts.testing import DEFAULT_RANDOM_KINDS, Fault, FaultPlan, tokenize
-from fw_rollouts.testing._engine import Config, Engine
+from fw_rollouts.testing._config import Config
+from fw_rollouts.testing._engine import Engine
 from fw_rollouts.testing._model import Sampling, generate, walk_prompt
 from fw_rollouts.testing._tokenizer import SPECIAL_IDS, decode_id, token_id
 

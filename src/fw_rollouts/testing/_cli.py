@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
-from ._server import FireworksSimulator
+from ._server import FireworksSimulator, http_url
 
 __all__ = ["build_parser", "main"]
 
@@ -88,6 +88,11 @@ def _simulator(args: argparse.Namespace, port: int, worker: int) -> FireworksSim
     return sim
 
 
+def _banner(base_url: str, args: argparse.Namespace, suffix: str = "") -> None:
+    key = "any" if args.any_key else args.api_key
+    print(f"fw_rollouts simulator listening on {base_url} (api key: {key}){suffix}", flush=True)
+
+
 async def _serve(args: argparse.Namespace, port: int, worker: int = 0, ready_fd: int | None = None) -> None:
     sim = _simulator(args, port, worker)
     sim._reuse_port = ready_fd is not None
@@ -98,8 +103,7 @@ async def _serve(args: argparse.Namespace, port: int, worker: int = 0, ready_fd:
             loop.add_signal_handler(sig, stop.set)
     async with sim:
         if ready_fd is None:
-            key = "any" if args.any_key else sim.api_key
-            print(f"fw_rollouts simulator listening on {sim.base_url} (api key: {key})", flush=True)
+            _banner(sim.base_url, args)
         else:
             os.write(ready_fd, b"1")
             os.close(ready_fd)
@@ -195,13 +199,7 @@ def _serve_workers(args: argparse.Namespace, factory: _LoopFactory | None) -> in
                 break
         holder.close()
         if not failed:
-            key = "any" if args.any_key else args.api_key
-            host = f"[{args.host}]" if ":" in args.host else args.host
-            print(
-                f"fw_rollouts simulator listening on http://{host}:{port}/inference/v1 (api key: {key})"
-                f" [{args.workers} workers]",
-                flush=True,
-            )
+            _banner(http_url(args.host, port) + "/inference/v1", args, f" [{args.workers} workers]")
             while True:
                 sig = signal.sigwait(signals)
                 if sig != signal.SIGCHLD:

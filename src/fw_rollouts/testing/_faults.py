@@ -9,10 +9,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
-from http import HTTPStatus
 from typing import Any, Literal
 
-from ._engine import Reply, detail_error, dumps, flat_error, nested_error
+from ._errors import detail_error, flat_error, nested_error
+from ._reply import Reply, dumps, status_phrase
 
 __all__ = ["DEFAULT_RANDOM_KINDS", "ErrorShape", "Fault", "FaultKind", "FaultPlan", "MalformedKind"]
 
@@ -27,10 +27,7 @@ _MESSAGES = {429: _USAGE_LIMIT, 503: "Service Overloaded", 425: "Model is being 
 
 
 def _phrase(status: int) -> str:
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return "Unknown Error"
+    return status_phrase(status, "Unknown Error")
 
 
 @dataclass(frozen=True)

@@ -18,27 +18,18 @@ import uuid
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
-from http import HTTPStatus
 from types import TracebackType
 from typing import Any, Final, cast
 
-from ._engine import (
-    GENERATION_PATHS,
-    BosMode,
-    Config,
-    Engine,
-    OffsetBase,
-    Reply,
-    decode_body,
-    dumps,
-    is_finish_event,
-    model_names,
-    nested_error,
-)
+from ._config import BosMode, Config, OffsetBase, model_names
+from ._engine import GENERATION_PATHS, Engine
+from ._errors import nested_error
 from ._faults import Fault, FaultPlan
 from ._memo import Memo
+from ._render import is_finish_event
+from ._reply import Reply, decode_body, dumps, status_phrase
 
-__all__ = ["FireworksSimulator", "RecordedRequest"]
+__all__ = ["FireworksSimulator", "RecordedRequest", "http_url"]
 
 _log = logging.getLogger("fw_rollouts.testing")
 
@@ -69,25 +60,26 @@ class RecordedRequest:
     fault: str | None
 
 
-def _reason(status: int) -> str:
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return "Unknown"
-
-
-_REASONS: Final = {s.value: s.phrase for s in HTTPStatus}
-
-
 def _head(status: int, headers: list[tuple[str, str]], framing: str, keep_alive: bool) -> bytes:
-    reason = _REASONS.get(status) or _reason(status)
-    parts = [f"HTTP/1.1 {status} {reason}\r\n"]
+    parts = [f"HTTP/1.1 {status} {status_phrase(status, 'Unknown')}\r\n"]
     parts.extend(f"{k}: {v}\r\n" for k, v in headers)
     parts.append(framing)
     if not keep_alive:
         parts.append("connection: close\r\n")
     parts.append("\r\n")
     return "".join(parts).encode("latin-1")
+
+
+def _own_error(status: int, message: str) -> Reply:
+    """An error no engine rule produced (unparseable HTTP, a simulator bug), under a fresh request id."""
+    rid = str(uuid.uuid4())
+    headers = [("content-type", "application/json"), ("x-request-id", rid)]
+    return Reply(status, dumps(nested_error(status, message, rid)), rid, headers)
+
+
+def http_url(host: str, port: int) -> str:
+    """``http://host:port`` (an IPv6 host in brackets)."""
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def _chunk(data: bytes) -> bytes:
@@ -306,12 +298,10 @@ class _Connection(asyncio.Protocol):
     def _bad_request(self, e: _BadRequest) -> None:
         """Answer a request that cannot be parsed as HTTP, then close (the stream is out of sync)."""
         assert self.transport is not None
-        rid = str(uuid.uuid4())
-        body = dumps(nested_error(e.status, str(e), rid))
-        headers = [("content-type", "application/json"), ("x-request-id", rid)]
+        reply = _own_error(e.status, str(e))
         with self.core.lock:  # counted before the client can see the answer
             self.core.counts[e.status] += 1
-        self.transport.write(_head(e.status, headers, f"content-length: {len(body)}\r\n", False) + body)
+        self.transport.write(self._serialize(reply, False))
         self.transport.close()
         self.closed = True
 
@@ -345,10 +335,8 @@ class _Connection(asyncio.Protocol):
                 reply, obj = core.engine.handle(req.method, req.path, req.headers, req.body)
             except Exception as e:  # a simulator bug must not look like a network fault to the client
                 _log.exception("simulator failed on %s %s", req.method, req.path)
-                rid = str(uuid.uuid4())
                 obj = decode_body(req.body)
-                body = dumps(nested_error(500, f"simulator error: {e!r}", rid))
-                reply = Reply(500, body, rid, [("content-type", "application/json"), ("x-request-id", rid)])
+                reply = _own_error(500, f"simulator error: {e!r}")
         delay = core.cfg.latency + (fault.seconds if fault is not None else 0.0)
         job = _Job(req, obj, reply, fault, memo_key, None)
         if delay > 0:
@@ -648,8 +636,7 @@ class FireworksSimulator:
     @property
     def url(self) -> str:
         """``http://host:port`` (no path)."""
-        host = f"[{self._host}]" if ":" in self._host else self._host
-        return f"http://{host}:{self.port}"
+        return http_url(self._host, self.port)
 
     @property
     def base_url(self) -> str:

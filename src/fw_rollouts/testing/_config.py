@@ -1,0 +1,37 @@
+"""The simulator's settings, shared by the engine, validation and the server."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+__all__ = ["BosMode", "Config", "OffsetBase", "model_names"]
+
+BosMode = Literal["none", "count", "echo"]
+OffsetBase = Literal["completion", "prompt"]
+
+
+@dataclass(frozen=True)
+class Config:
+    """Settings shared by the engine and the server (see ``FireworksSimulator`` for each meaning)."""
+
+    api_key: str | None = "sim-key"
+    latency: float = 0.0
+    known_models: frozenset[str] | None = None
+    bos: BosMode = "none"
+    echo_text: bool = True
+    stop_included: bool = False
+    default_max_tokens: int = 16
+    context_length: int = 131_072
+    text_offset_base: OffsetBase = "completion"
+    strict_fields: bool = True
+
+
+def model_names(models: Iterable[str] | None) -> frozenset[str] | None:
+    """Normalise the ``known_models`` option."""
+    if models is None:
+        return None
+    if isinstance(models, str):
+        return frozenset({models})
+    return frozenset(models)
