@@ -264,7 +264,7 @@ def test_final_error_carries_status_request_id_attempts_and_message(
     assert error.status_code == 429 and error.attempts == 3
     assert error.request_id  # from x-request-id
     assert expected in str(error) and "after 3 attempts" in str(error)
-    assert type(error).__module__ == "fw_rollouts._exceptions"  # ours, never tenacity.RetryError
+    assert type(error).__module__ == "fw_rollouts"  # ours, never tenacity.RetryError
 
 
 def test_every_fault_class_is_retried(sim: FireworksSimulator, tmp_path: Path) -> None:

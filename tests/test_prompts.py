@@ -18,7 +18,7 @@ from fw_rollouts import (
     ValidationError,
     resolve_model,
 )
-from fw_rollouts._prompts import render_prompt, validate_prompt
+from fw_rollouts._prompts import model_hint, render_prompt, validate_prompt
 
 FW = "accounts/fireworks/models/"
 
@@ -295,3 +295,56 @@ class TestValidation:
     def test_render_validates_first(self) -> None:
         with pytest.raises(ValidationError, match="role"):
             render([{"role": "narrator", "content": "x"}], R1)
+
+
+class TestModelHint:
+    @pytest.mark.parametrize(
+        ("given", "meant"),
+        [
+            ("qwen-1.5b", "qwen-15b"),
+            ("qwen15b", "qwen-15b"),
+            ("qwen-1p5b", "qwen-15b"),
+            ("Qwen-15B", "qwen-15b"),  # aliases are case-sensitive
+            ("llama-3.1-8b", "llama-v3p1-8b"),
+            ("llama3.1-8b", "llama-v3p1-8b"),
+            ("lama-v3p1-8b", "llama-v3p1-8b"),
+            ("gpt-oss20b", "gpt-oss-20b"),
+            ("gtp-oss-120b", "gpt-oss-120b"),
+            ("llama-v3.1-8b-instruct", "llama-v3p1-8b-instruct"),  # an alias target's own name
+            ("deepseek-r1-distill-qwen-1.5b", "deepseek-r1-distill-qwen-1p5b"),
+        ],
+    )
+    def test_a_near_miss_names_the_alias(self, given: str, meant: str) -> None:
+        assert model_hint(given) == f"did you mean {meant!r}?"
+
+    @pytest.mark.parametrize("given", [FW + "qwen-1.5b", "fireworks/qwen-1.5b", FW + "qwen-1.5b#my-deployment"])
+    def test_resolved_ids_are_read_by_their_last_segment(self, given: str) -> None:
+        assert model_hint(given) == "did you mean 'qwen-15b'?"
+
+    @pytest.mark.parametrize("name", [*MODEL_ALIASES, *(target.rsplit("/", 1)[1] for target in MODEL_ALIASES.values())])
+    def test_known_names_get_no_hint(self, name: str) -> None:
+        assert model_hint(name) is None
+        assert model_hint(FW + name) is None
+
+    @pytest.mark.parametrize(
+        "name",
+        [
+            "qwen-7b",  # other sizes and versions are other models, however alike they are spelt
+            "qwen3-8b",
+            "llama-v3p1-70b",
+            "llama-v3p3-70b-instruct",
+            "gpt-oss-12b",
+            "gpt-oss-safeguard-20b",
+            "gpt-4o",
+            "mistral-7b-instruct",
+            "my-finetune",
+            "",
+        ],
+    )
+    def test_other_models_get_no_hint(self, name: str) -> None:
+        assert model_hint(name) is None
+
+    def test_an_alias_added_at_run_time_is_suggested(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setitem(MODEL_ALIASES, "kimi-k2", FW + "kimi-k2-instruct")
+        assert model_hint("kimi-k-2") == "did you mean 'kimi-k2'?"
+        assert model_hint("kimi-k2") is None

@@ -79,3 +79,37 @@ __all__ = [
     "__version__",
     "resolve_model",
 ]
+
+
+def _publish() -> None:
+    # Public names report the package as their home, so reprs, docs and tracebacks read
+    # `fw_rollouts.AsyncFireworks` rather than naming the private module that defines it, and
+    # pickle finds them at that name. typing.get_type_hints looks a class's string annotations up
+    # in sys.modules[cls.__module__], which would now be this namespace (no `Any`, no `Mapping`):
+    # each annotation is resolved once here, in its own module with the public names in scope;
+    # one that cannot be (a TYPE_CHECKING-only import) stays a string for this namespace to resolve.
+    import contextlib
+    import inspect
+    import sys
+    from types import FunctionType
+
+    public = globals()
+    for name in __all__:
+        obj = public[name]
+        if not isinstance(obj, (type, FunctionType)) or not obj.__module__.startswith(__name__ + "._"):
+            continue
+        if obj.__qualname__ != name:  # an alias: pickle could not find it under the package
+            continue
+        annotations = inspect.get_annotations(obj) if isinstance(obj, type) else {}
+        if annotations:
+            home = vars(sys.modules[obj.__module__])
+            for field, annotation in annotations.items():
+                if isinstance(annotation, str):
+                    with contextlib.suppress(Exception):
+                        annotations[field] = eval(annotation, home, public)
+            obj.__annotations__ = annotations
+        obj.__module__ = __name__
+
+
+_publish()
+del _publish

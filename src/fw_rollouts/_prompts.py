@@ -9,18 +9,21 @@ the model continues.
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ._exceptions import ConfigurationError, InvalidTypeError, ValidationError
+from ._suggest import closest
 from ._templates import THINK_OPEN, ChatTemplate, split_think
 
 __all__ = [
     "FIREWORKS_MODEL_PREFIX",
     "MODEL_ALIASES",
     "RenderedPrompt",
+    "model_hint",
     "render_prompt",
     "resolve_model",
     "validate_prompt",
@@ -59,6 +62,31 @@ def resolve_model(model: str) -> str:
             )
         name = org_and_rest[1]
     return FIREWORKS_MODEL_PREFIX + name
+
+
+def model_hint(name: str) -> str | None:
+    """``"did you mean 'qwen-15b'?"`` when ``name`` looks like a mistyped alias (or the id one stands for), else None.
+
+    ``name`` may be as given or resolved (``accounts/.../models/<name>#<deployment>``); its
+    last path segment is compared, ignoring case and separators and reading ``.`` as
+    Fireworks' ``p`` (``llama-3.1-8b`` is ``llama-v3p1-8b``). A close spelling is not enough:
+    the digits (version, size) must be the same, because ``qwen-7b`` or ``llama-v3p1-70b``
+    are other models, not typos.
+    """
+    leaf = name.split("#", 1)[0].strip().rsplit("/", 1)[-1]
+    digits = _digits(leaf)
+    # Read afresh each time: MODEL_ALIASES is a plain dict that users may extend.
+    known = dict.fromkeys([*MODEL_ALIASES, *(target.rsplit("/", 1)[-1] for target in MODEL_ALIASES.values())])
+    match = closest(leaf, [k for k in known if _digits(k) == digits], key=_model_key, cutoff=0.75)
+    return None if match is None else f"did you mean {match!r}?"
+
+
+def _digits(name: str) -> str:
+    return "".join(re.findall(r"\d", name))
+
+
+def _model_key(name: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", name.lower().replace(".", "p"))
 
 
 @dataclass(frozen=True, slots=True)
