@@ -408,7 +408,7 @@ async def job_memory(spec: Spec) -> Result:
 def _keyer(spec: Spec) -> tuple[Any, str]:
     """The cache keyer ``generate`` uses for the throughput job, and the prompt string it sends."""
     from fw_rollouts._cache import CacheKeyer
-    from fw_rollouts._config import Settings
+    from fw_rollouts._settings import Settings
 
     settings = Settings.create(model=spec["model"], **ours_options(spec, spec["cache_dir"]))
     return CacheKeyer(settings.resolved_base_url, settings.key_body(spec["prompt_text"])), spec["prompt_text"]

@@ -43,15 +43,43 @@ CALLS: list[tuple[str, dict[str, Any], type[FwRolloutsError], tuple[str, ...]]] 
     ("unknown kwarg", {"best_of": 3}, ValidationError, ("best_of", "rejects unknown", "temperature", "logprobs")),
     ("raw with messages", {"raw": True, "prompt": [{"role": "user", "content": "x"}]}, ValidationError,
      ("prompt", "raw=True")),
+    ("misspelt kwarg", {"temprature": 0.5}, ValidationError, ("temprature", "did you mean 'temperature'")),
+    ("logit_bias key", {"logit_bias": {"abc": 1}}, ValidationError, ("logit_bias", "token ids")),
+    ("chat_template typo", {"chat_template": "llama3"}, ConfigurationError, ("chat_template", "llama3.1")),
+    # The client's own configuration is fixed per client: passing it per call says how to change it.
+    ("timeout per call", {"timeout": 5}, ValidationError, ("timeout", "with_options(timeout=")),
+    ("api_key per call", {"api_key": "k"}, ValidationError, ("api_key", "with_options(api_key=")),
+    ("cache_dir per call", {"cache_dir": "x"}, ValidationError, ("cache_dir", "with_options(cache_dir=")),
+]  # fmt: skip
+
+CONSTRUCTOR: list[tuple[str, dict[str, Any], type[FwRolloutsError], tuple[str, ...]]] = [
     ("timeout 0", {"timeout": 0}, ValidationError, ("timeout", "0", "> 0")),
     ("max_concurrency 0", {"max_concurrency": 0}, ValidationError, ("max_concurrency", "0", ">= 1")),
     ("max_retries -1", {"max_retries": -1}, ValidationError, ("max_retries", "-1", ">= 0")),
-    ("logit_bias key", {"logit_bias": {"abc": 1}}, ValidationError, ("logit_bias", "token ids")),
     ("base_url no scheme", {"base_url": "api.fireworks.ai/inference/v1"}, ConfigurationError,
      ("base_url", "http")),
     ("base_url ftp", {"base_url": "ftp://example.com"}, ConfigurationError, ("base_url", "http")),
-    ("chat_template typo", {"chat_template": "llama3"}, ConfigurationError, ("chat_template", "llama3.1")),
+    ("requests_per_minute 0", {"requests_per_minute": 0}, ValidationError, ("requests_per_minute", "> 0")),
+    ("misspelt option", {"max_retires": 3}, ValidationError, ("max_retires", "did you mean 'max_retries'")),
+    ("budget not a Budget", {"budget": 5}, InvalidTypeError, ("budget", "Budget")),
 ]  # fmt: skip
+
+
+@pytest.mark.parametrize(("case", "options", "error", "mentions"), CONSTRUCTOR, ids=[c[0] for c in CONSTRUCTOR])
+def test_bad_client_options_are_refused_at_construction_and_in_with_options(
+    make_client: MakeClient,
+    case: str,
+    options: dict[str, Any],
+    error: type[FwRolloutsError],
+    mentions: tuple[str, ...],
+) -> None:
+    with pytest.raises(error) as info:
+        make_client(**options)
+    for fragment in mentions:
+        assert fragment in str(info.value), f"{case}: {fragment!r} not in {info.value}"
+    client = make_client()
+    with pytest.raises(error):
+        client.with_options(**options)
 
 
 @pytest.mark.parametrize(("case", "call", "error", "mentions"), CALLS, ids=[c[0] for c in CALLS])
@@ -84,7 +112,7 @@ def test_bad_constructor_options_fail_at_construction(tmp_path: Path) -> None:
     with pytest.raises(ValidationError, match="logprobs"):
         AsyncFireworks(model="qwen-15b", logprobs=9)
     with pytest.raises(ValidationError, match="frobnicate"):
-        AsyncFireworks(model="qwen-15b", frobnicate=1)
+        AsyncFireworks(model="qwen-15b", frobnicate=1)  # type: ignore[arg-type]  # refused statically too
     with pytest.raises(ConfigurationError, match="base_url"):
         AsyncFireworks(model="qwen-15b", base_url="localhost:8000")
     with pytest.raises(ValidationError, match="model"):

@@ -21,31 +21,28 @@ from fw_rollouts import (
     ServerError,
     ValidationError,
 )
-from fw_rollouts._cache import CacheKeyer, SampleCache
+from _virtual_time import VirtualTime
+from fw_rollouts._cache_key import CacheKeyer
+from fw_rollouts._record import encode_record
+from fw_rollouts._store import DiskStore
 from fw_rollouts.testing import Fault, FireworksSimulator
 
 R1_PROMPT = "<｜begin▁of▁sentence｜><｜User｜>What is 2+2?<｜Assistant｜><think>\n"
 R1_MODEL = "accounts/fireworks/models/deepseek-r1-distill-qwen-1p5b"
 
 
-class Sleeps:
-    """Injected sleep: records waits instead of waiting."""
-
-    def __init__(self) -> None:
-        self.waits: list[float] = []
-
-    async def __call__(self, seconds: float) -> None:
-        self.waits.append(seconds)
-        await asyncio.sleep(0)
-
-
-def make(sim: FireworksSimulator, tmp_path: Path, **options: Any) -> AsyncFireworks:
+def make(sim: FireworksSimulator, tmp_path: Path, clock: VirtualTime | None = None, **options: Any) -> AsyncFireworks:
+    """A client of ``sim`` on virtual time (retry waits are recorded in ``clock.sleeps``, never waited)."""
     options.setdefault("model", "qwen-15b")
     options.setdefault("max_tokens", 24)
     options.setdefault("progress_bar", False)
-    client = AsyncFireworks(base_url=sim.base_url, api_key=sim.api_key, cache_dir=str(tmp_path / "cache"), **options)
-    client._sleep = Sleeps()
-    return client
+    return AsyncFireworks(
+        base_url=sim.base_url,
+        api_key=sim.api_key,
+        cache_dir=str(tmp_path / "cache"),
+        clock=clock if clock is not None else VirtualTime(),
+        **options,
+    )
 
 
 def run(coro: Any) -> Any:
@@ -135,13 +132,12 @@ def test_entry_without_requested_logprobs_is_refetched(sim: FireworksSimulator, 
         async with make(sim, tmp_path) as client:
             first = await client.generate("Score me", n_samples=1)
             # Overwrite the entry with a copy lacking logprobs, as an older cache might hold.
-            cache = SampleCache(str(tmp_path / "cache"))
             settings = client.settings
             keyer = CacheKeyer(settings.resolved_base_url, settings.key_body(first.prompt_text))
             stripped = first[0]
             stripped.logprobs = None
-            cache.set_many([(keyer(0), stripped)])
-            cache.close()
+            async with DiskStore(tmp_path / "cache") as store:
+                await store.set_many([(keyer(0), encode_record(stripped))])
             return await client.generate("Score me", n_samples=1)
 
     second = run(main())
@@ -166,7 +162,8 @@ def test_failed_samples_are_not_cached(sim: FireworksSimulator, tmp_path: Path) 
 
 def test_retries_transient_errors_honouring_retry_after(sim: FireworksSimulator, tmp_path: Path) -> None:
     sim.faults.push(Fault.status(429, retry_after="3"), Fault.status(503), Fault.reset())
-    client = make(sim, tmp_path, use_cache=False)
+    clock = VirtualTime()
+    client = make(sim, tmp_path, clock, use_cache=False)
 
     async def main() -> FwRollouts:
         async with client:
@@ -175,7 +172,7 @@ def test_retries_transient_errors_honouring_retry_after(sim: FireworksSimulator,
     rollouts = run(main())
     assert len(rollouts) == 1
     assert len(completions(sim)) == 4
-    waits = client._sleep.waits  # type: ignore[attr-defined]
+    waits = clock.sleeps
     assert waits and waits[0] >= 3.0, "Retry-After is a floor for the first wait"
 
 

@@ -16,7 +16,9 @@ from fw_rollouts import (
     Settings,
     ValidationError,
 )
-from fw_rollouts._config import _VALIDATORS, NON_OUTPUT_FIELDS, SERVICE_FIELDS
+from fw_rollouts._options import CLIENT_OPTIONS, OPTIONS, SENT_OPTIONS
+
+NON_OUTPUT_FIELDS = {o.field for o in SENT_OPTIONS if not o.shapes_output}
 
 FW = "accounts/fireworks/models/"
 SECRET = "fw_SECRET_abc123_do_not_print"
@@ -176,8 +178,7 @@ class TestRanges:
     def test_boundaries_are_accepted(self, name: str, values: list[Any]) -> None:
         for value in values:
             settings = create(**{name: value})
-            got = getattr(settings, name) if name not in SERVICE_FIELDS else settings.extra[name]
-            assert got == value
+            assert getattr(settings, name) == value
 
     @pytest.mark.parametrize(
         "name",
@@ -186,8 +187,8 @@ class TestRanges:
     )
     def test_none_is_accepted(self, name: str) -> None:
         settings = create(**{name: None})
-        assert getattr(settings, name, None) is None
-        assert name not in settings.extra
+        assert getattr(settings, name) is None
+        assert name not in settings.body("p")
 
     def test_numbers_are_stored_as_floats(self) -> None:
         settings = create(temperature=1, top_p=1)
@@ -202,7 +203,7 @@ class TestRanges:
         assert create(stop=None).stop == ()
 
     def test_logit_bias_keys_become_strings(self) -> None:
-        assert create(logit_bias={42: -100, "7": 2}).extra["logit_bias"] == {"42": -100.0, "7": 2.0}
+        assert create(logit_bias={42: -100, "7": 2}).logit_bias == {"42": -100.0, "7": 2.0}
 
     def test_model_is_resolved(self) -> None:
         assert create(model="llama-v3p1-8b").model == FW + "llama-v3p1-8b-instruct"
@@ -222,8 +223,20 @@ class TestRanges:
 
     def test_replace_keeps_and_clears_service_fields(self) -> None:
         settings = create(top_logprobs=3, user="me")
-        assert settings.replace(temperature=0.1).extra == {"top_logprobs": 3, "user": "me"}
-        assert settings.replace(top_logprobs=None).extra == {"user": "me"}
+        body = settings.replace(temperature=0.1).body("p")
+        assert body["top_logprobs"] == 3 and body["user"] == "me"
+        cleared = settings.replace(top_logprobs=None).body("p")
+        assert "top_logprobs" not in cleared and cleared["user"] == "me"
+
+    def test_for_call_takes_call_options_and_refuses_client_options(self) -> None:
+        settings = create(temperature=0.5)
+        assert settings.for_call({}) is settings
+        assert settings.for_call({"temperature": 0.1, "use_cache": False}).temperature == 0.1
+        for name in sorted(CLIENT_OPTIONS):
+            with pytest.raises(ValidationError) as info:
+                settings.for_call({name: getattr(settings, name)})
+            assert info.value.argument == name
+            assert f"with_options({name}=" in str(info.value)
 
     def test_settings_are_frozen(self) -> None:
         with pytest.raises(dataclasses.FrozenInstanceError):
@@ -287,8 +300,14 @@ class TestUnknownOptions:
             create().replace(n=4)
 
     def test_every_listed_option_is_accepted(self) -> None:
-        assert set(Settings.option_names()) == set(_VALIDATORS)
+        assert Settings.option_names() == tuple(o.name for o in OPTIONS)
         assert len(Settings.option_names()) == len(set(Settings.option_names()))
+
+    def test_a_typo_gets_a_suggestion(self) -> None:
+        with pytest.raises(ValidationError, match="did you mean 'temperature'"):
+            create(temprature=0.5)
+        with pytest.raises(ValidationError, match="did you mean 'max_tokens'"):
+            create().replace(max_token=5)
 
 
 class TestSecrets:

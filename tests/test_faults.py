@@ -29,7 +29,7 @@ from fw_rollouts import (
     RateLimitError,
     ServerError,
 )
-from fw_rollouts._cache import SampleCache
+from fw_rollouts._store import DiskStore
 from fw_rollouts.testing import DEFAULT_RANDOM_KINDS, Fault, FireworksSimulator
 
 
@@ -38,10 +38,7 @@ def make(sim: FireworksSimulator, tmp_path: Path, clock: VirtualTime | None = No
     options.setdefault("max_tokens", 16)
     options.setdefault("progress_bar", False)
     options.setdefault("cache_dir", str(tmp_path / "cache"))
-    client = AsyncFireworks(base_url=sim.base_url, api_key=sim.api_key, **options)
-    if clock is not None:
-        clock.install(client)
-    return client
+    return AsyncFireworks(base_url=sim.base_url, api_key=sim.api_key, clock=clock, **options)
 
 
 def completions(sim: FireworksSimulator, prompt: str | None = None) -> list[Any]:
@@ -55,11 +52,11 @@ def completions(sim: FireworksSimulator, prompt: str | None = None) -> list[Any]
 
 
 def cache_entries(directory: Path) -> int:
-    cache = SampleCache(str(directory))
-    try:
-        return len(cache)
-    finally:
-        cache.close()
+    async def count() -> int:
+        async with DiskStore(directory) as store:
+            return (await store.stats()).entries
+
+    return asyncio.run(count())
 
 
 def test_2000_samples_through_a_20_percent_fault_storm(sim: FireworksSimulator, tmp_path: Path) -> None:
@@ -332,9 +329,8 @@ def test_a_server_without_logprobs_stops_the_call_after_one_sample(tmp_path: Pat
         async def main() -> None:
             client = AsyncFireworks(
                 model="tiny", base_url=base_url, api_key="k", raw=True, use_cache=False, progress_bar=False,
-                max_retries=2, max_concurrency=1,
+                max_retries=2, max_concurrency=1, clock=VirtualTime(),
             )  # fmt: skip
-            VirtualTime().install(client)
             async with client:
                 await client.generate("2+2=", n_samples=50)
 

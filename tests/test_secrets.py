@@ -49,8 +49,8 @@ def test_key_never_leaks_through_a_faulty_run(
         )  # fmt: skip
         client = AsyncFireworks(
             model="qwen-15b", api_key=KEY, base_url=sim.base_url, cache_dir=str(tmp_path / "cache"), max_tokens=8,
+            clock=VirtualTime(),
         )  # fmt: skip
-        VirtualTime().install(client)
         shown = [repr(client), str(client), repr(client.settings), str(vars(client))]
 
         async def main() -> Any:
@@ -65,9 +65,8 @@ def test_key_never_leaks_through_a_faulty_run(
         async def failing() -> None:
             async with AsyncFireworks(
                 model="qwen-15b", api_key=KEY, base_url=sim.base_url, use_cache=False, max_retries=2,
-                progress_bar=False,
+                progress_bar=False, clock=VirtualTime(),
             ) as failing_client:  # fmt: skip
-                VirtualTime().install(failing_client)
                 await failing_client.generate("Fail")
 
         with pytest.raises(FwRolloutsError) as info:

@@ -8,7 +8,6 @@
 
 from ._client import AsyncFireworks
 from ._compat import FireworksClient
-from ._config import DEFAULT_BASE_URL, DEFAULT_CACHE_DIR, Settings
 from ._exceptions import (
     AccountError,
     APIConnectionError,
@@ -30,7 +29,9 @@ from ._exceptions import (
 )
 from ._logprobs import Logprobs, TokenLogprob
 from ._models import FwResponse, FwRollouts, Usage
+from ._options import DEFAULT_BASE_URL, DEFAULT_CACHE_DIR
 from ._prompts import MODEL_ALIASES, resolve_model
+from ._settings import Settings
 from ._sync import Fireworks
 from ._templates import (
     ChatTemplate,

@@ -1,104 +1,250 @@
-"""The async core: :class:`AsyncFireworks` and its sampling pipeline.
+"""The async core: :class:`AsyncFireworks`, composing the pipeline of one ``generate`` call.
 
 arguments -> validated :class:`Settings` -> prompt rendered with the chat template ->
-cache lookup -> limiter -> retrying request -> parsed samples -> cache write -> results.
+cache lookup (store) -> budget -> retrying request (transport) -> parsed samples ->
+cache write -> results.
 
-Loop-bound objects (the openai client and its connection pool, the limiter) are made
-lazily for each event loop that uses the client, so one client works across several
-``asyncio.run`` calls and under the sync facade's private loop.
+The client's configuration (key, URL, timeout, retries, limits, cache) is fixed when it is
+made; ``with_options`` makes a sibling that shares whatever did not change. The services a
+call uses (:class:`Services`: store, budget, transport, clock) are seams: each can be passed
+to the constructor, and each has today's implementation as its default.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
-import weakref
-from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from functools import partial
-from typing import Any, TypeVar
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
-from ._cache import CacheKeyer, SampleCache, WriteBehind
-from ._config import DEFAULT_CACHE_DIR, DEFAULT_MAX_CONCURRENCY, DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT, Settings
-from ._exceptions import (
-    APIError,
-    ConfigurationError,
-    FwRolloutsError,
-    InvalidTypeError,
-    MalformedResponseError,
-    MissingLogprobsError,
-    NotFoundError,
-    RateLimitError,
-    ServerError,
-    ValidationError,
-)
+from ._budget import Budget
+from ._cache_key import CacheKeyer
+from ._clock import SYSTEM_CLOCK, Clock
+from ._exceptions import ConfigurationError, FwRolloutsError, InvalidTypeError, ValidationError
+from ._loop_local import LoopLocal
 from ._models import FwResponse, FwRollouts
-from ._parsing import ResponseSpec, decode_body, parse_completion
-from ._progress import progress_bar
-from ._prompts import MODEL_ALIASES, RenderedPrompt, render_prompt
+from ._options import (
+    DEFAULT_CACHE_DIR,
+    DEFAULT_MAX_CONCURRENCY,
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_TIMEOUT,
+    OPTIONS,
+    check_known,
+)
+from ._parsing import ResponseSpec
+from ._plan import Plan
+from ._progress import progress_bar as make_progress_bar
+from ._prompts import MODEL_ALIASES, RenderedPrompt, model_hint, render_prompt
 from ._ratelimit import Limiter
-from ._retry import RetryPolicy, is_retryable
+from ._record import RecordError, decode_record
+from ._run import Job, ModelNames, RunResult, SampleRun
+from ._settings import Settings
+from ._store import DiskStore, SampleStore
 from ._templates import ChatTemplate, template_for_model
-from ._transport import Transport
+from ._transport import Transport, default_transport
+from ._writeback import WriteBehind
 
-__all__ = ["AsyncFireworks"]
+if TYPE_CHECKING:
+    from typing_extensions import Never
+
+__all__ = ["AsyncFireworks", "Prompt"]
 
 log = logging.getLogger("fw_rollouts")
 
-T = TypeVar("T")
-
 Prompt = str | Sequence[Mapping[str, Any]]
 
-# Overloaded-service statuses after which the whole client backs off, not just the one request.
-_COOL_DOWN_STATUSES = frozenset({429, 503})
+SEAMS = ("cache", "budget", "transport", "clock")
+"""Constructor arguments that are objects rather than options: the services a client uses."""
+
+# Settings each service is built from: a sibling that changes none of them shares the parent's.
+_TRANSPORT_INPUTS = ("api_key", "base_url", "max_concurrency")
+_BUDGET_INPUTS = ("max_concurrency", "requests_per_minute", "tokens_per_minute")
+_STORE_INPUTS = ("cache_dir",)
 
 
-class _LoopState:
-    """What a client owns on one event loop: its limiter and its HTTP clients."""
+class _StoreSlot:
+    """The cache store of a client: given, or a :class:`DiskStore` on ``cache_dir`` made on first use."""
 
-    __slots__ = ("__weakref__", "_closer", "limiter", "transports")
+    __slots__ = ("_closed", "_directory", "_store")
 
-    def __init__(self, limiter: Limiter) -> None:
-        self.limiter = limiter
-        self.transports: dict[tuple[str, str], Transport] = {}
-        self._closer: AsyncIterator[None] | None = None
+    def __init__(self, store: SampleStore | None, directory: str, *, check: bool) -> None:
+        self._store = store
+        self._directory = directory
+        self._closed = False
+        if store is None and check:
+            DiskStore.check(directory)  # a bad cache_dir is a ConfigurationError now, not an SQLite error later
 
-    async def arm_closer(self) -> None:
-        """Close our connections when ``asyncio.run`` shuts the loop's async generators down.
-
-        Without this, a client used across ``asyncio.run`` calls without ``async with``
-        would leave an open connection pool behind on each dead loop.
-        """
-        self._closer = self._close_at_shutdown()
-        await self._closer.__anext__()
-
-    async def _close_at_shutdown(self) -> AsyncIterator[None]:
-        try:
-            yield
-        finally:
-            await self.aclose()
+    def get(self) -> SampleStore:
+        if self._closed:
+            raise ConfigurationError("the cache store is closed (it was closed with the client that opened it)")
+        if self._store is None:
+            self._store = DiskStore(self._directory)
+        return self._store
 
     async def aclose(self) -> None:
-        transports = list(self.transports.values())
-        self.transports.clear()
-        for transport in transports:
-            try:
-                await transport.aclose()
-            except Exception:  # closing must not mask the error that led here
-                log.debug("error closing %r", transport, exc_info=True)
+        self._closed = True
+        if self._store is not None:
+            await self._store.aclose()
+
+
+class Services:
+    """What a client's calls use: the cache store, the budget and transport (one per event loop
+    unless given), the clock and the model-name memory. Each part is owned (closed by this
+    client's ``aclose``) or borrowed from the client it was derived from."""
+
+    __slots__ = ("budget", "clock", "models", "owned", "store", "templates", "transport", "transport_given")
+
+    def __init__(
+        self,
+        *,
+        store: _StoreSlot,
+        budget: LoopLocal[Budget],
+        transport: LoopLocal[Transport],
+        transport_given: bool,
+        clock: Clock,
+        models: ModelNames,
+        templates: dict[Any, ChatTemplate | None],
+        owned: frozenset[str],
+    ) -> None:
+        self.store = store
+        self.budget = budget
+        self.transport = transport
+        self.transport_given = transport_given
+        self.clock = clock
+        self.models = models
+        self.templates = templates
+        self.owned = owned
+
+    @classmethod
+    def build(
+        cls,
+        settings: Settings,
+        *,
+        cache: SampleStore | None = None,
+        budget: Budget | None = None,
+        transport: Transport | None = None,
+        clock: Clock | None = None,
+        parent: Services | None = None,
+        changed: frozenset[str] = frozenset(),
+    ) -> Services:
+        """The services for ``settings``: those given, those of ``parent`` that ``changed`` leaves
+        valid, and new defaults for the rest."""
+        _check_seams(cache, budget, transport, clock)
+        the_clock = clock or (parent.clock if parent is not None else SYSTEM_CLOCK)
+        owned: set[str] = set()
+
+        def keep(inputs: tuple[str, ...], given: object) -> bool:
+            return parent is not None and given is None and not changed.intersection(inputs)
+
+        if parent is not None and keep(_STORE_INPUTS, cache):
+            store = parent.store
+        else:
+            store = _StoreSlot(cache, settings.cache_dir, check=settings.use_cache)
+            owned.add("store")
+        if parent is not None and keep(_BUDGET_INPUTS, budget) and clock is None:
+            budgets = parent.budget
+        else:
+            budgets = _budgets(settings, budget, the_clock)
+            owned.add("budget")
+        if parent is not None and keep(_TRANSPORT_INPUTS, transport):
+            transports, given = parent.transport, parent.transport_given
+        else:
+            transports, given = _transports(settings, transport), transport is not None
+            owned.add("transport")
+        return cls(
+            store=store,
+            budget=budgets,
+            transport=transports,
+            transport_given=given,
+            clock=the_clock,
+            models=parent.models if parent is not None else ModelNames(),
+            templates=parent.templates if parent is not None else {},
+            owned=frozenset(owned),
+        )
+
+    async def aclose(self) -> None:
+        """Close the parts this client owns."""
+        if "transport" in self.owned:
+            await self.transport.aclose()
+        if "budget" in self.owned:
+            await self.budget.aclose()
+        if "store" in self.owned:
+            await self.store.aclose()
+
+
+def _check_seams(cache: object, budget: object, transport: object, clock: object) -> None:
+    for name, value, kind in (
+        ("cache", cache, SampleStore),
+        ("budget", budget, Budget),
+        ("transport", transport, Transport),
+        ("clock", clock, Clock),
+    ):
+        if value is not None and not isinstance(value, kind):
+            raise InvalidTypeError(name, value, f"a {kind.__name__} (see fw_rollouts.{kind.__name__}), or None")
+
+
+def _budgets(settings: Settings, budget: Budget | None, clock: Clock) -> LoopLocal[Budget]:
+    def make() -> Budget:
+        if budget is not None:
+            return budget
+        return Limiter(
+            max_concurrency=settings.max_concurrency,
+            requests_per_minute=settings.requests_per_minute,
+            tokens_per_minute=settings.tokens_per_minute,
+            clock=clock,
+        )
+
+    async def close(value: Budget) -> None:
+        if value is not budget:  # a given budget is its owner's to close
+            await value.aclose()
+
+    return LoopLocal(make, close)
+
+
+def _transports(settings: Settings, transport: Transport | None) -> LoopLocal[Transport]:
+    def make() -> Transport:
+        if transport is not None:
+            return transport
+        return default_transport(
+            base_url=settings.resolved_base_url,
+            api_key=settings.require_api_key(),
+            max_connections=settings.max_concurrency,
+        )
+
+    async def close(value: Transport) -> None:
+        if value is not transport:
+            await value.aclose()
+
+    return LoopLocal(make, close)
+
+
+class _CacheSink:
+    """Finished samples to the cache writer, under their cache keys."""
+
+    __slots__ = ("_keyer", "_plan", "_writer")
+
+    def __init__(self, writer: WriteBehind, plan: Plan, keyer: CacheKeyer) -> None:
+        self._writer = writer
+        self._plan = plan
+        self._keyer = keyer
+
+    def add(self, seed: int, response: FwResponse) -> None:
+        self._writer.add(self._plan.key(self._keyer, seed), response)
+
+    async def drain(self) -> None:
+        await self._writer.drain()
 
 
 class AsyncFireworks:
     """Async client that samples completions with logprobs from Fireworks (or any
     OpenAI-compatible completions server via ``base_url``).
 
-    Every constructor option can be overridden per call as a keyword argument of
-    :meth:`generate`. Fireworks request fields without a named option (``top_logprobs``,
-    ``typical_p``, ``logit_bias``, ``ignore_eos``, ``context_length_exceeded_behavior``,
-    ``mirostat_target``, ``mirostat_lr``, ``response_format``, ``user``, ``service_tier``,
-    ``prompt_cache_key``) are accepted too; any other name is an error.
+    Sampling options (``temperature`` ... ``prompt_cache_key``) and the call toggles (``raw``,
+    ``chat_template``, ``use_cache``, ``progress_bar``, ...) set defaults that each
+    :meth:`generate` call may override. The client's own configuration (``api_key``,
+    ``base_url``, ``timeout``, ``max_retries``, ``max_concurrency``, the rate limits and
+    ``cache_dir``) is fixed: :meth:`with_options` returns a sibling client with some of it
+    changed. ``cache``, ``budget``, ``transport`` and ``clock`` replace the services the
+    client uses (a :class:`SampleStore`, :class:`Budget`, :class:`Transport`, :class:`Clock`).
 
     Use it as ``async with AsyncFireworks(...) as client:`` or call :meth:`aclose`.
     """
@@ -116,78 +262,96 @@ class AsyncFireworks:
         presence_penalty: float | None = 0.0,
         frequency_penalty: float | None = 0.0,
         repetition_penalty: float | None = None,
-        stop: str | Sequence[str] | None = None,
+        stop: str | Sequence[str] | None = (),
         logprobs: int | None = 5,
         echo: bool = True,
-        api_key: str | None = None,
-        base_url: str | None = None,
-        use_cache: bool = True,
-        cache_dir: str = DEFAULT_CACHE_DIR,
-        requests_per_minute: float | None = None,
-        tokens_per_minute: float | None = None,
-        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
-        max_retries: int = DEFAULT_MAX_RETRIES,
-        timeout: float = DEFAULT_TIMEOUT,
-        progress_bar: bool = True,
+        samples_per_request: int = 1,
+        top_logprobs: int | None = None,
+        typical_p: float | None = None,
+        logit_bias: Mapping[int | str, float] | None = None,
+        ignore_eos: bool | None = None,
+        context_length_exceeded_behavior: str | None = None,
+        mirostat_target: float | None = None,
+        mirostat_lr: float | None = None,
+        response_format: Mapping[str, Any] | None = None,
+        user: str | None = None,
+        service_tier: str | None = None,
+        prompt_cache_key: str | None = None,
         raw: bool = False,
         chat_template: str | ChatTemplate | None = None,
         chat_template_kwargs: Mapping[str, Any] | None = None,
-        samples_per_request: int = 1,
-        **service_fields: Any,
+        use_cache: bool = True,
+        progress_bar: bool = True,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        requests_per_minute: float | None = None,
+        tokens_per_minute: float | None = None,
+        cache_dir: str = DEFAULT_CACHE_DIR,
+        cache: SampleStore | None = None,
+        budget: Budget | None = None,
+        transport: Transport | None = None,
+        clock: Clock | None = None,
+        **unknown: Never,
     ) -> None:
-        self._settings = Settings.create(
-            model=model,
-            temperature=temperature,
-            top_p=top_p,
-            max_tokens=max_tokens,
-            top_k=top_k,
-            min_p=min_p,
-            presence_penalty=presence_penalty,
-            frequency_penalty=frequency_penalty,
-            repetition_penalty=repetition_penalty,
-            stop=stop,
-            logprobs=logprobs,
-            echo=echo,
-            api_key=api_key,
-            base_url=base_url,
-            use_cache=use_cache,
-            cache_dir=cache_dir,
-            requests_per_minute=requests_per_minute,
-            tokens_per_minute=tokens_per_minute,
-            max_concurrency=max_concurrency,
-            max_retries=max_retries,
-            timeout=timeout,
-            progress_bar=progress_bar,
-            raw=raw,
-            chat_template=chat_template,
-            chat_template_kwargs=chat_template_kwargs,
-            samples_per_request=samples_per_request,
-            **service_fields,
-        )
-        self._states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
-            weakref.WeakKeyDictionary()
-        )
-        self._caches: dict[str, SampleCache] = {}
-        self._io: ThreadPoolExecutor | None = None
-        self._templates: dict[Any, ChatTemplate | None] = {}
-        # (base_url, resolved model) -> the name a non-Fireworks server accepted instead.
-        self._wire_models: dict[tuple[str, str], str] = {}
+        given = locals()
+        # A misspelt option gets the table's "did you mean"; type checkers refuse it already (Never).
+        check_known(unknown, extra=SEAMS)
+        # Every option goes through the table (tests hold this signature to it, names and defaults).
+        settings = Settings.create(**{option.name: given[option.name] for option in OPTIONS})
+        services = Services.build(settings, cache=cache, budget=budget, transport=transport, clock=clock)
+        self._init(settings, services)
+
+    def _init(self, settings: Settings, services: Services) -> None:
+        self._settings = settings
+        self._services = services
         self._closed = False
-        # Injectable so that tests run on virtual time and never wait for real.
-        self._sleep: Callable[[float], Any] = asyncio.sleep
-        self._clock: Callable[[], float] | None = None
 
     # -- public API ----------------------------------------------------------
 
     @property
     def settings(self) -> Settings:
-        """The client's validated default settings."""
+        """The client's validated settings (the defaults of every call)."""
         return self._settings
 
     @property
     def model(self) -> str:
         """The resolved model id."""
         return self._settings.model
+
+    def with_options(
+        self,
+        *,
+        cache: SampleStore | None = None,
+        budget: Budget | None = None,
+        transport: Transport | None = None,
+        clock: Clock | None = None,
+        **options: Any,
+    ) -> AsyncFireworks:
+        """A sibling client with ``options`` changed (any option, the client's own included).
+
+        It shares with this client every service its changes leave valid: the connection
+        pool unless ``api_key``, ``base_url`` or ``max_concurrency`` change, the rate budget
+        unless the limits change, the cache unless ``cache_dir`` changes. Closing the sibling
+        closes only what it made; closing this client closes what they share.
+        """
+        self._check_open()
+        settings = self._settings.replace(**options)
+        changed = frozenset(name for name in options if getattr(settings, name) != getattr(self._settings, name))
+        services = Services.build(
+            settings,
+            cache=cache,
+            budget=budget,
+            transport=transport,
+            clock=clock,
+            parent=self._services,
+            changed=changed,
+        )
+        sibling = AsyncFireworks.__new__(AsyncFireworks)
+        sibling._init(settings, services)
+        return sibling
 
     async def generate(
         self,
@@ -196,24 +360,29 @@ class AsyncFireworks:
         *,
         seed: int | None = None,
         raw: bool | None = None,
-        **overrides: Any,
+        use_cache: bool | None = None,
+        progress_bar: bool | None = None,
+        **sampling: Any,
     ) -> FwRollouts:
         """Sample ``n_samples`` completions of ``prompt``; sample ``i`` uses seed ``seed + i``.
 
         ``prompt`` is a string (one user message) or a list of chat messages, rendered
         with the model's chat template; ``raw=True`` sends a string verbatim. Samples
-        already in the cache are not requested again.
+        already in the cache are not requested again. ``sampling`` overrides the client's
+        sampling options for this call (``temperature=0.2``, ``max_tokens=64``, ...); the
+        client's own configuration cannot change per call (see :meth:`with_options`).
 
-        Raises :class:`FwRolloutsError` subclasses. If some samples fail for good, the
-        error of the first failed sample is raised after the others finish, with
-        ``error.rollouts`` holding every sample that succeeded (they are cached, so a
-        re-run requests only the missing ones) and ``error.errors`` each failure by seed.
+        Raises :class:`FwRolloutsError` subclasses, all before any request for bad
+        arguments. If some samples fail for good, an error of the first failed sample's
+        class is raised after the others finish, with ``error.rollouts`` holding every
+        sample that succeeded (they are cached, so a re-run requests only the missing ones)
+        and ``error.errors`` each failure by seed.
         """
-        if self._closed:
-            raise ConfigurationError("this client is closed")
-        if raw is not None:
-            overrides["raw"] = raw
-        settings = self._settings.replace(**overrides)
+        self._check_open()
+        for name, value in (("raw", raw), ("use_cache", use_cache), ("progress_bar", progress_bar)):
+            if value is not None:
+                sampling[name] = value
+        settings = self._settings.for_call(sampling)
         n = _check_n_samples(n_samples)
         first_seed = _check_seed(seed)
         rendered = self._render(prompt, settings)
@@ -225,21 +394,18 @@ class AsyncFireworks:
             stop=settings.stop,
             split_reasoning=rendered.split_reasoning,
         )
-        plan = _Plan(first_seed, settings.samples_per_request)
-        cache = await self._cache_for(settings.cache_dir) if settings.use_cache else None
-        keyer = CacheKeyer(settings.resolved_base_url, settings.key_body(rendered.text)) if cache is not None else None
+        plan = Plan(first_seed, settings.samples_per_request)
+        store = self._services.store.get() if settings.use_cache else None
+        keyer = CacheKeyer(settings.resolved_base_url, settings.key_body(rendered.text)) if store is not None else None
 
         results: dict[int, FwResponse] = {}
-        if cache is not None and keyer is not None:
-            hits = await self._in_thread(cache.get_many, [plan.key(keyer, s) for s in seeds], rendered.text)
-            for s, hit in zip(seeds, hits, strict=True):
-                if hit is not None and (hit.logprobs is not None or not spec.logprobs):
-                    results[s] = hit
+        if store is not None and keyer is not None:
+            results = await _cached(store, [plan.key(keyer, s) for s in seeds], seeds, rendered.text, spec)
         missing = [s for s in seeds if s not in results]
-        errors: dict[int, FwRolloutsError] = {}
+        outcome = RunResult()
         if missing:
-            api_key = settings.require_api_key()
-            await self._fetch_all(settings, api_key, rendered, spec, plan, missing, results, errors, cache, keyer, n)
+            outcome = await self._fetch(settings, rendered, spec, plan, missing, store, keyer, n)
+            results.update(outcome.results)
 
         rollouts = FwRollouts(
             prompt=prompt if isinstance(prompt, str) else [dict(m) for m in prompt],
@@ -249,35 +415,23 @@ class AsyncFireworks:
             max_tokens=settings.max_tokens,
             model=settings.model,
             responses=[results[s] for s in seeds if s in results],
-            cache_dir=cache.directory if cache is not None else None,
+            cache_dir=store.location if store is not None else None,
             logprobs_enabled=settings.wants_logprobs,
             echo_enabled=settings.wants_echo,
             logprobs=settings.logprobs,
             prompt_text=rendered.text,
             settings=settings.sampling_summary(),
         )
-        if errors:
-            raise _failure(errors, rollouts)
+        if outcome.errors or outcome.fatal is not None:
+            raise _failure(outcome, rollouts)
         return rollouts
 
     async def aclose(self) -> None:
         """Close connections (on the current loop) and the cache. The client cannot be used afterwards."""
+        if self._closed:
+            return
         self._closed = True
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            loop = None
-        state = self._states.pop(loop) if loop is not None and loop in self._states else None
-        if state is not None:
-            await state.aclose()
-        self._states.clear()
-        caches = list(self._caches.values())
-        self._caches.clear()
-        if self._io is not None:
-            for cache in caches:
-                await self._in_thread(cache.close)
-            self._io.shutdown(wait=False)
-            self._io = None
+        await self._services.aclose()
 
     async def __aenter__(self) -> AsyncFireworks:
         return self
@@ -294,308 +448,102 @@ class AsyncFireworks:
 
     # -- pipeline ------------------------------------------------------------
 
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ConfigurationError("this client is closed")
+
     def _render(self, prompt: Prompt, settings: Settings) -> RenderedPrompt:
         template = None
         if not settings.raw:
             template = self._template(settings)
             if template is None:
+                hint = model_hint(settings.model_as_given)
                 raise ConfigurationError(
-                    f"no chat template is known for model {settings.model!r}. Pass raw=True to send a "
-                    "string prompt verbatim, or chat_template='...' with the model's chat template as a "
-                    "Jinja string (or a built-in name: deepseek-r1-distill, llama3.1, llama3.1-hf, harmony)"
+                    f"no chat template is known for model {settings.model!r}"
+                    + (f" ({hint})" if hint else "")
+                    + ". Pass raw=True to send a string prompt verbatim, or chat_template='...' with the model's "
+                    "chat template as a Jinja string (or a built-in name: deepseek-r1-distill, llama3.1, "
+                    "llama3.1-hf, harmony)"
                 )
         return render_prompt(prompt, template=template, raw=settings.raw)
 
     def _template(self, settings: Settings) -> ChatTemplate | None:
         kwargs = settings.chat_template_kwargs or {}
+        templates = self._services.templates
         try:
             key: Any = (settings.model, settings.chat_template, tuple(sorted(kwargs.items())))
             hash(key)
         except TypeError:
             return template_for_model(settings.model, settings.chat_template, kwargs)
-        if key not in self._templates:
-            self._templates[key] = template_for_model(settings.model, settings.chat_template, kwargs)
-        return self._templates[key]
+        if key not in templates:
+            templates[key] = template_for_model(settings.model, settings.chat_template, kwargs)
+        return templates[key]
 
-    async def _state(self) -> _LoopState:
-        loop = asyncio.get_running_loop()
-        state = self._states.get(loop)
-        if state is None:
-            base = self._settings
-            state = _LoopState(
-                Limiter(
-                    max_concurrency=base.max_concurrency,
-                    requests_per_minute=base.requests_per_minute,
-                    tokens_per_minute=base.tokens_per_minute,
-                    clock=self._clock,
-                    sleep=self._sleep,
-                )
-            )
-            self._states[loop] = state
-            await state.arm_closer()
-        return state
-
-    def _limiters(self, state: _LoopState, settings: Settings) -> list[Limiter]:
-        limiters = [state.limiter]
-        base = self._settings
-        if (settings.max_concurrency, settings.requests_per_minute, settings.tokens_per_minute) != (
-            base.max_concurrency,
-            base.requests_per_minute,
-            base.tokens_per_minute,
-        ):
-            # A per-call override adds its own limits on top of the client's.
-            limiters.append(
-                Limiter(
-                    max_concurrency=settings.max_concurrency,
-                    requests_per_minute=settings.requests_per_minute,
-                    tokens_per_minute=settings.tokens_per_minute,
-                    clock=self._clock,
-                    sleep=self._sleep,
-                )
-            )
-        return limiters
-
-    async def _fetch_all(
+    async def _fetch(
         self,
         settings: Settings,
-        api_key: str,
         rendered: RenderedPrompt,
         spec: ResponseSpec,
-        plan: _Plan,
+        plan: Plan,
         seeds: list[int],
-        results: dict[int, FwResponse],
-        errors: dict[int, FwRolloutsError],
-        cache: SampleCache | None,
+        store: SampleStore | None,
         keyer: CacheKeyer | None,
         total: int,
-    ) -> None:
-        state = await self._state()
-        base_url = settings.resolved_base_url
-        transport = state.transports.get((base_url, api_key))
-        if transport is None:
-            transport = Transport(
-                base_url=base_url, api_key=api_key, max_connections=max(self._settings.max_concurrency, 1)
-            )
-            state.transports[(base_url, api_key)] = transport
-        writer = None
-        if cache is not None and keyer is not None:
-            writer = (WriteBehind(partial(self._submit, cache.set_many), where=cache.directory), keyer)
-        run = _SampleRun(self, settings, transport, self._limiters(state, settings), rendered, spec, plan, writer)
-        bar = progress_bar(total, enabled=settings.progress_bar and total > 1, initial=total - len(seeds))
+    ) -> RunResult:
+        services = self._services
+        if not services.transport_given:
+            settings.require_api_key()  # before any request: the clear error, not a 401
+        transport = await services.transport.get()
+        job = Job(
+            body=settings.body(rendered.text),
+            spec=spec,
+            plan=plan,
+            seeds=tuple(seeds),
+            base_url=settings.resolved_base_url,
+            url=transport.url,
+            model=settings.model,
+            verbatim_model=_verbatim_model(settings),
+            timeout=settings.timeout,
+            max_retries=settings.max_retries,
+            max_concurrency=settings.max_concurrency,
+            prompt_tokens=max(1, len(rendered.text) // 4),  # until the server tells us
+            max_tokens=settings.max_tokens,
+        )
+        sink = None
+        if store is not None and keyer is not None:
+            sink = _CacheSink(WriteBehind(store, clock=services.clock.now), plan, keyer)
+        bar = make_progress_bar(total, enabled=settings.progress_bar and total > 1, initial=total - len(seeds))
+        run = SampleRun(
+            job,
+            transport=transport,
+            budget=await services.budget.get(),
+            clock=services.clock,
+            models=services.models,
+            sink=sink,
+            progress=bar,
+        )
         try:
-            await run.run(seeds, results, errors, bar)
+            return await run.run()
         finally:
             bar.close()
 
-    # -- cache and threads ---------------------------------------------------
 
-    async def _cache_for(self, directory: str) -> SampleCache:
-        cache = self._caches.get(directory)
-        if cache is None:
-            # Opened on the cache thread, not the loop: diskcache keeps one SQLite connection per thread,
-            # and the one its constructor opens must be the one close() (run on that thread) closes.
-            opened = await self._in_thread(SampleCache, directory)
-            cache = self._caches.setdefault(directory, opened)
-            if cache is not opened:  # another call opened it meanwhile
-                await self._in_thread(opened.close)
-        return cache
-
-    def _submit(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
-        """Run ``fn`` on the cache thread; the future resolves on the running loop."""
-        if self._io is None:
-            # One thread: SQLite serialises writers anyway, and order is kept.
-            self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fw_rollouts-cache")
-        return asyncio.get_running_loop().run_in_executor(self._io, fn, *args)
-
-    async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
-        return await self._submit(fn, *args)
-
-
-class _Plan:
-    """Which request produces which sample: sample ``s`` is choice ``j`` of the request sent with
-    seed ``s - j``, where ``j = (s - first_seed) % k`` and ``k`` is ``samples_per_request``
-    (so with ``k == 1``, sample ``s`` is the request sent with seed ``s``)."""
-
-    __slots__ = ("first_seed", "k")
-
-    def __init__(self, first_seed: int, k: int) -> None:
-        self.first_seed = first_seed
-        self.k = k
-
-    def locate(self, seed: int) -> tuple[int, int]:
-        """(request seed, choice index) of a sample."""
-        choice = (seed - self.first_seed) % self.k
-        return seed - choice, choice
-
-    def key(self, keyer: CacheKeyer, seed: int) -> str:
-        """The sample's cache key (with ``k == 1`` the same key as ever: seed alone)."""
-        if self.k == 1:
-            return keyer(seed)
-        return keyer(*self.locate(seed))
-
-    def requests(self, seeds: list[int]) -> list[int]:
-        """The request seeds that cover ``seeds``, in order."""
-        return sorted({self.locate(s)[0] for s in seeds})
-
-
-class _SampleRun:
-    """Fetching the missing samples of one ``generate`` call: workers pull requests from a queue."""
-
-    def __init__(
-        self,
-        client: AsyncFireworks,
-        settings: Settings,
-        transport: Transport,
-        limiters: list[Limiter],
-        rendered: RenderedPrompt,
-        spec: ResponseSpec,
-        plan: _Plan,
-        writer: tuple[WriteBehind, CacheKeyer] | None,
-    ) -> None:
-        self.client = client
-        self.settings = settings
-        self.transport = transport
-        self.limiters = limiters
-        self.spec = spec
-        self.plan = plan
-        self.writer = writer
-        self.base_url = settings.resolved_base_url
-        self.retry = RetryPolicy(settings.max_retries, sleep=client._sleep, on_backoff=self._backoff)
-        self.body = settings.body(rendered.text)
-        self.verbatim = _verbatim_model(settings)
-        self.prompt_tokens = max(1, len(rendered.text) // 4)  # until the server tells us
-        self.succeeded = False
-        self.stopped = False
-        self.tasks: list[asyncio.Task[None]] = []
-        self._templates: dict[str, bytes] = {}
-
-    def _template(self, model: str) -> bytes:
-        """The request body serialised once, ending just before the seed: each request appends its own."""
-        template = self._templates.get(model)
-        if template is None:
-            text = json.dumps(dict(self.body, model=model), separators=(",", ":"))
-            template = self._templates[model] = (text[:-1] + ',"seed":').encode()
-        return template
-
-    def _backoff(self, error: APIError, wait: float) -> None:
-        if isinstance(error, (RateLimitError, ServerError)) and error.status_code in _COOL_DOWN_STATUSES:
-            for limiter in self.limiters:
-                limiter.overloaded(wait)
-
-    async def _attempt(self, model: str, seed: int) -> list[FwResponse]:
-        k = self.plan.k
-        charge = self.limiters[0].estimate_tokens(self.prompt_tokens, self.settings.max_tokens) * k
-        acquired: list[Limiter] = []
+async def _cached(
+    store: SampleStore, keys: list[str], seeds: list[int], prompt: str, spec: ResponseSpec
+) -> dict[int, FwResponse]:
+    """The samples of ``seeds`` the store already holds (a record that cannot be read is a miss)."""
+    found: dict[int, FwResponse] = {}
+    for seed, key, data in zip(seeds, keys, await store.get_many(keys), strict=True):
+        if data is None:
+            continue
         try:
-            for limiter in self.limiters:
-                await limiter.acquire(charge)
-                acquired.append(limiter)
-            reply = await self.transport.post_completions(
-                self._template(model) + b"%d}" % seed, timeout=self.settings.timeout
-            )
-        finally:
-            for limiter in acquired:
-                limiter.release()
-        choices = parse_completion(decode_body(reply.content), self.spec, range(seed, seed + k))
-        if len(choices) < k:
-            raise MalformedResponseError(f"asked for n={k} choices, the response has {len(choices)}")
-        return choices
-
-    async def _request(self, seed: int) -> list[FwResponse]:
-        wire = self.client._wire_models
-        model = wire.get((self.base_url, self.settings.model), self.settings.model)
-        try:
-            choices = await self.retry.call(lambda: self._attempt(model, seed))
-        except NotFoundError:
-            if self.verbatim is None or model == self.verbatim:
-                raise
-            # Another server may want the model name as given, not the Fireworks id made from it.
-            choices = await self.retry.call(lambda: self._attempt(self.verbatim or model, seed))
-            if (self.base_url, self.settings.model) not in wire:
-                log.info("%s rejected model %r; using %r as given", self.base_url, self.settings.model, self.verbatim)
-            wire[(self.base_url, self.settings.model)] = self.verbatim
-        usage = choices[0].usage
-        if usage.prompt_tokens:
-            self.prompt_tokens = usage.prompt_tokens
-        for limiter in self.limiters:
-            limiter.succeeded()
-            limiter.observe_completion(usage.completion_tokens)
-        self.succeeded = True
-        return choices
-
-    def _ends_the_call(self, error: FwRolloutsError) -> bool:
-        """A failure every other sample would repeat (bad key, unknown model, a server without logprobs)."""
-        if isinstance(error, MissingLogprobsError):
-            return not self.succeeded
-        return not is_retryable(error)
-
-    async def _worker(
-        self,
-        queue: deque[int],
-        wanted: set[int],
-        results: dict[int, FwResponse],
-        errors: dict[int, FwRolloutsError],
-        bar: Any,
-    ) -> None:
-        k = self.plan.k
-        while queue and not self.stopped:
-            seed = queue.popleft()
-            try:
-                choices = await self._request(seed)
-            except FwRolloutsError as exc:
-                for s in range(seed, seed + k):
-                    if s in wanted:
-                        errors[s] = exc
-                if self._ends_the_call(exc):
-                    log.debug("request seed=%d failed for good (%s); stopping this call", seed, exc)
-                    self.stopped = True
-                    current = asyncio.current_task()
-                    for task in self.tasks:
-                        if task is not current:
-                            task.cancel()
-                continue
-            done = 0
-            for offset, response in enumerate(choices):
-                s = seed + offset
-                if self.writer is not None:
-                    # Every choice is cached as its own sample, wanted now or not.
-                    writer, keyer = self.writer
-                    writer.add(self.plan.key(keyer, s), response)
-                if s in wanted and s not in results:
-                    results[s] = response
-                    done += 1
-            bar.update(done)
-
-    async def run(
-        self, seeds: list[int], results: dict[int, FwResponse], errors: dict[int, FwRolloutsError], bar: Any
-    ) -> None:
-        """Fetch every missing seed (or stop at the first failure that every sample would share)."""
-        queue = deque(self.plan.requests(seeds))
-        wanted = set(seeds)
-        n_workers = min(len(queue), self.settings.max_concurrency)
-        self.tasks = [
-            asyncio.ensure_future(self._worker(queue, wanted, results, errors, bar)) for _ in range(n_workers)
-        ]
-        try:
-            # asyncio.wait, not gather: a cancel from outside must reach the finally below at once.
-            # Cancelling through gather only cancels each worker, and a worker can swallow that
-            # (asyncio.wait_for before 3.12 returns a result that is ready as the cancel arrives),
-            # then go on draining the queue.
-            await asyncio.wait(self.tasks)
-            for task in self.tasks:
-                error = None if task.cancelled() else task.exception()
-                if error is not None:
-                    raise error
-        finally:
-            # Cancelled from outside (Ctrl-C, task.cancel()): stop every in-flight request now, and
-            # take no new seed even in a worker that missed its cancel.
-            self.stopped = True
-            for task in self.tasks:
-                task.cancel()
-            await asyncio.gather(*self.tasks, return_exceptions=True)
-            if self.writer is not None:
-                # Whatever arrived is stored before we return or give up, even when interrupted.
-                await self.writer[0].drain()
+            hit = decode_record(data, prompt)
+        except RecordError as exc:
+            log.warning("ignoring unreadable cache entry %s in %s: %s", key[:12], store.location, exc)
+            continue
+        if hit.logprobs is not None or not spec.logprobs:
+            found[seed] = hit
+    return found
 
 
 def _verbatim_model(settings: Settings) -> str | None:
@@ -624,20 +572,22 @@ def _check_seed(value: Any) -> int:
     return value
 
 
-def _failure(errors: dict[int, FwRolloutsError], rollouts: FwRollouts) -> FwRolloutsError:
-    """The error to raise for a call with failed samples: the lowest seed's, carrying the rest."""
-    fatal = [e for e in errors.values() if not is_retryable(e)]
-    error = fatal[0] if fatal else errors[min(errors)]
-    error.rollouts = rollouts
-    error.errors = dict(sorted(errors.items()))
+def _failure(outcome: RunResult, rollouts: FwRollouts) -> FwRolloutsError:
+    """The error to raise for a call with failed samples: a new instance of the error that ended the
+    call (else the lowest seed's), carrying the successes and every sample's own error."""
+    errors = dict(sorted(outcome.errors.items()))
+    error = outcome.fatal if outcome.fatal is not None else errors[min(errors)]
+    message = error.message
     if len(errors) > 1 or rollouts.responses or rollouts.num_responses > 1:
         skipped = rollouts.num_responses - len(errors) - len(rollouts.responses)
-        note = (
-            f"{len(errors)} of {rollouts.num_responses} samples failed"
+        message += (
+            f" [{len(errors)} of {rollouts.num_responses} samples failed"
             + (f", {skipped} not requested after that" if skipped else "")
-            + f"; {len(rollouts.responses)} succeeded (in error.rollouts, and cached: "
-            "a re-run fetches only the missing ones)"
+            + (
+                f"; {len(rollouts.responses)} succeeded (in error.rollouts, and cached: "
+                "a re-run fetches only the missing ones)]"
+                if rollouts.responses
+                else "; none succeeded]"
+            )
         )
-        if note not in error.message:
-            error.message = f"{error.message} [{note}]"
-    return error
+    return error._evolve(message=message, rollouts=rollouts, errors=errors)

@@ -13,9 +13,10 @@ import warnings
 from collections.abc import Mapping
 from typing import Any
 
-from ._client import AsyncFireworks, Prompt
+from ._client import SEAMS, AsyncFireworks, Prompt
 from ._exceptions import ConfigurationError
 from ._models import FwRollouts
+from ._options import CLIENT_OPTIONS, check_known
 from ._runner import get_runner
 
 __all__ = ["FireworksClient"]
@@ -89,6 +90,7 @@ class FireworksClient:
                 UserWarning,
                 stacklevel=2,
             )
+        check_known(kwargs, extra=SEAMS)
         template_kwargs = dict(kwargs.pop("chat_template_kwargs", None) or {})
         if reasoning:
             template_kwargs.update(self._reasoning_options(model, reasoning))
@@ -143,6 +145,9 @@ class FireworksClient:
             chat_template_kwargs=template_kwargs or None,
             **kwargs,
         )
+        # RolloutsClient takes every option per call, api_key included: a call that changes the
+        # client's own configuration runs on a sibling client (made once per distinct change).
+        self._siblings: dict[tuple[tuple[str, Any], ...], AsyncFireworks] = {}
 
     @staticmethod
     def _reasoning_options(model: str, reasoning: Mapping[str, Any]) -> dict[str, Any]:
@@ -167,7 +172,24 @@ class FireworksClient:
             if kwargs.get(name) is not None:
                 raise ConfigurationError(f"{name}={kwargs[name]!r} is not supported: {why}")
             kwargs.pop(name, None)
+        if "use_cache" in kwargs:
+            kwargs["use_cache"] = _use_cache(kwargs["use_cache"])
         return (1 if n_samples is None else n_samples), kwargs
+
+    def _client_for(self, kwargs: dict[str, Any]) -> AsyncFireworks:
+        """The client to run a call on: ours, or a sibling for the client options the call changes."""
+        changes = {name: kwargs.pop(name) for name in list(kwargs) if name in CLIENT_OPTIONS}
+        if not changes:
+            return self._client
+        try:
+            key = tuple(sorted(changes.items()))
+            hash(key)
+        except TypeError:
+            key = tuple(sorted((name, repr(value)) for name, value in changes.items()))
+        sibling = self._siblings.get(key)
+        if sibling is None:
+            sibling = self._siblings[key] = self._client.with_options(**changes)
+        return sibling
 
     async def agenerate(
         self,
@@ -197,7 +219,8 @@ class FireworksClient:
                 progress_bar=progress_bar,
             ),
         )
-        return await self._client.generate(prompt, n, seed=seed, **overrides)
+        client = self._client_for(overrides)
+        return await client.generate(prompt, n, seed=seed, **overrides)
 
     def generate(
         self, prompt: Prompt, n_samples: int | None = None, progress_bar: bool | None = None, **kwargs: Any
@@ -207,11 +230,15 @@ class FireworksClient:
 
     async def aclose(self) -> None:
         """Close connections and the cache (async)."""
+        siblings = list(self._siblings.values())
+        self._siblings.clear()
+        for sibling in siblings:
+            await sibling.aclose()
         await self._client.aclose()
 
     def close(self) -> None:
         """Close connections and the cache."""
-        get_runner().run(self._client.aclose())
+        get_runner().run(self.aclose())
 
     def __repr__(self) -> str:
         return f"FireworksClient(model='{self.model}', temperature={self.temperature})"

@@ -3,37 +3,48 @@
 Every error the SDK raises on purpose derives from :class:`FwRolloutsError`::
 
     FwRolloutsError
-    ├── ConfigurationError            bad client settings (missing key, unusable base_url, no chat template)
+    ├── ConfigurationError            bad client settings (missing key, unusable base_url or cache_dir, no chat template)
     ├── ValidationError               a bad argument, raised before any request is sent
     │   └── InvalidTypeError          ... of the wrong type (also a TypeError)
-    ├── APIError                      the service could not give us a sample
-    │   ├── APIConnectionError        no usable HTTP response (refused, reset, cut short)
-    │   │   └── APITimeoutError       no response within ``timeout``
-    │   └── APIStatusError            an HTTP error status, one class per family:
-    │       ├── BadRequestError       400, 405, 413, 422 and other 4xx: the request is wrong
-    │       ├── AuthenticationError   401, 403: the key is missing, wrong or not allowed
-    │       ├── AccountError          402, 412: account suspended or out of credit
-    │       ├── NotFoundError         404: model unknown or not deployed on this account
-    │       ├── RateLimitError        429
-    │       └── ServerError           5xx, and the transient 408 / 409 / 425
-    └── ResponseError                 a 2xx whose body we cannot use
-        ├── MalformedResponseError    not JSON, cut short, or not a completions body
-        └── MissingLogprobsError      logprobs were asked for but not returned
+    └── APIError                      the service could not give us a sample
+        ├── APIConnectionError        no usable HTTP response (refused, reset, unreachable, cut short)
+        │   └── APITimeoutError       no response within ``timeout``
+        ├── APIStatusError            an HTTP error status, one class per family:
+        │   ├── BadRequestError       400, 405, 413, 422 and other 4xx: the request is wrong
+        │   ├── AuthenticationError   401, 403: the key is missing, wrong or not allowed
+        │   ├── AccountError          402, 412: account suspended or out of credit
+        │   ├── NotFoundError         404: model unknown or not deployed on this account
+        │   ├── RateLimitError        429
+        │   └── ServerError           5xx, and the transient 408 / 409 / 425
+        └── ResponseError             a 2xx whose body we cannot use
+            ├── MalformedResponseError    not JSON, cut short, or not a completions body
+            └── MissingLogprobsError      logprobs were asked for but not returned
 
 ``ValidationError`` and ``ConfigurationError`` are also ``ValueError`` so that code
 written against the peer ``rollouts`` package (which raised ``ValueError``) keeps working.
 
 When a multi-sample ``generate`` fails, the raised error carries what did succeed:
 ``error.rollouts`` holds every finished sample (already cached) and ``error.errors``
-maps each failed sample's seed to its error.
+maps each failed sample's seed to its own error.
+
+Errors are values: each is built complete where it is raised and never changed after.
+Where a later layer knows more (the retry layer the number of attempts, the client the
+samples that did succeed), it raises a new instance of the same class with those fields
+(:meth:`FwRolloutsError._evolve`), so an error seen by one sample is never altered under
+another. Errors pickle (they cross process boundaries in worker pools).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
+    from typing_extensions import Self
+
     from ._models import FwRollouts
+
+E = TypeVar("E", bound="FwRolloutsError")
 
 __all__ = [
     "APIConnectionError",
@@ -63,26 +74,46 @@ class FwRolloutsError(Exception):
     rollouts: FwRollouts | None = None
     """The samples of the failed ``generate`` call that did succeed (already cached), if any."""
 
-    errors: dict[int, FwRolloutsError]
+    errors: Mapping[int, FwRolloutsError]
     """Seed -> error for each sample of the failed ``generate`` call that did not succeed."""
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
-        self.message = message
+        self._message = message
         self.errors = {}
 
     @property
     def message(self) -> str:
-        """The error's description (kept in ``args`` too, so ``repr`` always agrees with it)."""
+        """The error's description (also ``args[0]``, so ``repr`` always agrees with it)."""
         return self._message
-
-    @message.setter
-    def message(self, value: str) -> None:
-        self._message = value
-        self.args = (value,)
 
     def __str__(self) -> str:
         return self.message
+
+    def _evolve(self, **changes: Any) -> Self:
+        """A new error of the same class with ``changes`` to its attributes (``message`` included).
+
+        The way later layers add what they know without altering an error already raised.
+        """
+        state = dict(self.__dict__)
+        if "message" in changes:
+            state["_message"] = changes.pop("message")
+        unknown = set(changes) - set(state) - {"rollouts"}
+        if unknown:
+            raise AttributeError(f"{type(self).__name__} has no field {sorted(unknown)[0]!r}")
+        state.update(changes)
+        return _restore(type(self), state)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Subclasses take keyword-only arguments that Exception's default pickling cannot pass back.
+        return _restore, (type(self), dict(self.__dict__))
+
+
+def _restore(cls: type[E], state: dict[str, Any]) -> E:
+    error = cls.__new__(cls)
+    Exception.__init__(error, state["_message"])
+    error.__dict__.update(state)
+    return error
 
 
 class ConfigurationError(FwRolloutsError, ValueError):
@@ -130,7 +161,16 @@ class APIError(FwRolloutsError):
 
 
 class APIConnectionError(APIError):
-    """No usable HTTP response arrived: connection refused or reset, or a body cut short."""
+    """No usable HTTP response arrived: connection refused or reset, host unreachable, or a body cut short.
+
+    ``connected`` is False when no connection to the server could be made at all (refused,
+    unreachable, name not resolved, connect timeout): a call whose every attempt failed that
+    way ends within seconds instead of retrying for minutes.
+    """
+
+    def __init__(self, message: str, *, attempts: int = 1, connected: bool = True) -> None:
+        super().__init__(message, attempts=attempts)
+        self.connected = connected
 
 
 class APITimeoutError(APIConnectionError):

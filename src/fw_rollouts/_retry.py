@@ -1,43 +1,29 @@
-"""The retry policy: tenacity, composed from small strategies, as the only retry layer.
+"""The retry layer: tenacity, composed from small strategies, as the only retry layer.
 
-Transient failures are retried with jittered exponential backoff, capped: 408, 409,
-425, 429 and 5xx, connection errors, timeouts, and bodies that are cut short or do not
-parse. A server's ``Retry-After`` (in any form) is a floor for the wait and
-``x-should-retry`` overrides the status rules. Other 4xx and validation errors are
-raised at once. After the last attempt the final error is raised as it is (one of our
-own classes, never ``tenacity.RetryError``) with ``attempts`` set.
+What is retried is the failure policy's decision (``_policy``); this module only decides
+when: jittered exponential backoff, capped, with a server's ``Retry-After`` (in any form) as
+a floor for the wait. After the last attempt the final error is raised as a new instance of
+its own class with ``attempts`` set (never ``tenacity.RetryError``, never the original
+instance altered).
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import tenacity
 from tenacity.wait import wait_base
 
-from ._exceptions import APIError, APIStatusError, RateLimitError
+from ._exceptions import APIError, APIStatusError
+from ._policy import MAX_RETRY_AFTER, RetryLog, is_retryable, too_long_to_wait
 
-__all__ = ["DEFAULT_INITIAL_WAIT", "DEFAULT_MAX_WAIT", "MAX_RETRY_AFTER", "RetryPolicy", "is_retryable"]
-
-log = logging.getLogger("fw_rollouts.retry")
+__all__ = ["DEFAULT_INITIAL_WAIT", "DEFAULT_MAX_WAIT", "RetryPolicy"]
 
 T = TypeVar("T")
 
 DEFAULT_INITIAL_WAIT = 0.5
 DEFAULT_MAX_WAIT = 30.0
-MAX_RETRY_AFTER = 300.0
-"""Longest server-requested wait we honour; a longer Retry-After is not waited for, the error is raised."""
-
-
-def is_retryable(exc: BaseException) -> bool:
-    """Whether ``exc`` is transient: our API errors say so themselves (anything else is a bug, not
-    retried), unless the server asked us to come back later than we are willing to wait."""
-    if not (isinstance(exc, APIError) and exc.retryable):
-        return False
-    return not (isinstance(exc, APIStatusError) and exc.retry_after is not None and exc.retry_after > MAX_RETRY_AFTER)
 
 
 class wait_retry_after(wait_base):
@@ -56,30 +42,55 @@ class wait_retry_after(wait_base):
         return backoff
 
 
+def _never(_exc: APIError) -> bool:
+    return False
+
+
+def _final(exc: APIError, attempts: int) -> APIError:
+    """The error to raise after ``attempts`` attempts: a new instance saying how many there were, and why
+    a very long Retry-After was not waited for."""
+    if too_long_to_wait(exc):
+        assert isinstance(exc, APIStatusError) and exc.retry_after is not None
+        return exc._evolve(
+            attempts=attempts,
+            message=f"{exc.message} (the server asked us to wait {exc.retry_after:.0f}s, longer than the "
+            f"{MAX_RETRY_AFTER:.0f}s we wait: not retried)",
+        )
+    return exc if exc.attempts == attempts else exc._evolve(attempts=attempts)
+
+
 class RetryPolicy:
     """Retry a coroutine function on transient errors.
 
-    ``max_retries`` is the number of retries after the first attempt. ``sleep`` is
-    injectable so tests never wait; ``on_backoff(error, wait)`` is told about every
-    retry (the rate limiter uses it to cool the whole client down after a 429).
+    ``max_retries`` is the number of retries after the first attempt. ``sleep`` is the SDK
+    clock's (tests never wait). ``on_backoff(error, wait)`` is told about every retry (the
+    client cools down after a 429); ``gives_up(error)`` may stop retrying early (a server that
+    was never reachable); ``log`` words the retries.
     """
 
-    __slots__ = ("initial", "max_retries", "max_wait", "on_backoff", "sleep")
+    __slots__ = ("gives_up", "initial", "log", "max_retries", "max_wait", "on_backoff", "sleep")
 
     def __init__(
         self,
         max_retries: int,
         *,
+        sleep: Callable[[float], Awaitable[None]],
         initial: float = DEFAULT_INITIAL_WAIT,
         max_wait: float = DEFAULT_MAX_WAIT,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         on_backoff: Callable[[APIError, float], None] | None = None,
+        gives_up: Callable[[APIError], bool] = _never,
+        log: RetryLog | None = None,
     ) -> None:
         self.max_retries = max_retries
         self.initial = initial
         self.max_wait = max_wait
         self.sleep = sleep
         self.on_backoff = on_backoff
+        self.gives_up = gives_up
+        self.log = log if log is not None else RetryLog()
+
+    def _retries(self, exc: BaseException) -> bool:
+        return is_retryable(exc) and not (isinstance(exc, APIError) and self.gives_up(exc))
 
     def _strategy(self) -> tenacity.AsyncRetrying:
         return tenacity.AsyncRetrying(
@@ -88,7 +99,7 @@ class RetryPolicy:
                 tenacity.wait_exponential(multiplier=self.initial, max=self.max_wait)
                 + tenacity.wait_random(0, self.initial),
             ),
-            retry=tenacity.retry_if_exception(is_retryable),
+            retry=tenacity.retry_if_exception(self._retries),
             sleep=self.sleep,
             before_sleep=self._before_sleep,
             reraise=True,
@@ -99,17 +110,7 @@ class RetryPolicy:
         exc = outcome.exception() if outcome is not None else None
         wait = retry_state.upcoming_sleep
         if isinstance(exc, APIError):
-            exc.attempts = retry_state.attempt_number
-            level = logging.WARNING if not isinstance(exc, RateLimitError) else logging.DEBUG
-            log.log(
-                level,
-                "attempt %d/%d failed (%s: %s); retrying in %.2fs",
-                retry_state.attempt_number,
-                self.max_retries + 1,
-                type(exc).__name__,
-                exc.message if not isinstance(exc, APIStatusError) else f"HTTP {exc.status_code}: {exc.message}",
-                wait,
-            )
+            self.log.retrying(exc, retry_state.attempt_number, self.max_retries + 1, wait)
             if self.on_backoff is not None:
                 self.on_backoff(exc, wait)
 
@@ -121,10 +122,8 @@ class RetryPolicy:
         try:
             return await fn()
         except APIError as exc:
-            if self.max_retries == 0 or not is_retryable(exc):
-                exc.attempts = 1
-                _explain(exc)
-                raise
+            if self.max_retries == 0 or not self._retries(exc):
+                raise _final(exc, 1) from exc.__cause__
             first: APIError | None = exc
         attempts = 0
 
@@ -139,18 +138,7 @@ class RetryPolicy:
         try:
             return await self._strategy()(attempt)
         except APIError as exc:
-            exc.attempts = attempts
-            _explain(exc)
-            raise
+            raise _final(exc, attempts) from exc.__cause__
 
     def __repr__(self) -> str:
         return f"RetryPolicy(max_retries={self.max_retries}, initial={self.initial}, max_wait={self.max_wait})"
-
-
-def _explain(exc: APIError) -> None:
-    """Say why an error with a very long Retry-After was not retried."""
-    if isinstance(exc, APIStatusError) and exc.retry_after is not None and exc.retry_after > MAX_RETRY_AFTER:
-        exc.message += (
-            f" (the server asked us to wait {exc.retry_after:.0f}s, longer than the {MAX_RETRY_AFTER:.0f}s"
-            " we wait: not retried)"
-        )

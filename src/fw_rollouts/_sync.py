@@ -7,9 +7,9 @@ from collections.abc import Callable
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from ._client import AsyncFireworks, Prompt
-from ._config import Settings
 from ._models import FwRollouts
 from ._runner import get_runner
+from ._settings import Settings
 
 __all__ = ["Fireworks"]
 
@@ -44,9 +44,16 @@ class Fireworks:
         self._async = AsyncFireworks(*args, **kwargs)
         self._runner = get_runner()
 
+    @classmethod
+    def _wrap(cls, core: AsyncFireworks) -> Fireworks:
+        client = cls.__new__(cls)
+        client._async = core
+        client._runner = get_runner()
+        return client
+
     @property
     def settings(self) -> Settings:
-        """The client's validated default settings."""
+        """The client's validated settings (the defaults of every call)."""
         return self._async.settings
 
     @property
@@ -54,11 +61,27 @@ class Fireworks:
         """The resolved model id."""
         return self._async.model
 
+    def with_options(self, **options: Any) -> Fireworks:
+        """:meth:`AsyncFireworks.with_options`: a sibling client with ``options`` changed."""
+        return Fireworks._wrap(self._async.with_options(**options))
+
     def generate(
-        self, prompt: Prompt, n_samples: int = 1, *, seed: int | None = None, raw: bool | None = None, **overrides: Any
+        self,
+        prompt: Prompt,
+        n_samples: int = 1,
+        *,
+        seed: int | None = None,
+        raw: bool | None = None,
+        use_cache: bool | None = None,
+        progress_bar: bool | None = None,
+        **sampling: Any,
     ) -> FwRollouts:
         """Blocking :meth:`AsyncFireworks.generate`."""
-        return self._runner.run(self._async.generate(prompt, n_samples, seed=seed, raw=raw, **overrides))
+        return self._runner.run(
+            self._async.generate(
+                prompt, n_samples, seed=seed, raw=raw, use_cache=use_cache, progress_bar=progress_bar, **sampling
+            )
+        )
 
     def close(self) -> None:
         """Close connections and the cache."""

@@ -1,11 +1,15 @@
 """The transport: the only module that builds the HTTP/openai client and touches the wire.
 
-An ``openai.AsyncOpenAI`` client (with its own retries off: the retry policy is the only
-retry layer) on its aiohttp-backed HTTP client supplies the URL, headers and connection
-pool; the reply bytes are parsed by us, never into pydantic models. Every failure leaves
-this module as an exception of our own tree, with the status, request id, the service's
-message and any Retry-After the server sent; the API key is scrubbed from anything we
-raise.
+:class:`Transport` is the seam: anything with ``post_completions(body, timeout=...)`` and
+``aclose()`` can be passed to a client as ``transport=``. :class:`HTTPTransport`, the
+default, is an ``openai.AsyncOpenAI`` client (with its own retries off: the retry policy is
+the only retry layer) on its aiohttp-backed HTTP client, which supplies the URL, headers and
+connection pool; the reply bytes are parsed by us, never into pydantic models.
+:class:`OpenAITransport` sends every request through ``AsyncOpenAI.post`` instead.
+
+Every failure leaves this module as an exception of our own tree, built complete: the
+status, request id, the service's message and any Retry-After the server sent, with the
+API key redacted from every field before the error exists.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import ssl
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import aiohttp
 import httpx2
@@ -36,9 +40,21 @@ from ._exceptions import (
     status_error_class,
 )
 
-__all__ = ["Reply", "Transport", "error_from_response", "parse_retry_after"]
+__all__ = [
+    "HTTPTransport",
+    "OpenAITransport",
+    "Reply",
+    "Transport",
+    "default_transport",
+    "error_from_response",
+    "parse_retry_after",
+    "redactor",
+]
 
 COMPLETIONS_PATH = "/completions"
+CONNECT_TIMEOUT = 10.0
+"""Seconds to establish a connection (within ``timeout``): an unreachable host fails fast, not at ``timeout``."""
+REDACTED = "[REDACTED]"
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +64,47 @@ class Reply:
     content: bytes
     request_id: str | None
     headers: Mapping[str, str]
+
+
+@runtime_checkable
+class Transport(Protocol):
+    """Posts completions requests. Pass one as ``transport=`` to a client to replace the HTTP layer.
+
+    ``post_completions`` sends one JSON body and returns the :class:`Reply`, or raises one of
+    the SDK's :class:`~fw_rollouts.APIError` subclasses (a transport that raises anything else
+    ends the call: it is a bug, not a transient failure). A transport is used on the event loop
+    of the client's first call.
+    """
+
+    @property
+    def url(self) -> str:
+        """The endpoint, for error messages."""
+        ...
+
+    async def post_completions(self, body: bytes, *, timeout: float) -> Reply:
+        """POST ``body`` to the completions endpoint; the exchange must finish within ``timeout`` seconds."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections."""
+        ...
+
+
+def redactor(secret: str | None) -> Callable[[Any], Any]:
+    """A function that replaces ``secret`` in a string, or in every string inside JSON-like data."""
+
+    def redact(value: Any) -> Any:
+        if not secret:
+            return value
+        if isinstance(value, str):
+            return value.replace(secret, REDACTED) if secret in value else value
+        if isinstance(value, Mapping):
+            return {redact(k): redact(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [redact(item) for item in value]
+        return value
+
+    return redact
 
 
 def parse_retry_after(headers: Mapping[str, str], *, now: Callable[[], float] = time.time) -> float | None:
@@ -142,20 +199,26 @@ def error_from_response(
     *,
     url: str | None = None,
     now: Callable[[], float] = time.time,
+    redact: Callable[[Any], Any] | None = None,
 ) -> APIStatusError:
-    """Our exception for an HTTP error response (pure: no I/O)."""
+    """Our exception for an HTTP error response (pure: no I/O); ``redact`` cleans every field first."""
     text = content.decode("utf-8", "replace") if isinstance(content, bytes) else (content or "")
+    if redact is not None:
+        text = redact(text)
     body: Any
     try:
         body = json.loads(text) if text.strip() else None
     except ValueError:
         body = text
     message, code, param, error_type = _error_message(body, status)
+    request_id = _request_id(headers, body)
+    if redact is not None:  # headers too: a server may echo the key anywhere
+        request_id = redact(request_id)
     cls = status_error_class(status)
     return cls(
         message,
         status_code=status,
-        request_id=_request_id(headers, body),
+        request_id=request_id,
         body=body,
         code=code,
         param=param,
@@ -180,70 +243,117 @@ def _root_cause(exc: BaseException) -> BaseException:
 _TIMEOUT_ROOTS: tuple[type[BaseException], ...] = (asyncio.TimeoutError, TimeoutError, httpx2.TimeoutException)
 
 
-def _connection_error(exc: BaseException, url: str) -> APIConnectionError:
+# Failures before any byte reached the server: refused, unreachable, name not resolved, connect timeout.
+_CONNECT_FAILURES: tuple[type[BaseException], ...] = (
+    aiohttp.ClientConnectorError,
+    aiohttp.ConnectionTimeoutError,
+    ConnectionRefusedError,
+    httpx2.ConnectError,
+)
+
+
+def _connection_error(exc: BaseException, url: str, redact: Callable[[Any], Any]) -> APIConnectionError:
     root = _root_cause(exc)
-    detail = f"{type(root).__name__}: {root}" if str(root) else type(root).__name__
+    detail = redact(f"{type(root).__name__}: {root}" if str(root) else type(root).__name__)
+    connected = not (isinstance(exc, _CONNECT_FAILURES) or isinstance(root, _CONNECT_FAILURES))
+    if isinstance(exc, aiohttp.ConnectionTimeoutError) or isinstance(root, aiohttp.ConnectionTimeoutError):
+        return APITimeoutError(f"could not connect to {url} within {CONNECT_TIMEOUT:g}s", connected=False)
     # The aiohttp bridge reports a dropped connection as a ConnectTimeout: trust the root cause.
     if isinstance(root, _TIMEOUT_ROOTS):
-        return APITimeoutError(f"request to {url} timed out ({detail})")
-    return APIConnectionError(f"connection to {url} failed: {detail}")
+        return APITimeoutError(f"request to {url} timed out ({detail})", connected=connected)
+    return APIConnectionError(f"connection to {url} failed: {detail}", connected=connected)
 
 
-class Transport:
-    """The ``AsyncOpenAI`` client for one base URL and key, bound to the event loop it was made on.
+class HTTPTransport:
+    """The default transport: ``AsyncOpenAI``'s URL, authentication, headers and aiohttp pool, posted directly.
 
-    ``AsyncOpenAI`` supplies the base URL, the authentication and default headers, and the
-    connection pool (an aiohttp session, under openai's own aiohttp transport).
     ``AsyncOpenAI.post`` costs about 1 ms of client CPU per request in building pydantic
     options, httpx2 requests and headers, more than parsing a response with full logprobs
-    (see docs/performance.md), so completions are posted through that same pool with the
-    headers it computed once. ``FW_ROLLOUTS_TRANSPORT=openai`` sends every request through
-    ``AsyncOpenAI.post`` instead, for comparison.
-
-    ``post_completions`` sends one JSON body and returns the reply, or raises one of our
-    :class:`APIError` subclasses.
+    (see docs/performance.md), so completions are posted through the same pool with the
+    headers it computed once. The pool is made on the event loop of the first request
+    (aiohttp sessions belong to one loop); the client keeps one transport per loop.
     """
 
-    __slots__ = ("_api_key", "_client", "_headers", "_session", "_url", "_use_openai")
+    __slots__ = ("_api_key", "_base_url", "_client", "_headers", "_max_connections", "_redact", "_session", "_url")
 
     def __init__(self, *, base_url: str, api_key: str, max_connections: int) -> None:
+        self._base_url = base_url
         self._api_key = api_key
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=max_connections, keepalive_timeout=30),
-            timeout=aiohttp.ClientTimeout(total=None),
-        )
-        self._client = openai.AsyncOpenAI(
-            api_key=api_key, base_url=base_url, max_retries=0, http_client=_http_client(self._session, base_url)
-        )
-        headers = {**self._client.default_headers, **self._client.auth_headers, "Content-Type": "application/json"}
-        self._headers = CIMultiDict({k: v for k, v in headers.items() if isinstance(v, str)})
-        self._url = URL(str(self._client.base_url).rstrip("/") + COMPLETIONS_PATH)
-        self._use_openai = os.environ.get("FW_ROLLOUTS_TRANSPORT", "").lower() == "openai"
+        self._max_connections = max_connections
+        self._redact = redactor(api_key)
+        self._url = URL(base_url.rstrip("/") + COMPLETIONS_PATH)
+        self._session: aiohttp.ClientSession | None = None
+        self._client: openai.AsyncOpenAI | None = None
+        self._headers: CIMultiDict[str] | None = None
 
     @property
     def url(self) -> str:
         """The completions endpoint this transport posts to."""
         return str(self._url)
 
+    def _open(self) -> tuple[aiohttp.ClientSession, CIMultiDict[str]]:
+        if self._session is None or self._headers is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self._max_connections, keepalive_timeout=30),
+                timeout=aiohttp.ClientTimeout(total=None),
+            )
+            self._client = openai.AsyncOpenAI(
+                api_key=self._api_key,
+                base_url=self._base_url,
+                max_retries=0,
+                http_client=_http_client(self._session, self._base_url),
+            )
+            headers = {**self._client.default_headers, **self._client.auth_headers, "Content-Type": "application/json"}
+            self._headers = CIMultiDict({k: v for k, v in headers.items() if isinstance(v, str)})
+            self._url = URL(str(self._client.base_url).rstrip("/") + COMPLETIONS_PATH)
+        return self._session, self._headers
+
     async def post_completions(self, body: bytes, *, timeout: float) -> Reply:
         """POST a JSON ``body`` to ``/completions``; the whole exchange must finish within ``timeout`` seconds."""
-        if self._use_openai:
-            return await self._post_via_openai(body, timeout)
+        session, headers = self._open()
         try:
-            async with self._session.post(
-                self._url, data=body, headers=self._headers, timeout=aiohttp.ClientTimeout(total=timeout)
+            async with session.post(
+                self._url,
+                data=body,
+                headers=headers,
+                timeout=aiohttp.ClientTimeout(total=timeout, sock_connect=min(timeout, CONNECT_TIMEOUT)),
             ) as response:
                 content = await response.read()
-                status, headers = response.status, response.headers
+                status, response_headers = response.status, response.headers
+        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+            raise _connection_error(exc, str(self._url), self._redact) from None
         except asyncio.TimeoutError:
             raise APITimeoutError(f"no complete response from {self._url} within {timeout:g}s") from None
         except (aiohttp.ClientError, OSError) as exc:
-            raise self._scrub(_connection_error(exc, str(self._url))) from None
+            raise _connection_error(exc, str(self._url), self._redact) from None
         if status >= 400:
-            raise self._scrub(error_from_response(status, headers, content, url=str(self._url)))
-        return Reply(content, _request_id(headers), headers)
+            raise error_from_response(status, response_headers, content, url=str(self._url), redact=self._redact)
+        return Reply(content, self._redact(_request_id(response_headers)), response_headers)
 
-    async def _post_via_openai(self, body: bytes, timeout: float) -> Reply:
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        client, session = self._client, self._session
+        self._client = self._session = self._headers = None
+        if client is not None:
+            await client.close()
+        if session is not None and not session.closed:
+            await session.close()
+
+    def __repr__(self) -> str:
+        return f"HTTPTransport(url={str(self._url)!r})"
+
+
+class OpenAITransport(HTTPTransport):
+    """Every request through ``AsyncOpenAI.post`` (about 1 ms more client CPU per request than
+    :class:`HTTPTransport`; the same pool, headers and errors). Chosen by default when the
+    environment sets ``FW_ROLLOUTS_TRANSPORT=openai``."""
+
+    __slots__ = ()
+
+    async def post_completions(self, body: bytes, *, timeout: float) -> Reply:
+        """POST ``body`` through ``AsyncOpenAI.post``."""
+        self._open()
+        assert self._client is not None
         try:
             response = await asyncio.wait_for(
                 self._client.post(
@@ -257,12 +367,10 @@ class Transport:
         except asyncio.TimeoutError:
             raise APITimeoutError(f"no complete response from {self._url} within {timeout:g}s") from None
         except openai.APIStatusError as exc:
-            raise self._scrub(self._status_error(exc)) from None
-        except openai.APIConnectionError as exc:
-            raise self._scrub(_connection_error(exc, str(self._url))) from None
-        except (httpx2.HTTPError, OSError) as exc:
-            raise self._scrub(_connection_error(exc, str(self._url))) from None
-        return Reply(response.content, _request_id(response.headers), response.headers)
+            raise self._status_error(exc) from None
+        except (openai.APIConnectionError, httpx2.HTTPError, OSError) as exc:
+            raise _connection_error(exc, str(self._url), self._redact) from None
+        return Reply(response.content, self._redact(_request_id(response.headers)), response.headers)
 
     def _status_error(self, exc: openai.APIStatusError) -> APIStatusError:
         response = exc.response
@@ -270,22 +378,19 @@ class Transport:
             content = response.content
         except httpx2.ResponseNotRead:
             content = b""
-        return error_from_response(response.status_code, response.headers, content, url=str(self._url))
-
-    def _scrub(self, error: APIError) -> APIError:
-        """Remove the API key from anything a server may have echoed back into the message."""
-        if self._api_key and self._api_key in error.message:
-            error.message = error.message.replace(self._api_key, "[REDACTED]")
-        return error
-
-    async def aclose(self) -> None:
-        """Close the connection pool."""
-        await self._client.close()
-        if not self._session.closed:
-            await self._session.close()
+        return error_from_response(
+            response.status_code, response.headers, content, url=str(self._url), redact=self._redact
+        )
 
     def __repr__(self) -> str:
-        return f"Transport(url={str(self._url)!r})"
+        return f"OpenAITransport(url={str(self._url)!r})"
+
+
+def default_transport(*, base_url: str, api_key: str, max_connections: int) -> HTTPTransport:
+    """The transport a client makes for itself: :class:`HTTPTransport`, or :class:`OpenAITransport`
+    when ``FW_ROLLOUTS_TRANSPORT=openai``."""
+    cls = OpenAITransport if os.environ.get("FW_ROLLOUTS_TRANSPORT", "").lower() == "openai" else HTTPTransport
+    return cls(base_url=base_url, api_key=api_key, max_connections=max_connections)
 
 
 def _http_client(session: aiohttp.ClientSession, base_url: str) -> httpx2.AsyncClient:
