@@ -465,28 +465,3 @@ def test_aclose_and_release_are_harmless() -> None:
         assert limiter._in_flight == 0
 
     run(main)
-
-
-# transitional: removed when the client moves to Budget (the old API the current client still calls).
-def test_transitional_old_api() -> None:
-    now = [START]
-
-    async def sleep(seconds: float) -> None:
-        now[0] += seconds
-
-    async def main() -> list[float]:
-        limiter = Limiter(max_concurrency=2, tokens_per_minute=60, clock=lambda: now[0], sleep=sleep)
-        assert limiter.estimate_tokens(100, 50) == 150
-        limiter.observe_completion(20)
-        assert limiter.estimate_tokens(100, 50) == 120
-        limiter.overloaded(1.0)
-        limiter.succeeded()
-        assert limiter.window == 2
-        times = []
-        for charge in (60, 6):
-            await limiter.acquire(charge)
-            times.append(now[0] - START)
-            limiter.release()
-        return times
-
-    assert asyncio.run(main()) == pytest.approx([1.0, 7.0], abs=2e-3)

@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import deque
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from aiolimiter import AsyncLimiter
@@ -82,22 +80,6 @@ class _Bucket(AsyncLimiter):
             await self.acquire(amount)  # immediate: there is capacity and nothing yields in between
 
 
-class _CallableClock:
-    """transitional: removed when the client moves to Budget (the client still passes ``clock=``/``sleep=``)."""
-
-    __slots__ = ("_now", "_sleep")
-
-    def __init__(self, now: Callable[[], float], sleep: Callable[[float], Awaitable[None]]) -> None:
-        self._now = now
-        self._sleep = sleep
-
-    def now(self) -> float:
-        return self._now()
-
-    async def sleep(self, seconds: float) -> None:
-        await self._sleep(seconds)
-
-
 class Limiter:
     """Admission control for one client on one event loop: the default :class:`~fw_rollouts._budget.Budget`.
 
@@ -135,13 +117,10 @@ class Limiter:
         max_concurrency: int,
         requests_per_minute: float | None = None,
         tokens_per_minute: float | None = None,
-        clock: Clock | Callable[[], float] | None = SYSTEM_CLOCK,
-        sleep: Callable[[float], Awaitable[None]] | None = None,  # transitional: removed when the client moves
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         if max_concurrency < 1:
             raise ValueError(f"max_concurrency must be at least 1, not {max_concurrency}")
-        if not isinstance(clock, Clock):  # transitional: removed when the client moves to Budget
-            clock = _CallableClock(clock or time.monotonic, sleep or asyncio.sleep)
         self.max_concurrency = max_concurrency
         self.requests_per_minute = requests_per_minute
         self.tokens_per_minute = tokens_per_minute
@@ -233,11 +212,10 @@ class Limiter:
 
     # -- admission -------------------------------------------------------------
 
-    async def acquire(self, cost: Cost | int = 0) -> object:
+    async def acquire(self, cost: Cost) -> object:
         """Wait for room in the window, the end of any cool-down and both buckets; the ticket is ``None``.
 
-        Pass the ticket to :meth:`release` when the request is over. (transitional: an ``int`` is charged to
-        the tokens bucket as it is, the old API; removed when the client moves to Budget.)
+        Pass the ticket to :meth:`release` when the request is over.
         """
         await self._enter()
         try:
@@ -246,10 +224,7 @@ class Limiter:
                 await self._requests.take(1.0)
             tokens = self._tokens
             if tokens is not None:
-                if isinstance(cost, Cost):
-                    charge = cost.choices * (cost.prompt_tokens + self._expected_completion(cost.max_tokens))
-                else:
-                    charge = cost
+                charge = cost.choices * (cost.prompt_tokens + self._expected_completion(cost.max_tokens))
                 if charge > 0:
                     await tokens.take(min(float(charge), tokens.max_rate))
             # An overload reported while we waited for the buckets holds us back too.
@@ -263,26 +238,12 @@ class Limiter:
         while (delay := self._resume_at - self._clock.now()) > 0:
             await self._clock.sleep(delay)
 
-    def release(self, ticket: object = None) -> None:
+    def release(self, ticket: object) -> None:
         """Give back the room taken by :meth:`acquire` (once per ``acquire``); never raises."""
         self._leave()
 
     async def aclose(self) -> None:
         """Nothing to give back: the limiter holds no connections and its reservations end with the process."""
-
-    # -- transitional: removed when the client moves to Budget ------------------
-
-    def succeeded(self) -> None:
-        """transitional: removed when the client moves to Budget (use :meth:`observe`)."""
-        self._widen()
-
-    def estimate_tokens(self, prompt_tokens: int, max_tokens: int | None) -> int:
-        """transitional: removed when the client moves to Budget (``acquire(Cost(...))`` charges this itself)."""
-        return prompt_tokens + self._expected_completion(max_tokens)
-
-    def observe_completion(self, completion_tokens: int) -> None:
-        """transitional: removed when the client moves to Budget (use :meth:`observe`)."""
-        self._learn(completion_tokens)
 
     def __repr__(self) -> str:
         expected = self._completion_estimate
