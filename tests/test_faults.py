@@ -2,6 +2,8 @@
 
 Everything runs over real loopback HTTP against the simulated server. Retry waits and
 cool-downs run on virtual time (tests/_virtual_time.py) unless a test measures real time.
+Every test runs twice: through the default transport and through ``AsyncOpenAI.post``
+(``FW_ROLLOUTS_TRANSPORT=openai``), which must fail in exactly the same ways.
 """
 
 from __future__ import annotations
@@ -31,6 +33,17 @@ from fw_rollouts import (
 )
 from fw_rollouts._store import DiskStore
 from fw_rollouts.testing import DEFAULT_RANDOM_KINDS, Fault, FireworksSimulator
+
+
+@pytest.fixture(autouse=True, params=["http", "openai"])
+def transport_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Which transport the clients of this test build (see fw_rollouts._transport.default_transport)."""
+    kind: str = request.param
+    if kind == "openai":
+        monkeypatch.setenv("FW_ROLLOUTS_TRANSPORT", "openai")
+    else:
+        monkeypatch.delenv("FW_ROLLOUTS_TRANSPORT", raising=False)
+    return kind
 
 
 def make(sim: FireworksSimulator, tmp_path: Path, clock: VirtualTime | None = None, **options: Any) -> AsyncFireworks:
@@ -320,6 +333,7 @@ class _NoLogprobsHandler(http.server.BaseHTTPRequestHandler):
 
 
 def test_a_server_without_logprobs_stops_the_call_after_one_sample(tmp_path: Path) -> None:
+    _NoLogprobsHandler.requests = 0
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _NoLogprobsHandler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

@@ -12,7 +12,6 @@ from _helpers import (
     R1_PROMPT,
     char_offsets,
     completion_body,
-    fixture_text,
     legacy_logprobs,
     load_json_fixture,
 )
@@ -28,7 +27,6 @@ from fw_rollouts._parsing import (
     ResponseSpec,
     count_prompt_tokens,
     decode_body,
-    merge_stream,
     parse_completion,
     parse_logprobs,
 )
@@ -37,7 +35,6 @@ from fw_rollouts._templates import split_think
 LEGACY_ECHO = "fireworks/completion-legacy-logprobs-echo.json"
 CONTENT_ECHO = "fireworks/completion-content-logprobs-echo.json"
 LEGACY_TWO_CHOICES = "fireworks/completion-legacy-logprobs.json"
-STREAM = "fireworks/stream-legacy-logprobs.sse"
 LLAMACPP_ECHO = "llamacpp/completion-echo-logprobs5.json"
 LLAMACPP_PLAIN = "llamacpp/completion-logprobs5.json"
 
@@ -312,70 +309,6 @@ class TestSeveralChoices:
         assert logprobs_of(a).num_prompt_tokens == 2 and a.full == " a b"
         assert logprobs_of(b).num_prompt_tokens == 2 and b.full == " c"
         assert a.usage == Usage(2, 2, 4) and b.usage == Usage(2, 1, 3)
-
-
-# -- streaming -------------------------------------------------------------------------------------
-
-
-class TestStream:
-    SPEC = ResponseSpec(prompt=R1_PROMPT, logprobs=True, split_reasoning=split_think)
-
-    def test_merged_stream_equals_the_non_streamed_choice(self) -> None:
-        merged = merge_stream(fixture_text(STREAM).splitlines())
-        body = load_json_fixture(LEGACY_TWO_CHOICES)
-        assert merged["choices"] == [body["choices"][0]]
-        assert merged["usage"] == {"prompt_tokens": 12, "completion_tokens": 7, "total_tokens": 19}
-        assert merged["id"] == "7c6b5a49-3827-4165-9f4e-3d2c1b0a9988"
-        assert merged["model"] == "accounts/fireworks/models/deepseek-r1-distill-qwen-1p5b"
-
-        streamed = parse_one(merged, self.SPEC)
-        plain = parse_completion(body, self.SPEC, [0, 1])[0]
-        assert streamed.full == plain.full == R1_GENERATED
-        assert streamed.finish_reason == "length"
-        assert streamed.usage == plain.usage == Usage(12, 7, 19)
-        assert streamed.logprobs == plain.logprobs
-        assert logprobs_of(streamed).tokens == R1_GENERATED_TOKENS
-        assert logprobs_of(streamed).token_logprobs == [-0.21, -0.05, -0.33, -0.02, -0.64, -0.01, -1.07]
-        assert logprobs_of(streamed).token_ids == R1_IDS[12:]
-
-    def test_bytes_lines_merge_the_same(self) -> None:
-        text = fixture_text(STREAM)
-        assert merge_stream(line.encode() for line in text.splitlines()) == merge_stream(text.splitlines())
-
-    def test_stream_cut_before_done_without_finish_reason_raises(self) -> None:
-        lines = [line for line in fixture_text(STREAM).splitlines() if line.startswith("data:")]
-        assert lines[-1] == "data: [DONE]"
-        with pytest.raises(MalformedResponseError, match="cut short"):
-            merge_stream(lines[:3])
-
-    def test_stream_without_done_but_with_finish_reason_is_complete(self) -> None:
-        lines = [line for line in fixture_text(STREAM).splitlines() if line.startswith("data:")]
-        merged = merge_stream(lines[:-1])
-        assert merged["choices"][0]["text"] == R1_GENERATED
-        assert merged["choices"][0]["finish_reason"] == "length"
-
-    def test_stream_with_no_chunks_raises(self) -> None:
-        with pytest.raises(MalformedResponseError, match="no choices"):
-            merge_stream(["data: [DONE]"])
-
-    @pytest.mark.parametrize(
-        ("line", "message"),
-        [
-            ("data: {not json", "not valid JSON"),
-            ('data: {"choices": {"index": 0}}', "not a list"),
-            ('data: {"choices": ["x"]}', "not an object"),
-            ('data: {"choices": [{"index": "0", "text": "a"}]}', "index"),
-            ('data: {"choices": [{"index": 0, "text": 5}]}', "not a string"),
-            ('data: {"choices": [{"index": 0, "text": "a", "logprobs": [1]}]}', "logprobs"),
-        ],
-    )
-    def test_malformed_chunks_raise_malformed_response_error(self, line: str, message: str) -> None:
-        with pytest.raises(MalformedResponseError, match=message):
-            merge_stream([line, "data: [DONE]"])
-
-    def test_comment_and_blank_lines_are_ignored(self) -> None:
-        lines = [": keep-alive", "", *fixture_text(STREAM).splitlines()]
-        assert merge_stream(lines)["choices"][0]["text"] == R1_GENERATED
 
 
 # -- synthetic server behaviours ---------------------------------------------------------------------

@@ -6,7 +6,9 @@
 ...     response.get_generation_logprobs().token_logprobs
 """
 
+from ._budget import Budget, Cost
 from ._client import AsyncFireworks
+from ._clock import Clock, SystemClock
 from ._compat import FireworksClient
 from ._exceptions import (
     AccountError,
@@ -31,7 +33,9 @@ from ._logprobs import Logprobs, TokenLogprob
 from ._models import FwResponse, FwRollouts, Usage
 from ._options import DEFAULT_BASE_URL, DEFAULT_CACHE_DIR
 from ._prompts import MODEL_ALIASES, resolve_model
+from ._ratelimit import Limiter
 from ._settings import Settings
+from ._store import DiskStore, SampleStore, StoreStats
 from ._sync import Fireworks
 from ._templates import (
     ChatTemplate,
@@ -40,6 +44,7 @@ from ._templates import (
     JinjaTemplate,
     Llama31Template,
 )
+from ._transport import HTTPTransport, OpenAITransport, Reply, Transport
 from ._version import __version__
 
 __all__ = [
@@ -54,27 +59,39 @@ __all__ = [
     "AsyncFireworks",
     "AuthenticationError",
     "BadRequestError",
+    "Budget",
     "ChatTemplate",
+    "Clock",
     "ConfigurationError",
+    "Cost",
     "DeepSeekR1DistillTemplate",
+    "DiskStore",
     "Fireworks",
     "FireworksClient",
     "FwResponse",
     "FwRollouts",
     "FwRolloutsError",
+    "HTTPTransport",
     "HarmonyTemplate",
     "InvalidTypeError",
     "JinjaTemplate",
+    "Limiter",
     "Llama31Template",
     "Logprobs",
     "MalformedResponseError",
     "MissingLogprobsError",
     "NotFoundError",
+    "OpenAITransport",
     "RateLimitError",
+    "Reply",
     "ResponseError",
+    "SampleStore",
     "ServerError",
     "Settings",
+    "StoreStats",
+    "SystemClock",
     "TokenLogprob",
+    "Transport",
     "Usage",
     "ValidationError",
     "__version__",

@@ -12,7 +12,7 @@ that is not part of that string, and whether or not it prepends the prompt to
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +27,6 @@ __all__ = [
     "ResponseSpec",
     "count_prompt_tokens",
     "decode_body",
-    "merge_stream",
     "parse_completion",
     "parse_logprobs",
 ]
@@ -333,64 +332,3 @@ def _int(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
-def merge_stream(lines: Iterable[str | bytes]) -> dict[str, Any]:
-    """Merge a data-only SSE completions stream into the equivalent non-streamed body.
-
-    Text and logprob arrays are concatenated per choice; usage comes from the final
-    chunk. A stream that ends without ``[DONE]`` and without a finish_reason was cut
-    short and raises :class:`MalformedResponseError`.
-    """
-    head: dict[str, Any] = {}
-    choices: dict[int, dict[str, Any]] = {}
-    done = False
-    for line in lines:
-        text = line.decode("utf-8") if isinstance(line, bytes) else line
-        text = text.strip()
-        if not text.startswith("data:"):
-            continue
-        data = text[5:].strip()
-        if data == "[DONE]":
-            done = True
-            break
-        chunk = decode_body(data)
-        for key in ("id", "object", "created", "model"):
-            if key in chunk and key not in head:
-                head[key] = chunk[key]
-        if chunk.get("usage"):
-            head["usage"] = chunk["usage"]
-        parts = chunk.get("choices") or []
-        if not isinstance(parts, list):
-            raise MalformedResponseError(f"stream chunk choices is a {type(parts).__name__}, not a list")
-        for part in parts:
-            if not isinstance(part, Mapping):
-                raise MalformedResponseError(f"stream chunk choice is a {type(part).__name__}, not an object")
-            index = part.get("index", 0)
-            if not isinstance(index, int) or isinstance(index, bool) or index < 0:
-                raise MalformedResponseError(f"stream chunk choice index {index!r} is not a non-negative integer")
-            _merge_choice(choices.setdefault(index, {"text": ""}), part)
-    if not choices:
-        raise MalformedResponseError("stream carried no choices")
-    if not done and not all(c.get("finish_reason") for c in choices.values()):
-        raise MalformedResponseError("stream ended before [DONE] with no finish_reason: cut short")
-    head["choices"] = [dict(c, index=i) for i, c in sorted(choices.items())]
-    return head
-
-
-def _merge_choice(acc: dict[str, Any], part: Mapping[str, Any]) -> None:
-    text = part.get("text") or ""
-    if not isinstance(text, str):
-        raise MalformedResponseError(f"stream chunk text is a {type(text).__name__}, not a string")
-    acc["text"] += text
-    if part.get("finish_reason"):
-        acc["finish_reason"] = part["finish_reason"]
-    lp = part.get("logprobs")
-    if not lp:
-        return
-    if not isinstance(lp, Mapping):
-        raise MalformedResponseError(f"stream chunk logprobs is a {type(lp).__name__}, not an object")
-    into = acc.setdefault("logprobs", {})
-    for key, value in lp.items():
-        if isinstance(value, list):
-            into.setdefault(key, []).extend(value)
-        elif value is not None:
-            into.setdefault(key, value)

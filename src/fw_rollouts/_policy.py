@@ -125,8 +125,9 @@ class Reachability:
 
     def unreachable_error(self, exc: APIConnectionError, url: str) -> APIConnectionError:
         """The one error a call raises when its server could never be reached."""
+        where = "" if url in exc.message else f" to {url}"
         return exc._evolve(
-            message=f"{exc.message}; no attempt could connect to {url} ({self._attempts} attempts over "
+            message=f"{exc.message}; no attempt could connect{where} ({self._attempts} attempts over "
             f"{self._clock() - (self._first or 0.0):.1f}s): check base_url and the network"
         )
 
