@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from _virtual_time import VirtualTime
 from fw_rollouts import (
     AsyncFireworks,
     AuthenticationError,
@@ -21,7 +22,6 @@ from fw_rollouts import (
     ServerError,
     ValidationError,
 )
-from _virtual_time import VirtualTime
 from fw_rollouts._cache_key import CacheKeyer
 from fw_rollouts._record import encode_record
 from fw_rollouts._store import DiskStore

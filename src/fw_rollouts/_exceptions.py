@@ -3,7 +3,7 @@
 Every error the SDK raises on purpose derives from :class:`FwRolloutsError`::
 
     FwRolloutsError
-    ├── ConfigurationError            bad client settings (missing key, unusable base_url or cache_dir, no chat template)
+    ├── ConfigurationError            bad client settings (no key, unusable base_url or cache_dir, no template)
     ├── ValidationError               a bad argument, raised before any request is sent
     │   └── InvalidTypeError          ... of the wrong type (also a TypeError)
     └── APIError                      the service could not give us a sample

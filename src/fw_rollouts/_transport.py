@@ -34,7 +34,6 @@ from yarl import URL
 
 from ._exceptions import (
     APIConnectionError,
-    APIError,
     APIStatusError,
     APITimeoutError,
     status_error_class,
