@@ -306,8 +306,8 @@ class TestExceptionTree:
     def test_failure_bookkeeping_defaults(self) -> None:
         error = FwRolloutsError("x")
         assert error.rollouts is None and error.errors == {}
-        other = FwRolloutsError("y")
-        other.errors[1] = error
+        other = FwRolloutsError("y")._evolve(errors={1: error})
+        assert other.errors == {1: error} and error.errors == {}
         assert FwRolloutsError("z").errors == {}  # not shared between instances
 
     def test_exceptions_all_is_sorted_and_honest(self) -> None:

@@ -155,7 +155,7 @@ def test_fireworks_client_is_a_rollouts_drop_in(sim: FireworksSimulator, tmp_pat
 
     more = asyncio.run(agen())
     assert [r.cached for r in more] == [True, True, True, False]
-    bodies = [r.body for r in sim.requests if r.path.endswith("/completions")]
+    bodies = [r.body for r in sim.requests if r.path.endswith("/completions") and r.body is not None]
     assert all(b["min_p"] == 0.05 and b["temperature"] == 0.7 for b in bodies)
     assert "top_k" not in bodies[0]
     client.close()
