@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from fw_rollouts import AsyncFireworks, Fireworks, FireworksClient, Settings, ValidationError
-from fw_rollouts._client import SEAMS
 from fw_rollouts._options import CALL_OPTIONS, CLIENT_OPTIONS, OPTIONS, REQUIRED, SENT_OPTIONS, options_markdown
+from fw_rollouts._services import SEAMS
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 

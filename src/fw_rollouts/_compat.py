@@ -13,11 +13,12 @@ import warnings
 from collections.abc import Mapping
 from typing import Any
 
-from ._client import SEAMS, AsyncFireworks, Prompt
+from ._client import AsyncFireworks, Prompt
 from ._exceptions import ConfigurationError
 from ._models import FwRollouts
 from ._options import CLIENT_OPTIONS, check_known
 from ._runner import get_runner
+from ._services import SEAMS
 
 __all__ = ["FireworksClient"]
 

@@ -1,0 +1,190 @@
+"""The services a client's calls use, and which of them a sibling client shares.
+
+:class:`Services` holds the cache store, the budget and the transport (one per event loop,
+unless given), the clock, and two memories (which model name each server accepted, the
+chat templates built so far). Each is a seam with a default: a client made with
+``cache=``, ``budget=``, ``transport=`` or ``clock=`` uses what it was given and never
+closes it. ``with_options`` builds a sibling's services from its parent's: a part whose
+inputs did not change is shared (borrowed), the others are made anew (owned).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._budget import Budget
+from ._clock import SYSTEM_CLOCK, Clock
+from ._exceptions import ConfigurationError, InvalidTypeError
+from ._loop_local import LoopLocal
+from ._ratelimit import Limiter
+from ._run import ModelNames
+from ._settings import Settings
+from ._store import DiskStore, SampleStore
+from ._templates import ChatTemplate
+from ._transport import Transport, default_transport
+
+__all__ = ["SEAMS", "Services"]
+
+SEAMS = ("cache", "budget", "transport", "clock")
+"""Constructor arguments that are objects rather than options: the services a client uses."""
+
+# Settings each service is built from: a sibling that changes none of them shares the parent's.
+_TRANSPORT_INPUTS = ("api_key", "base_url", "max_concurrency")
+_BUDGET_INPUTS = ("max_concurrency", "requests_per_minute", "tokens_per_minute")
+_STORE_INPUTS = ("cache_dir",)
+
+
+class _StoreSlot:
+    """The cache store of a client: given, or a :class:`DiskStore` on ``cache_dir`` made on first use."""
+
+    __slots__ = ("_closed", "_directory", "_store")
+
+    def __init__(self, store: SampleStore | None, directory: str, *, check: bool) -> None:
+        self._store = store
+        self._directory = directory
+        self._closed = False
+        if store is None and check:
+            DiskStore.check(directory)  # a bad cache_dir is a ConfigurationError now, not an SQLite error later
+
+    def get(self) -> SampleStore:
+        if self._closed:
+            raise ConfigurationError("the cache store is closed (it was closed with the client that opened it)")
+        if self._store is None:
+            self._store = DiskStore(self._directory)
+        return self._store
+
+    async def aclose(self) -> None:
+        self._closed = True
+        if self._store is not None:
+            await self._store.aclose()
+
+
+class Services:
+    """What a client's calls use: the cache store, the budget and transport (one per event loop
+    unless given), the clock and the model-name memory. Each part is owned (closed by this
+    client's ``aclose``) or borrowed from the client it was derived from."""
+
+    __slots__ = ("budget", "clock", "models", "owned", "store", "templates", "transport", "transport_given")
+
+    def __init__(
+        self,
+        *,
+        store: _StoreSlot,
+        budget: LoopLocal[Budget],
+        transport: LoopLocal[Transport],
+        transport_given: bool,
+        clock: Clock,
+        models: ModelNames,
+        templates: dict[Any, ChatTemplate | None],
+        owned: frozenset[str],
+    ) -> None:
+        self.store = store
+        self.budget = budget
+        self.transport = transport
+        self.transport_given = transport_given
+        self.clock = clock
+        self.models = models
+        self.templates = templates
+        self.owned = owned
+
+    @classmethod
+    def build(
+        cls,
+        settings: Settings,
+        *,
+        cache: SampleStore | None = None,
+        budget: Budget | None = None,
+        transport: Transport | None = None,
+        clock: Clock | None = None,
+        parent: Services | None = None,
+        changed: frozenset[str] = frozenset(),
+    ) -> Services:
+        """The services for ``settings``: those given, those of ``parent`` that ``changed`` leaves
+        valid, and new defaults for the rest."""
+        _check_seams(cache, budget, transport, clock)
+        the_clock = clock or (parent.clock if parent is not None else SYSTEM_CLOCK)
+        owned: set[str] = set()
+
+        def keep(inputs: tuple[str, ...], given: object) -> bool:
+            return parent is not None and given is None and not changed.intersection(inputs)
+
+        if parent is not None and keep(_STORE_INPUTS, cache):
+            store = parent.store
+        else:
+            store = _StoreSlot(cache, settings.cache_dir, check=settings.use_cache)
+            owned.add("store")
+        if parent is not None and keep(_BUDGET_INPUTS, budget) and clock is None:
+            budgets = parent.budget
+        else:
+            budgets = _budgets(settings, budget, the_clock)
+            owned.add("budget")
+        if parent is not None and keep(_TRANSPORT_INPUTS, transport):
+            transports, given = parent.transport, parent.transport_given
+        else:
+            transports, given = _transports(settings, transport), transport is not None
+            owned.add("transport")
+        return cls(
+            store=store,
+            budget=budgets,
+            transport=transports,
+            transport_given=given,
+            clock=the_clock,
+            models=parent.models if parent is not None else ModelNames(),
+            templates=parent.templates if parent is not None else {},
+            owned=frozenset(owned),
+        )
+
+    async def aclose(self) -> None:
+        """Close the parts this client owns."""
+        if "transport" in self.owned:
+            await self.transport.aclose()
+        if "budget" in self.owned:
+            await self.budget.aclose()
+        if "store" in self.owned:
+            await self.store.aclose()
+
+
+def _check_seams(cache: object, budget: object, transport: object, clock: object) -> None:
+    for name, value, kind in (
+        ("cache", cache, SampleStore),
+        ("budget", budget, Budget),
+        ("transport", transport, Transport),
+        ("clock", clock, Clock),
+    ):
+        if value is not None and not isinstance(value, kind):
+            raise InvalidTypeError(name, value, f"a {kind.__name__} (see fw_rollouts.{kind.__name__}), or None")
+
+
+def _budgets(settings: Settings, budget: Budget | None, clock: Clock) -> LoopLocal[Budget]:
+    def make() -> Budget:
+        if budget is not None:
+            return budget
+        return Limiter(
+            max_concurrency=settings.max_concurrency,
+            requests_per_minute=settings.requests_per_minute,
+            tokens_per_minute=settings.tokens_per_minute,
+            clock=clock,
+        )
+
+    async def close(value: Budget) -> None:
+        if value is not budget:  # a given budget is its owner's to close
+            await value.aclose()
+
+    return LoopLocal(make, close)
+
+
+def _transports(settings: Settings, transport: Transport | None) -> LoopLocal[Transport]:
+    def make() -> Transport:
+        if transport is not None:
+            return transport
+        return default_transport(
+            base_url=settings.resolved_base_url,
+            api_key=settings.require_api_key(),
+            max_connections=settings.max_concurrency,
+        )
+
+    async def close(value: Transport) -> None:
+        if value is not transport:
+            await value.aclose()
+
+    return LoopLocal(make, close)
