@@ -415,7 +415,7 @@ def test_the_rate_buckets_run_on_the_clock(sim: FireworksSimulator, tmp_path: Pa
 # -- with_options ---------------------------------------------------------------------------------------
 
 
-def test_a_sibling_shares_the_given_transport_and_budget_unless_its_limits_change(
+def test_a_sibling_shares_the_given_transport_and_budget(
     sim: FireworksSimulator, tmp_path: Path
 ) -> None:
     budget = RecordingBudget()
@@ -427,11 +427,14 @@ def test_a_sibling_shares_the_given_transport_and_budget_unless_its_limits_chang
         assert sibling.settings.max_retries == 0 and sibling.settings.timeout == 5
         await sibling.generate(PROMPT, n_samples=2)
         assert len(budget.tickets) == 2 and transport.seeds == [0, 1]
-        # Other limits: the sibling has a budget of its own (not the parent's).
-        limited = parent.with_options(requests_per_minute=600)
+        # The given budget sets the limits: a sibling cannot bypass it with limits of its own ...
+        with pytest.raises(ConfigurationError, match="requests_per_minute cannot change for a client given budget="):
+            parent.with_options(requests_per_minute=600)
+        # ... but it may run more or fewer workers under it, through the same connections.
+        limited = parent.with_options(max_concurrency=2)
         await limited.generate(PROMPT, n_samples=3, seed=10)
-        assert len(budget.tickets) == 2
-        assert transport.seeds == [0, 1, 10, 11, 12]  # ... but still the same connections
+        assert len(budget.tickets) == 5
+        assert transport.seeds == [0, 1, 10, 11, 12]
         for client in (limited, sibling, parent):
             await client.aclose()
         assert not transport.closed and not budget.closed
@@ -442,11 +445,6 @@ def test_a_sibling_shares_the_given_transport_and_budget_unless_its_limits_chang
     assert len(completions(sim)) == 5
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: Services.build (_client.py) rebuilds the transport when max_concurrency changes, even a given "
-    "one: the sibling drops the user's transport for a default HTTPTransport (needing a key, to base_url)",
-)
 def test_a_sibling_with_other_concurrency_keeps_the_given_transport(
     sim: FireworksSimulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -467,11 +465,6 @@ def test_a_sibling_with_other_concurrency_keeps_the_given_transport(
     assert run(main()).seeds == [0, 1]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: _StoreSlot.aclose (_client.py) closes a store given as cache=, unlike a given budget or "
-    "transport: one store shared by two clients is closed under the second when the first closes",
-)
 def test_a_given_store_is_left_open_for_its_owner(sim: FireworksSimulator, tmp_path: Path) -> None:
     async def main() -> None:
         async with DiskStore(tmp_path / "shared") as store:
@@ -640,3 +633,16 @@ def test_a_model_name_close_to_an_alias_gets_a_hint_first(sim: FireworksSimulato
 
     run(main())
     assert sim.requests == []
+
+
+def test_a_sibling_that_outlives_its_parent_opens_no_pool_of_its_own(sim: FireworksSimulator, tmp_path: Path) -> None:
+    async def main() -> None:
+        parent = AsyncFireworks(**options(sim, tmp_path, use_cache=False))
+        sibling = parent.with_options(max_retries=1)
+        await parent.generate(PROMPT)
+        await parent.aclose()
+        with pytest.raises(ConfigurationError, match="closed with the client it was derived from"):
+            await sibling.generate(PROMPT)
+        await sibling.aclose()
+
+    run(main())

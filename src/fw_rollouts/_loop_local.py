@@ -14,6 +14,8 @@ import weakref
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Generic, TypeVar
 
+from ._exceptions import ConfigurationError
+
 __all__ = ["LoopLocal"]
 
 log = logging.getLogger("fw_rollouts")
@@ -32,11 +34,12 @@ class _Entry(Generic[T]):
 class LoopLocal(Generic[T]):
     """One ``T`` per running event loop, made by ``make()`` and closed with ``close(value)``."""
 
-    __slots__ = ("_close", "_entries", "_make")
+    __slots__ = ("_close", "_closed", "_entries", "_make")
 
     def __init__(self, make: Callable[[], T], close: Callable[[T], Awaitable[None]]) -> None:
         self._make = make
         self._close = close
+        self._closed = False
         self._entries: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Entry[T]] = weakref.WeakKeyDictionary()
 
     async def get(self) -> T:
@@ -44,6 +47,9 @@ class LoopLocal(Generic[T]):
         loop = asyncio.get_running_loop()
         entry = self._entries.get(loop)
         if entry is None:
+            if self._closed:
+                # A sibling client outliving the client that made this: it must not open a pool nobody closes.
+                raise ConfigurationError("this client's connections were closed with the client it was derived from")
             entry = self._entries[loop] = _Entry(self._make())
             # Closed when asyncio.run shuts the loop's async generators down: no pool is left open on a dead loop.
             entry.closer = self._close_at_shutdown(entry)
@@ -63,7 +69,11 @@ class LoopLocal(Generic[T]):
             log.debug("error closing %r", value, exc_info=True)
 
     async def aclose(self) -> None:
-        """Close the running loop's ``T`` now; those of other loops close when their loops shut down."""
+        """Close the running loop's ``T`` now; those of other loops close when their loops shut down.
+
+        No ``T`` is made after this.
+        """
+        self._closed = True
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:

@@ -28,7 +28,8 @@ __all__ = ["SEAMS", "Services"]
 SEAMS = ("cache", "budget", "transport", "clock")
 """Constructor arguments that are objects rather than options: the services a client uses."""
 
-# Settings each service is built from: a sibling that changes none of them shares the parent's.
+# Settings each default service is built from: a sibling that changes none of them shares the parent's.
+# A service the user gave is shared by every sibling whatever changes (the options do not apply to it).
 _TRANSPORT_INPUTS = ("api_key", "base_url", "max_concurrency")
 _BUDGET_INPUTS = ("max_concurrency", "requests_per_minute", "tokens_per_minute")
 _STORE_INPUTS = ("cache_dir",)
@@ -37,12 +38,13 @@ _STORE_INPUTS = ("cache_dir",)
 class _StoreSlot:
     """The cache store of a client: given, or a :class:`DiskStore` on ``cache_dir`` made on first use."""
 
-    __slots__ = ("_closed", "_directory", "_store")
+    __slots__ = ("_closed", "_directory", "_store", "given")
 
     def __init__(self, store: SampleStore | None, directory: str, *, check: bool) -> None:
         self._store = store
         self._directory = directory
         self._closed = False
+        self.given = store is not None
         if store is None and check:
             DiskStore.check(directory)  # a bad cache_dir is a ConfigurationError now, not an SQLite error later
 
@@ -55,7 +57,7 @@ class _StoreSlot:
 
     async def aclose(self) -> None:
         self._closed = True
-        if self._store is not None:
+        if self._store is not None and not self.given:  # a given store is its owner's to close
             await self._store.aclose()
 
 
@@ -64,13 +66,24 @@ class Services:
     unless given), the clock and the model-name memory. Each part is owned (closed by this
     client's ``aclose``) or borrowed from the client it was derived from."""
 
-    __slots__ = ("budget", "clock", "models", "owned", "store", "templates", "transport", "transport_given")
+    __slots__ = (
+        "budget",
+        "budget_given",
+        "clock",
+        "models",
+        "owned",
+        "store",
+        "templates",
+        "transport",
+        "transport_given",
+    )
 
     def __init__(
         self,
         *,
         store: _StoreSlot,
         budget: LoopLocal[Budget],
+        budget_given: bool,
         transport: LoopLocal[Transport],
         transport_given: bool,
         clock: Clock,
@@ -80,6 +93,7 @@ class Services:
     ) -> None:
         self.store = store
         self.budget = budget
+        self.budget_given = budget_given
         self.transport = transport
         self.transport_given = transport_given
         self.clock = clock
@@ -105,29 +119,39 @@ class Services:
         the_clock = clock or (parent.clock if parent is not None else SYSTEM_CLOCK)
         owned: set[str] = set()
 
-        def keep(inputs: tuple[str, ...], given: object) -> bool:
-            return parent is not None and given is None and not changed.intersection(inputs)
+        def keep(inputs: tuple[str, ...], new: object, parent_given: bool) -> bool:
+            return new is None and (parent_given or not changed.intersection(inputs))
 
-        if parent is not None and keep(_STORE_INPUTS, cache):
+        if parent is not None and keep(_STORE_INPUTS, cache, parent.store.given):
             store = parent.store
         else:
             store = _StoreSlot(cache, settings.cache_dir, check=settings.use_cache)
             owned.add("store")
-        if parent is not None and keep(_BUDGET_INPUTS, budget) and clock is None:
-            budgets = parent.budget
+        if parent is not None and parent.budget_given and budget is None:
+            limits = sorted(changed.intersection(("requests_per_minute", "tokens_per_minute")))
+            if limits:
+                raise ConfigurationError(
+                    f"{limits[0]} cannot change for a client given budget=: the budget sets the limits. "
+                    "Pass with_options(budget=...) with another budget"
+                )
+        if parent is not None and keep(_BUDGET_INPUTS, budget, parent.budget_given) and (
+            clock is None or parent.budget_given
+        ):
+            budgets, budget_given = parent.budget, parent.budget_given
         else:
-            budgets = _budgets(settings, budget, the_clock)
+            budgets, budget_given = _budgets(settings, budget, the_clock), budget is not None
             owned.add("budget")
-        if parent is not None and keep(_TRANSPORT_INPUTS, transport):
-            transports, given = parent.transport, parent.transport_given
+        if parent is not None and keep(_TRANSPORT_INPUTS, transport, parent.transport_given):
+            transports, transport_given = parent.transport, parent.transport_given
         else:
-            transports, given = _transports(settings, transport), transport is not None
+            transports, transport_given = _transports(settings, transport), transport is not None
             owned.add("transport")
         return cls(
             store=store,
             budget=budgets,
+            budget_given=budget_given,
             transport=transports,
-            transport_given=given,
+            transport_given=transport_given,
             clock=the_clock,
             models=parent.models if parent is not None else ModelNames(),
             templates=parent.templates if parent is not None else {},
