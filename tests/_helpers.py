@@ -124,11 +124,11 @@ def read_cache(cache_dir: Path, prompt: str = "") -> dict[str, Any]:
     """Every entry of a cache directory, through a fresh diskcache handle; each must be one whole sample."""
     import diskcache
 
-    from fw_rollouts._cache import decode_sample
+    from fw_rollouts._record import decode_record
 
     with diskcache.Cache(str(cache_dir)) as cache:
         assert cache.check() == []  # SQLite integrity, and no value file missing or left over
-        entries = {key: decode_sample(cache[key], prompt) for key in cache.iterkeys()}
+        entries = {key: decode_record(cache[key], prompt) for key in cache.iterkeys()}
     for sample in entries.values():
         assert sample.logprobs is not None and sample.finish_reason in ("stop", "length")
         assert len(sample.logprobs.tokens) == len(sample.logprobs.token_logprobs) > 0

@@ -1,19 +1,14 @@
-"""Cache keys and the cached-sample encoding (pure: no cache directory is touched)."""
+"""Cache keys (pure: no cache directory is touched). The record format is tested in test_record.py."""
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
-import pickle
 from typing import Any
 
 import pytest
 
-from _helpers import R1_PROMPT, load_json_fixture
-from fw_rollouts import FwResponse, Settings, Usage
-from fw_rollouts._cache import CacheKeyer, decode_sample, encode_sample
-from fw_rollouts._parsing import ResponseSpec, parse_completion
-from fw_rollouts._templates import split_think
+from fw_rollouts import Settings
+from fw_rollouts._cache_key import CacheKeyer
 
 ENDPOINT = "https://api.fireworks.ai/inference/v1"
 PROMPT = "<｜begin▁of▁sentence｜><｜User｜>What is 2+2?<｜Assistant｜><think>\n"
@@ -109,59 +104,18 @@ class TestCacheKeys:
         assert SECRET not in repr(body)
         assert key(api_key=SECRET) == key(api_key="another-key") == BASE
 
+    def test_keys_never_change(self) -> None:
+        # Every cache on disk is addressed by these: a change here would silently turn every hit into a miss.
+        body = {"model": "accounts/fireworks/models/qwen", "prompt": "Hi ｜", "temperature": 0.7, "stop": ["\n"]}
+        keyer = CacheKeyer(ENDPOINT, body)
+        assert keyer(0) == "ee144dbd88368c9b6a6d3ef523c5af681d20a17f23c5f46f4f06b01a8765a068"
+        assert keyer(41, 2) == "bd242766c533f2ce1458fc20a36ed0e203c2d6765e47a709ed92286dc82b7194"
+
+    def test_choice_is_part_of_the_key(self) -> None:
+        keyer = CacheKeyer(ENDPOINT, {"model": "m"})
+        assert len({keyer(3), keyer(3, 0), keyer(3, 1), keyer(4, 0)}) == 4
+
     def test_keyer_holds_no_body_or_secret(self) -> None:
         keyer = CacheKeyer(ENDPOINT, Settings.create(model="qwen-15b", api_key=SECRET).key_body(PROMPT))
         assert CacheKeyer.__slots__ == ("_prefix",)
         assert not hasattr(keyer, "__dict__")
-
-
-def sample() -> FwResponse:
-    body = load_json_fixture("fireworks/completion-legacy-logprobs-echo.json")
-    spec = ResponseSpec(prompt=R1_PROMPT, echo=True, logprobs=True, split_reasoning=split_think)
-    return parse_completion(body, spec, [3])[0]
-
-
-class TestSampleEncoding:
-    def test_round_trip_with_logprobs(self) -> None:
-        original = sample()
-        assert original.logprobs is not None and original.logprobs.num_prompt_tokens == 12
-        data = encode_sample(original)
-        restored = decode_sample(data, R1_PROMPT)
-        assert restored.cached is True
-        assert restored.prompt == R1_PROMPT
-        assert restored == dataclasses.replace(original, cached=True)
-        assert restored.logprobs == original.logprobs
-        assert restored.get_generation_logprobs() == original.get_generation_logprobs()
-        assert restored.get_prompt_logprobs() == original.get_prompt_logprobs()
-        assert restored.usage == Usage(12, 7, 19, 0)
-        assert (restored.reasoning, restored.content, restored.completed_reasoning) == (
-            "Okay, so I need to add",
-            "",
-            False,
-        )
-
-    def test_round_trip_of_the_content_shape(self) -> None:
-        body = load_json_fixture("fireworks/completion-content-logprobs-echo.json")
-        spec = ResponseSpec(prompt=R1_PROMPT, echo=True, logprobs=True, split_reasoning=split_think)
-        original = parse_completion(body, spec, [0])[0]
-        restored = decode_sample(encode_sample(original), R1_PROMPT)
-        assert restored.logprobs is not None
-        assert restored.logprobs.sampling_logprobs == original.logprobs.sampling_logprobs  # type: ignore[union-attr]
-        assert restored == dataclasses.replace(original, cached=True)
-
-    def test_round_trip_without_logprobs(self) -> None:
-        original = FwResponse(full="4", content="4", finish_reason="stop", seed=9, usage=Usage(3, 1, 4), prompt="Q")
-        restored = decode_sample(encode_sample(original), "Q")
-        assert restored == dataclasses.replace(original, cached=True)
-        assert restored.logprobs is None
-
-    def test_prompt_is_not_stored(self) -> None:
-        original = sample()
-        data = encode_sample(original)
-        assert R1_PROMPT.encode("utf-8") not in data
-        assert decode_sample(data, "other prompt").prompt == "other prompt"
-
-    def test_unknown_format_is_rejected(self) -> None:
-        data = pickle.dumps((99, ()))
-        with pytest.raises(ValueError, match="format 99"):
-            decode_sample(data, "Q")

@@ -1,134 +1,68 @@
-"""The cache: one diskcache entry per sample, keyed by everything that shapes the output.
+"""Temporary bridge to the new cache modules, for the client until it moves to them (then this goes).
 
-The key is a SHA-256 over the endpoint and the exact request body (model, the exact
-prompt string, every sampling parameter, stop, logprobs, echo) plus the seed. The API
-key is never part of it, nor stored. Only successful samples are written, each in its
-own SQLite transaction, so an interrupted run leaves complete entries only; several
-processes may share a directory (SQLite locking). diskcache is synchronous, so the
-async core runs these methods on a worker thread.
+The cache now lives in :mod:`._cache_key` (:class:`CacheKeyer`), :mod:`._record` (the record
+format), :mod:`._store` (:class:`SampleStore`, :class:`DiskStore`) and :mod:`._writeback`.
+This module keeps the old synchronous :class:`SampleCache` and callable-based
+:class:`WriteBehind` working on top of them, writing the new record format, so that entries
+written through it and through :class:`DiskStore` are the same.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import logging
-import os
-import pickle
-import sqlite3
 import time
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
 
-import diskcache
+from ._cache_key import CacheKeyer
+from ._models import FwResponse
+from ._record import RecordError, decode_record, encode_record
+from ._store import (
+    DiskStore,
+    SampleStore,
+    StoreStats,
+    _knows_layout,
+    _read_public,
+    _read_rows,
+    _write_rows,
+    open_diskcache,
+)
 
-from ._logprobs import Logprobs
-from ._models import FwResponse, Usage
-
-__all__ = ["CacheKeyer", "SampleCache", "WriteBehind", "decode_sample", "encode_sample"]
+__all__ = [
+    "CacheKeyer",
+    "DiskStore",
+    "RecordError",
+    "SampleCache",
+    "SampleStore",
+    "StoreStats",
+    "WriteBehind",
+    "decode_record",
+    "decode_sample",
+    "encode_record",
+    "encode_sample",
+]
 
 log = logging.getLogger("fw_rollouts.cache")
 
-_MAX_ROW_BYTES = 2**22
-_MODE_RAW = 1  # diskcache.core.MODE_RAW: the value is the row's bytes
-_KEYS_PER_QUERY = 500  # under SQLite's default limit of 999 parameters per statement
-_FORMAT = 2  # 1: logprobs state inline, unpacked eagerly; 2: logprobs packed, unpacked on first use
-_KEY_VERSION = "fw_rollouts/1"
-
-
-class CacheKeyer:
-    """Cache keys for the samples of one request: hash the output-shaping body once, then add each seed.
-
-    ``body`` must hold every field that changes the output and nothing else (no seed, no n).
-    """
-
-    __slots__ = ("_prefix",)
-
-    def __init__(self, endpoint: str, body: Mapping[str, Any]) -> None:
-        canonical = json.dumps(
-            {"v": _KEY_VERSION, "endpoint": endpoint, "body": body},
-            sort_keys=True,
-            separators=(",", ":"),
-            ensure_ascii=False,
-        )
-        self._prefix = hashlib.sha256(canonical.encode("utf-8"))
-
-    def __call__(self, seed: int, choice: int | None = None) -> str:
-        """The key of the sample sent with ``seed`` (and, with ``n`` > 1, of its ``choice``)."""
-        h = self._prefix.copy()
-        h.update(b"|seed=%d" % seed if choice is None else b"|seed=%d|choice=%d" % (seed, choice))
-        return h.hexdigest()
-
-
-def encode_sample(response: FwResponse) -> bytes:
-    """Serialise a sample for the cache (without the prompt, which the key already fixes)."""
-    usage = response.usage
-    fields = (
-        response.full,
-        response.content,
-        response.reasoning,
-        response.finish_reason,
-        response.completed_reasoning,
-        (usage.prompt_tokens, usage.completion_tokens, usage.total_tokens, usage.cached_tokens),
-        response.seed,
-        response.model,
-        response.response_id,
-        response.created,
-        None if response.logprobs is None else response.logprobs.packed(),
-        response.echo,
-        response.index,
-    )
-    return pickle.dumps((_FORMAT, fields), protocol=pickle.HIGHEST_PROTOCOL)
-
-
-def decode_sample(data: bytes, prompt: str) -> FwResponse:
-    """Inverse of :func:`encode_sample`; ``prompt`` is the prompt string of the request."""
-    version, fields = pickle.loads(data)
-    if version not in (1, _FORMAT):
-        raise ValueError(f"cache entry format {version} is not {_FORMAT}")
-    (full, content, reasoning, finish, completed, usage, seed, model, rid, created, lp_state, echo, index) = fields
-    logprobs = None
-    if isinstance(lp_state, bytes):
-        logprobs = Logprobs.from_packed(lp_state)
-    elif lp_state is not None:
-        logprobs = Logprobs.__new__(Logprobs)
-        logprobs.__setstate__(lp_state)
-    return FwResponse(
-        full=full,
-        content=content,
-        reasoning=reasoning,
-        finish_reason=finish,
-        completed_reasoning=completed,
-        usage=Usage(*usage),
-        seed=seed,
-        model=model,
-        response_id=rid,
-        created=created,
-        logprobs=logprobs,
-        echo=echo,
-        prompt=prompt,
-        index=index,
-        cached=True,
-    )
+encode_sample = encode_record
+"""Old name of :func:`encode_record`."""
+decode_sample = decode_record
+"""Old name of :func:`decode_record`."""
 
 
 class SampleCache:
-    """A directory of cached samples (a ``diskcache.Cache`` that never evicts)."""
+    """A directory of cached samples, used synchronously on the caller's thread (superseded by DiskStore)."""
 
-    __slots__ = ("_cache", "directory")
+    __slots__ = ("_cache", "_fast", "directory")
 
     def __init__(self, directory: str) -> None:
-        self.directory = os.path.abspath(directory)
-        # eviction_policy "none": a research cache must never drop samples to save space.
-        # disk_min_file_size: samples with long logprobs stay rows of the database, not files of their own.
-        self._cache = diskcache.Cache(
-            self.directory, eviction_policy="none", statistics=0, timeout=120, disk_min_file_size=_MAX_ROW_BYTES
-        )
+        self.directory = DiskStore.check(directory)
+        self._cache = open_diskcache(self.directory)
+        self._fast = _knows_layout(getattr(self._cache, "_con", None))
 
     def get_many(self, keys: Sequence[str], prompt: str) -> list[FwResponse | None]:
         """The cached sample for each key, or None where there is none (or it is unreadable)."""
-        found = self._read(keys)
+        found = _read_rows(self._cache, keys) if self._fast else _read_public(self._cache, keys)
         out: list[FwResponse | None] = []
         for key in keys:
             data = found.get(key)
@@ -136,78 +70,21 @@ class SampleCache:
                 out.append(None)
                 continue
             try:
-                out.append(decode_sample(data, prompt))
-            except Exception as exc:  # a corrupt or foreign entry is a miss, not a crash
-                log.warning("ignoring unreadable cache entry %s: %r", key[:12], exc)
+                out.append(decode_record(data, prompt))
+            except RecordError as exc:  # a corrupt or foreign entry is a miss, not a crash
+                log.warning("ignoring unreadable cache entry %s: %s", key[:12], exc)
                 out.append(None)
         return out
 
-    def _read(self, keys: Sequence[str]) -> dict[str, bytes]:
-        """Raw entries for ``keys``, hundreds per query.
-
-        diskcache reads one key per query (about 15 us each); a cache-hit re-run of thousands
-        of samples is dominated by that, so this reads its ``Cache`` table with ``IN`` through
-        diskcache's own connection, decoding values with its own ``Disk``. Should diskcache
-        ever change those internals, it falls back to one ``get`` per key.
-        """
-        cache = self._cache
-        try:
-            sql: Callable[..., Any] = cache._sql
-            fetch: Callable[..., Any] = cache._disk.fetch
-        except AttributeError:  # pragma: no cover - another diskcache layout
-            return {key: value for key in keys if (value := cache.get(key)) is not None}
-        found: dict[str, bytes] = {}
-        now = time.time()
-        for start in range(0, len(keys), _KEYS_PER_QUERY):
-            chunk = list(keys[start : start + _KEYS_PER_QUERY])
-            rows = sql(
-                "SELECT key, mode, filename, value FROM Cache WHERE raw = 1 AND key IN "
-                f"({','.join('?' * len(chunk))}) AND (expire_time IS NULL OR expire_time > ?)",
-                (*chunk, now),
-            ).fetchall()
-            for key, mode, filename, value in rows:
-                try:
-                    found[key] = fetch(mode, filename, value, False)
-                except OSError:  # removed meanwhile by another process: a miss
-                    continue
-        return found
-
     def set_many(self, items: Sequence[tuple[str, FwResponse]]) -> None:
-        """Store samples, all in one transaction: each entry is complete or absent.
-
-        Like :meth:`_read`, rows go into diskcache's ``Cache`` table in one statement through
-        its own connection (diskcache's ``set`` costs about 40 us per entry in Python); an entry
-        stored before under the same key is replaced. Entries too large for a row go through
-        ``set``, as does everything should diskcache's internals differ.
-        """
-        cache = self._cache
-        encoded = [(key, encode_sample(response)) for key, response in items]
-        try:
-            connection = cache._con
-        except AttributeError:  # pragma: no cover - another diskcache layout
-            connection = None
-        with cache.transact():
-            if connection is None:
-                for key, data in encoded:
-                    cache.set(key, data)
-                return
-            now = time.time()
-            rows = []
-            for key, data in encoded:
-                if len(data) >= _MAX_ROW_BYTES:
-                    cache.set(key, data)
-                else:
-                    rows.append((key, now, now, sqlite3.Binary(data)))
-            # An upsert, not INSERT OR REPLACE: REPLACE deletes without firing the triggers that keep
-            # diskcache's entry count.
-            connection.executemany(
-                "INSERT INTO Cache(key, raw, store_time, expire_time, access_time, access_count,"
-                f" tag, size, mode, filename, value) VALUES (?, 1, ?, NULL, ?, 0, NULL, 0, {_MODE_RAW}, NULL, ?)"
-                " ON CONFLICT(key, raw) DO UPDATE SET store_time = excluded.store_time,"
-                " access_time = excluded.access_time, size = 0, mode = excluded.mode, filename = NULL,"
-                " value = excluded.value",
-                rows,
-            )
+        """Store samples, all in one transaction: each entry is complete or absent."""
+        encoded = {key: encode_record(response) for key, response in items}
+        with self._cache.transact():
+            if self._fast:
+                _write_rows(self._cache, encoded)
+            else:
+                for key, data in encoded.items():
+                    self._cache.set(key, data)
 
     def __len__(self) -> int:
         return len(self._cache)
@@ -226,8 +103,7 @@ class WriteBehind:
     ``add`` never waits: a batch is handed to ``write`` (which stores it on the cache thread,
     e.g. ``SampleCache.set_many`` there) once ``batch`` samples are pending or ``interval``
     seconds have passed since the last batch. ``drain`` writes what is left and waits for
-    every batch; it runs before a call returns or is abandoned, so that an interrupted run
-    still leaves what it fetched.
+    every batch. (The store-based successor is :class:`fw_rollouts._writeback.WriteBehind`.)
     """
 
     __slots__ = ("_batch", "_clock", "_in_flight", "_interval", "_last", "_pending", "_where", "_write")

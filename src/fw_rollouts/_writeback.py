@@ -1,0 +1,121 @@
+"""Write-behind: finished samples go to the store in batches, never making the caller wait."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from ._models import FwResponse
+from ._record import RecordError, encode_record
+from ._store import SampleStore
+
+__all__ = ["WriteBehind"]
+
+log = logging.getLogger("fw_rollouts.cache")
+
+
+class WriteBehind:
+    """Samples of one call go to a :class:`SampleStore` in batches, one ``set_many`` task each.
+
+    ``add`` encodes the sample and queues it; once ``batch`` samples are pending, or
+    ``interval`` seconds (by ``clock``) have passed since the last batch, the pending ones are
+    handed to ``store.set_many`` as a task. ``drain`` hands over what is left and waits for
+    every task; it runs before a call returns or is abandoned, so an interrupted run still
+    leaves what it fetched. Caching is best effort: a failed write (disk full, read-only
+    directory...) loses only the cache entries, never the samples, which the caller returns
+    anyway; each ``drain`` logs one warning for all the samples that went uncached.
+    """
+
+    __slots__ = (
+        "_batch",
+        "_clock",
+        "_error",
+        "_in_flight",
+        "_interval",
+        "_last",
+        "_pending",
+        "_store",
+        "_uncached",
+    )
+
+    def __init__(
+        self,
+        store: SampleStore,
+        *,
+        batch: int = 128,
+        interval: float = 0.05,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if batch < 1:
+            raise ValueError(f"batch must be at least 1, not {batch}")
+        self._store = store
+        self._batch = batch
+        self._interval = interval
+        self._clock = clock
+        self._last = clock()
+        self._pending: list[tuple[str, bytes]] = []
+        # Strong references: the event loop keeps only weak ones to running tasks.
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._uncached = 0  # samples not cached since the last drain
+        self._error: BaseException | None = None  # the first reason why, for the warning
+
+    @property
+    def pending(self) -> int:
+        """Samples queued but not yet handed to the store."""
+        return len(self._pending)
+
+    def add(self, key: str, response: FwResponse) -> None:
+        """Queue one sample for the store (call it from a coroutine: it may start a write task)."""
+        try:
+            record = encode_record(response)
+        except RecordError as exc:  # a sample that cannot be stored is still a sample
+            self._failed(1, exc)
+            return
+        self._pending.append((key, record))
+        if len(self._pending) >= self._batch or self._clock() - self._last >= self._interval:
+            self._flush()
+
+    async def drain(self) -> None:
+        """Hand over everything pending, wait until every write has finished, and report failures once."""
+        self._flush()
+        while self._in_flight:
+            # asyncio.wait, not gather: should this wait be cancelled, the writes themselves go on.
+            await asyncio.wait(tuple(self._in_flight))
+        uncached, error = self._uncached, self._error
+        self._uncached, self._error = 0, None
+        if uncached:
+            log.warning(
+                "could not write %d sample%s to the cache at %s (they are returned, just not cached): %r",
+                uncached,
+                "" if uncached == 1 else "s",
+                self._store.location,
+                error,
+            )
+
+    def _flush(self) -> None:
+        items, self._pending = self._pending, []
+        self._last = self._clock()
+        if items:
+            task = asyncio.ensure_future(self._write(items))
+            self._in_flight.add(task)
+            task.add_done_callback(self._in_flight.discard)
+
+    async def _write(self, items: list[tuple[str, bytes]]) -> None:
+        # Every exception is retrieved here, so none is left for "Task exception was never retrieved".
+        try:
+            await self._store.set_many(items)
+        except Exception as exc:
+            self._failed(len(items), exc)
+
+    def _failed(self, count: int, error: BaseException) -> None:
+        self._uncached += count
+        if self._error is None:
+            self._error = error
+
+    def __repr__(self) -> str:
+        return (
+            f"WriteBehind({self._store.location!r}, pending={len(self._pending)}, "
+            f"in_flight={len(self._in_flight)}, batch={self._batch})"
+        )
