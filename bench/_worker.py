@@ -407,7 +407,7 @@ async def job_memory(spec: Spec) -> Result:
 
 def _keyer(spec: Spec) -> tuple[Any, str]:
     """The cache keyer ``generate`` uses for the throughput job, and the prompt string it sends."""
-    from fw_rollouts._cache import CacheKeyer
+    from fw_rollouts._cache_key import CacheKeyer
     from fw_rollouts._settings import Settings
 
     settings = Settings.create(model=spec["model"], **ours_options(spec, spec["cache_dir"]))
@@ -416,14 +416,13 @@ def _keyer(spec: Spec) -> tuple[Any, str]:
 
 def job_cache_fill(spec: Spec) -> Result:
     """Copy a directory of real samples, then add dummy entries straight into its diskcache, in big transactions."""
-    from fw_rollouts._cache import SampleCache
+    import diskcache
 
     src, dst, total = spec["src"], spec["dst"], spec["total"]
     shutil.rmtree(dst, ignore_errors=True)
     shutil.copytree(src, dst)
-    cache = SampleCache(dst)
-    disk = cache._cache
-    start = len(cache)
+    disk = diskcache.Cache(dst, eviction_policy="none")
+    start = len(disk)
     value = os.urandom(spec.get("dummy_bytes", 64))
     t0 = time.perf_counter()
     batch = 50_000
@@ -432,32 +431,35 @@ def job_cache_fill(spec: Spec) -> Result:
             for i in range(first, min(first + batch, total)):
                 disk.set(hashlib.sha256(b"dummy-%d" % i).hexdigest(), value)
     fill_s = time.perf_counter() - t0
-    entries = len(cache)
-    cache.close()
+    entries = len(disk)
+    disk.close()
     return {"entries": entries, "real": start, "fill_s": fill_s}
 
 
 def job_cache_lookup(spec: Spec) -> Result:
-    """Per-hit time of ``SampleCache.get_many`` for the real samples of a cache directory, and of a cached
-    ``generate`` for the same samples."""
-    from fw_rollouts import Fireworks
-    from fw_rollouts._cache import SampleCache
+    """Per-hit time of a store lookup (``DiskStore.get_many`` and decoding each record) for the real samples
+    of a cache directory, and of a cached ``generate`` for the same samples."""
+    from fw_rollouts import DiskStore, Fireworks
+    from fw_rollouts._record import decode_record
 
     n, passes = spec["n"], spec.get("passes", 5)
     keyer, prompt = _keyer(spec)
     keys = [keyer(s) for s in range(n)]
-    cache = SampleCache(spec["cache_dir"])
-    times = []
-    for _ in range(passes + 1):
-        gc.collect()
-        t0 = time.perf_counter()
-        hits = cache.get_many(keys, prompt)
-        times.append(time.perf_counter() - t0)
-        if any(h is None for h in hits):
-            raise RuntimeError(f"{sum(h is None for h in hits)} of {n} real samples missing from the cache")
-        del hits
-    entries = len(cache)
-    cache.close()
+
+    async def lookups() -> tuple[list[float], int]:
+        times = []
+        async with DiskStore(spec["cache_dir"]) as store:
+            for _ in range(passes + 1):
+                gc.collect()
+                t0 = time.perf_counter()
+                hits = [None if data is None else decode_record(data, prompt) for data in await store.get_many(keys)]
+                times.append(time.perf_counter() - t0)
+                if any(h is None for h in hits):
+                    raise RuntimeError(f"{sum(h is None for h in hits)} of {n} real samples missing from the cache")
+                del hits
+            return times, (await store.stats()).entries
+
+    times, entries = asyncio.run(lookups())
     generate_times = []
     with Fireworks(spec["model"], **ours_options(spec, spec["cache_dir"])) as client:
         for _ in range(max(2, passes // 2)):

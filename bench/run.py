@@ -428,7 +428,7 @@ class Bench:
             for label, d in ((f"{s['entries']:,} entries", s), (f"{b['entries']:,} entries", b)):
                 self.report.row(
                     m,
-                    f"SampleCache.get_many at {label}",
+                    f"DiskStore.get_many + decode at {label}",
                     f"{d['median_us_per_hit']:.1f} us/hit (best {d['best_us_per_hit']:.1f}, first pass "
                     f"{d['first_pass_us_per_hit']:.1f}); cached generate {d['generate_us_per_sample']:.1f} us/sample",
                     f"{ratio:.2f}x" if d is b else "",

@@ -19,7 +19,7 @@ import pytest
 
 from _helpers import client_options, read_cache
 from fw_rollouts import Fireworks, FwResponse
-from fw_rollouts._cache import CacheKeyer
+from fw_rollouts._cache_key import CacheKeyer
 from fw_rollouts.testing import FireworksSimulator, RecordedRequest
 
 CONCURRENCY = 16

@@ -29,7 +29,8 @@ import pytest
 from _helpers import client_options
 from _helpers import read_cache as shared_read_cache
 from fw_rollouts import AsyncFireworks, Fireworks, FwResponse, FwRollouts, Settings
-from fw_rollouts._cache import CacheKeyer, encode_sample
+from fw_rollouts._cache_key import CacheKeyer
+from fw_rollouts._record import encode_record
 from fw_rollouts._runner import CANCEL_GRACE
 from fw_rollouts.testing import Fault, FireworksSimulator, RecordedRequest
 
@@ -114,7 +115,7 @@ def assert_resumed(
     assert len(rollouts) == n and [r.seed for r in rollouts] == list(range(n))
     for response in rollouts:
         if response.seed in cached:
-            assert response.cached and encode_sample(response) == encode_sample(cached[response.seed])
+            assert response.cached and encode_record(response) == encode_record(cached[response.seed])
         else:
             assert not response.cached and response.logprobs is not None
     assert count_entries(Path(settings.cache_dir)) == n
