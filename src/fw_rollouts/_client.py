@@ -190,6 +190,7 @@ class AsyncFireworks:
 
     async def generate(
         self,
+        /,
         prompt: Prompt,
         n_samples: int = 1,
         *,

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from ._client import AsyncFireworks, Prompt
-from ._models import FwRollouts
+from ._client import AsyncFireworks
 from ._runner import get_runner
 from ._settings import Settings
 
@@ -15,6 +14,7 @@ __all__ = ["Fireworks"]
 
 P = ParamSpec("P")
 S = TypeVar("S")
+T = TypeVar("T")
 
 
 def same_options_as(
@@ -28,6 +28,24 @@ def same_options_as(
         return init
 
     return apply
+
+
+def blocking(method: Callable[Concatenate[AsyncFireworks, P], Coroutine[Any, Any, T]]) -> Callable[
+    Concatenate[Fireworks, P], T
+]:
+    """The sync twin of an ``AsyncFireworks`` method: the same signature, run on the private loop.
+
+    One line per method in :class:`Fireworks`, so the twins cannot drift apart.
+    """
+    name = method.__name__
+
+    def call(self: Fireworks, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return self._runner.run(method(self._async, *args, **kwargs))
+
+    call.__name__ = call.__qualname__ = name
+    call.__signature__ = inspect.signature(method)  # type: ignore[attr-defined]
+    call.__doc__ = f"Blocking :meth:`AsyncFireworks.{name}`.\n\n{inspect.cleandoc(method.__doc__ or '')}"
+    return call
 
 
 class Fireworks:
@@ -65,23 +83,7 @@ class Fireworks:
         """:meth:`AsyncFireworks.with_options`: a sibling client with ``options`` changed."""
         return Fireworks._wrap(self._async.with_options(**options))
 
-    def generate(
-        self,
-        prompt: Prompt,
-        n_samples: int = 1,
-        *,
-        seed: int | None = None,
-        raw: bool | None = None,
-        use_cache: bool | None = None,
-        progress_bar: bool | None = None,
-        **sampling: Any,
-    ) -> FwRollouts:
-        """Blocking :meth:`AsyncFireworks.generate`."""
-        return self._runner.run(
-            self._async.generate(
-                prompt, n_samples, seed=seed, raw=raw, use_cache=use_cache, progress_bar=progress_bar, **sampling
-            )
-        )
+    generate = blocking(AsyncFireworks.generate)
 
     def close(self) -> None:
         """Close connections and the cache."""
