@@ -6,14 +6,18 @@ import copy
 import math
 import pickle
 import random
+import struct
 import threading
 import uuid
+import zlib
 from array import array
+from typing import Any
 
 import pytest
 
 from fw_rollouts import Logprobs, TokenLogprob
-from fw_rollouts._logprobs import _intern, _strings
+from fw_rollouts._columns import _intern, _strings
+from fw_rollouts._packing import _FIELDS, _PREFIX, FORMAT_VERSION, MAGIC, read_header
 
 FLOAT32_EXACT = [-0.5, -1.25, -3.0, -0.0078125, 0.0, -17.75]
 DECIMALS = [-0.21, -1.3012000000000001, -2.0012, -0.9500000000000001, -23.285741806030273, -1e-9]
@@ -138,8 +142,15 @@ def sliceable() -> Logprobs:
     return Logprobs(
         ["<s>", "Hi", " there", " A", "B", " C", "!"],
         [None, -1.0, -2.0, -0.5, None, -0.25, -0.21],
-        [None, {"Hi": -1.0, "Yo": -2.0}, {" there": -2.0, "x": -3.0}, {" A": -0.5, "q": -4.0}, None,
-         {" C": -0.25, "r": -2.5}, {"!": -0.21, "?": -1.7}],
+        [
+            None,
+            {"Hi": -1.0, "Yo": -2.0},
+            {" there": -2.0, "x": -3.0},
+            {" A": -0.5, "q": -4.0},
+            None,
+            {" C": -0.25, "r": -2.5},
+            {"!": -0.21, "?": -1.7},
+        ],
         [0, 0, 2, 8, 10, 11, 13],
         [1, 10, 11, 12, 13, 14, 15],
         sampling_logprobs=[None, -1.1, -2.1, None, -0.6, -0.3, -0.2],
@@ -179,8 +190,14 @@ class TestSlicing:
 
     def test_slices_of_compact_offsets(self) -> None:
         tokens = ["Hel", "lo", " wor", "ld", "!", " Bye"]
-        lp = Logprobs(tokens, [None, -1.0, -2.0, -3.0, -0.5, -0.75], text_offset=[4, 7, 9, 13, 15, 16],
-                      num_prompt_tokens=4, prompt_length=11, echo=True)
+        lp = Logprobs(
+            tokens,
+            [None, -1.0, -2.0, -3.0, -0.5, -0.75],
+            text_offset=[4, 7, 9, 13, 15, 16],
+            num_prompt_tokens=4,
+            prompt_length=11,
+            echo=True,
+        )
         assert lp.text_offset == [4, 7, 9, 13, 15, 16]
         assert lp.get_prompt_logprobs().text_offset == [4, 7, 9, 13]
         generation = lp.get_generation_logprobs()
@@ -294,15 +311,18 @@ class TestPickle:
     def test_deepcopy(self) -> None:
         assert copy.deepcopy(sliceable()) == sliceable()
 
-    def test_state_of_the_first_cache_format_still_loads(self) -> None:
-        # Entries cached before int columns were narrowed stored token ids and offsets as bare int64 bytes.
+    def test_pickled_state_is_the_packed_form(self) -> None:
         lp = sliceable()
-        state = lp.__getstate__()
-        state["ids"] = array("q", [1, 10, 11, 12, 13, 14, 15]).tobytes()
-        state["off"] = array("q", [0, 0, 2, 8, 10, 11, 13]).tobytes()
+        assert lp.__getstate__() == lp.packed()
+        lazy = Logprobs.from_packed(lp.packed())
+        assert pickle.loads(pickle.dumps(lazy)) == lp
+        assert lazy._packed is not None  # pickling a lazy instance does not unpack it
+
+    def test_state_of_older_versions_is_refused(self) -> None:
+        # Older versions pickled a dict of columns; such state is no longer read.
         restored = Logprobs.__new__(Logprobs)
-        restored.__setstate__(state)
-        assert restored == lp
+        with pytest.raises(ValueError, match="expected bytes, got dict"):
+            restored.__setstate__({"tokens": ["a"], "lp": ("f", b"\0\0\0\0", ())})  # type: ignore[arg-type]
 
 
 class TestSize:
@@ -410,3 +430,376 @@ def test_token_indices_widen_past_65536_distinct_tokens() -> None:
     lp = Logprobs(fresh[-3:], [-1.0, -2.0, -3.0], [{fresh[0]: -1.0}, {fresh[1]: -2.0}, {fresh[-1]: -3.0}])
     assert lp.tokens == fresh[-3:] and lp.top_logprobs[2] == {fresh[-1]: -3.0}
     assert Logprobs.from_packed(lp.packed()) == lp
+
+
+# -- views are built once ----------------------------------------------------------------------------------
+
+VIEW_NAMES = ("tokens", "token_logprobs", "sampling_logprobs", "text_offset", "token_ids", "top_logprobs")
+
+
+class TestViewsBuiltOnce:
+    @pytest.mark.parametrize("name", VIEW_NAMES)
+    def test_each_view_is_one_kept_list(self, name: str) -> None:
+        lp = sliceable()
+        view = getattr(lp, name)
+        assert type(view) is list
+        assert getattr(lp, name) is view  # the loop `lp.top_logprobs[i]` does not rebuild the list
+        if name in lp.keys():  # noqa: SIM118 - keys() is the API under test
+            assert lp[name] is view
+
+    def test_views_of_a_lazily_unpacked_instance_are_kept(self) -> None:
+        lazy = Logprobs.from_packed(sliceable().packed())
+        assert lazy.top_logprobs is lazy.top_logprobs
+        assert lazy.top_logprobs == sliceable().top_logprobs
+
+    def test_views_are_built_only_when_read(self) -> None:
+        lp = sliceable()
+        size = lp.nbytes()
+        assert lp._views is None
+        assert lp.tokens == ["<s>", "Hi", " there", " A", "B", " C", "!"]
+        assert set(lp._views or ()) == {"tokens"}
+        assert lp.nbytes() == size  # nbytes reports the columns, not the views
+
+    def test_iteration_equality_and_to_dict_keep_nothing(self) -> None:
+        # One pass over many samples must not leave every sample holding Python lists.
+        lp, other = sliceable(), sliceable()
+        assert list(lp) and lp == other and lp.to_dict()
+        assert lp._views is None and other._views is None
+
+    def test_to_dict_returns_new_lists(self) -> None:
+        lp = sliceable()
+        as_dict = lp.to_dict()
+        assert as_dict["top_logprobs"] == lp.top_logprobs and as_dict["top_logprobs"] is not lp.top_logprobs
+        as_dict["tokens"].append("changed")
+        assert lp.tokens == ["<s>", "Hi", " there", " A", "B", " C", "!"]
+
+    def test_generation_of_logprobs_without_a_prompt_is_the_same_object(self) -> None:
+        lp = make(["a", "b"], top_logprobs=[{"a": -1.0}, {"b": -2.0}])
+        assert lp.get_generation_logprobs() is lp
+        assert lp.get_generation_logprobs().top_logprobs is lp.top_logprobs
+        echoed = sliceable()
+        assert echoed.get_generation_logprobs() is not echoed
+
+    def test_threads_reading_a_view_first_get_the_same_list(self) -> None:
+        lp = sliceable()
+        barrier = threading.Barrier(8)
+        seen: list[int] = []
+
+        def read() -> None:
+            barrier.wait()
+            seen.append(id(lp.top_logprobs))
+
+        pool = [threading.Thread(target=read) for _ in range(8)]
+        for t in pool:
+            t.start()
+        for t in pool:
+            t.join()
+        assert len(seen) == 8 and len(set(seen)) == 1
+
+
+# -- the packed format ---------------------------------------------------------------------------------------
+
+
+def reseal(data: bytes) -> bytes:
+    """``data`` with its checksum recomputed, so the checks behind the checksum are reached."""
+    return data[:6] + struct.pack("<I", zlib.crc32(data[_PREFIX.size :])) + data[_PREFIX.size :]
+
+
+FIELD_NAMES = [
+    *("flags", "codes", "separator", "n", "n_strings", "text_bytes", "n_top", "n_lp_none", "n_samp_none"),
+    *("n_top_none", "top_k", "num_prompt_tokens", "prompt_length", "off_base"),
+]
+
+
+def rewrite(data: bytes, **changes: Any) -> bytes:
+    """``data`` with header fields replaced (by the names above), resealed."""
+    fields = dict(zip(FIELD_NAMES, _FIELDS.unpack_from(data, _PREFIX.size), strict=True))
+    fields.update(changes)
+    head = _FIELDS.pack(*(fields[name] for name in FIELD_NAMES))
+    return reseal(data[: _PREFIX.size] + head + data[_PREFIX.size + _FIELDS.size :])
+
+
+def unpacked(data: bytes) -> Logprobs:
+    """A Logprobs from ``data``, fully unpacked."""
+    lp = Logprobs.from_packed(data)
+    _ = lp.top_k  # reading any column unpacks them all
+    return lp
+
+
+def assert_round_trip(lp: Logprobs) -> Logprobs:
+    data = lp.packed()
+    assert isinstance(data, bytes) and data[:4] == MAGIC
+    lazy = Logprobs.from_packed(data)
+    assert (lazy.num_prompt_tokens, lazy.prompt_length, lazy.echo) == (lp.num_prompt_tokens, lp.prompt_length, lp.echo)
+    assert lazy == lp
+    assert lazy.to_dict() == lp.to_dict()
+    assert lazy.sampling_logprobs == lp.sampling_logprobs
+    assert lazy.top_k == lp.top_k and len(lazy) == len(lp)
+    assert [type(v) for v in lazy.token_logprobs] == [type(v) for v in lp.token_logprobs]
+    assert lazy.packed() == data  # unpacked and packed again in this process: the same bytes
+    return lazy
+
+
+def _ragged() -> list[dict[str, float] | None]:
+    return [{"a": -1.0}, None, {"a": -1.0, "b": -2.0, "c": -3.21}, {}, {"x": -0.5, "y": -0.75}]
+
+
+ROUND_TRIPS: dict[str, Any] = {
+    "empty": lambda: Logprobs(),
+    "no top": lambda: make(["a", "bc", "d"], [-1.0, -2.0, -3.0]),
+    "uniform top": lambda: make(["a", "b"], top_logprobs=[{"a": -1.0, "z": -2.0}, {"b": -0.5, "a": -4.0}]),
+    "uniform top with None": lambda: make(["a", "b", "c"], top_logprobs=[None, {"a": -1.0}, {"c": -1.5}]),
+    "ragged top": lambda: make(["a", "b", "c", "d", "e"], top_logprobs=_ragged()),
+    "only None top": lambda: make(["a", "b"], top_logprobs=[None, None]),
+    "only empty top": lambda: make(["a", "b"], top_logprobs=[{}, {}]),
+    "None positions": lambda: make(["a", "b", "c"], [None, -1.0, None]),
+    "only None": lambda: make(["a"], [None]),
+    "sampling logprobs": lambda: make(["a", "b", "c"], sampling_logprobs=[None, -0.21, -1.5]),
+    "explicit offsets": lambda: make(["ab", "c", "d"], text_offset=[3, 9, 27]),
+    "derived offsets": lambda: make(["ab", "c", "d"], text_offset=[5, 7, 8]),
+    "offsets over int32": lambda: make(["a", "b"], text_offset=[0, 2**40]),
+    "token ids": lambda: make(["a", "b"], token_ids=[200_000, 0]),
+    "token ids over int32": lambda: make(["a", "b", "c"], token_ids=[2**40, -1, 2**63 - 1]),
+    "float64 values": lambda: Logprobs(["a", "b"], DECIMALS[:2], [{"a": DECIMALS[2]}, {"b": DECIMALS[3]}]),
+    "infinities": lambda: make(["a", "b"], [-math.inf, -0.0], top_logprobs=[{"a": math.inf}, {"b": -math.inf}]),
+    "echo": sliceable,
+    "prompt slice": lambda: sliceable().get_prompt_logprobs(),
+    "generation slice": lambda: sliceable().get_generation_logprobs(),
+    "ragged slice": lambda: make(["a", "b", "c", "d", "e"], top_logprobs=_ragged()).get_prompt_logprobs(),
+    "odd attributes": lambda: make(["a"], num_prompt_tokens=5, prompt_length=-3, echo=True),
+    "unusual strings": lambda: make(["", "\0", "a\0b", "é", "🤔", "\ud83d", " "], top_logprobs=[{"\0": -1.0}] * 7),
+    "every column": lambda: Logprobs(
+        ["x", "yy", "z"],
+        [None, -0.21, -2.5],
+        [None, {"yy": -0.21, "q": -1.3012000000000001}, {"z": -2.5}],
+        [0, 10, 20],
+        [7, 2**33, 9],
+        sampling_logprobs=[None, -0.25, -2.0],
+        num_prompt_tokens=1,
+        prompt_length=1,
+        echo=True,
+    ),
+}
+
+
+class TestPackedRoundTrip:
+    @pytest.mark.parametrize("build", list(ROUND_TRIPS.values()), ids=list(ROUND_TRIPS))
+    def test_round_trip(self, build: Any) -> None:
+        lp = build()
+        lazy = assert_round_trip(lp)
+        assert pickle.loads(pickle.dumps(lazy)) == lp
+
+    def test_nan_and_negative_zero_survive(self) -> None:
+        lazy = unpacked(make(["a", "b"], [math.nan, -0.0], top_logprobs=[{"a": math.nan}, None]).packed())
+        first, second = lazy.token_logprobs
+        alternatives = lazy.top_logprobs[0]
+        assert first is not None and math.isnan(first)
+        assert second == 0.0 and math.copysign(1.0, second) == -1.0
+        assert alternatives is not None and math.isnan(alternatives["a"])
+
+    @pytest.mark.parametrize("distinct", [1, 256, 257, 3000])
+    def test_keys_are_as_narrow_as_the_distinct_tokens(self, distinct: int) -> None:
+        prefix = uuid.uuid4().hex
+        words = [f"{prefix}{i}" for i in range(distinct)]
+        rng = random.Random(distinct)
+        tokens = [rng.choice(words) for _ in range(2 * distinct)] + words  # every word at least once
+        top: list[dict[str, float] | None] = [{t: -1.0, rng.choice(words): -2.0} for t in tokens]
+        lp = make(tokens, top_logprobs=top)
+        data = lp.packed()
+        assert read_header(data).key == ("B" if distinct <= 256 else "H")
+        assert_round_trip(lp)
+
+    def test_more_than_65536_distinct_tokens(self) -> None:
+        tokens = [f"many-{uuid.uuid4().hex}" for _ in range(65_600)]
+        lp = make(tokens)
+        assert lp._cols.tok.typecode == "I"
+        data = lp.packed()
+        assert read_header(data).key == "I"
+        assert unpacked(data).tokens == tokens
+
+    def test_wide_vocabulary_indices_pack_as_narrow_ranks(self) -> None:
+        _intern([f"fill-{uuid.uuid4().hex}" for _ in range(66_000)])  # this process's vocabulary passes 65,536
+        tokens = [f"late-{i}-{uuid.uuid4().hex}" for i in range(300)]
+        lp = make(tokens, top_logprobs=[{t: -1.0} for t in tokens])
+        assert lp._cols.tok.typecode == "I"
+        assert read_header(lp.packed()).key == "H"
+        assert_round_trip(lp)
+
+    def test_a_token_holding_nul_moves_the_separator(self) -> None:
+        lp = make(["a\0b", "\0", "c"])
+        header = read_header(lp.packed())
+        assert header.separator != 0 and header.n_strings == 3
+        assert unpacked(lp.packed()).tokens == ["a\0b", "\0", "c"]
+
+    def test_packed_size_does_not_exceed_the_pickled_form(self) -> None:
+        """256 tokens with 5 alternatives each: fewer bytes than the pickled columns older versions stored."""
+        rng = random.Random(7)
+        vocab = [f"{'Ġ' if i % 3 else ''}w{i}" for i in range(5000)]
+        tokens = rng.choices(vocab, k=256)
+        top: list[dict[str, float] | None] = []
+        for token in tokens:
+            alternatives = {token: -0.5}
+            while len(alternatives) < 5:
+                alternatives[rng.choice(vocab)] = -rng.randint(1, 4096) / 256
+            top.append(alternatives)
+        lp = Logprobs(tokens, [-rng.randint(0, 4096) / 256 for _ in tokens], top, token_ids=list(range(256)))
+        old_form = {  # what older versions pickled: every string, and the raw columns
+            "tokens": lp.tokens,
+            "lp": (lp._cols.lp.typecode, lp._cols.lp.tobytes(), ()),
+            "ids": ("i", lp._cols.ids.tobytes() if lp._cols.ids is not None else b""),
+            "top_tok": _strings(lp._cols.top_tok or ()),
+            "top_lp": ("f", (lp._cols.top_lp or array("f")).tobytes()),
+        }
+        assert len(lp.packed()) < len(pickle.dumps(old_form, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+class TestPackedMalformed:
+    def test_every_truncation_is_refused(self) -> None:
+        data = sliceable().packed()
+        for end in range(len(data)):
+            with pytest.raises(ValueError, match="not packed logprobs"):
+                Logprobs.from_packed(data[:end])
+
+    def test_trailing_bytes_are_refused(self) -> None:
+        with pytest.raises(ValueError, match="header describes"):
+            Logprobs.from_packed(sliceable().packed() + b"\0")
+
+    @pytest.mark.parametrize(
+        "data",
+        [
+            b"",
+            b"FWLP",
+            b"hello world, this is not a packed form at all: long enough to hold a header" * 2,
+            b'{"tokens": ["a"], "token_logprobs": [-1.0]}',
+            b"cos\nsystem\n(S'echo unsafe'\ntR.",  # a protocol-0 pickle that would run a command
+            bytes(range(256)),
+        ],
+        ids=["empty", "magic only", "text", "json", "pickle-0", "bytes"],
+    )
+    def test_foreign_bytes_are_refused(self, data: bytes) -> None:
+        with pytest.raises(ValueError, match="not packed logprobs"):
+            Logprobs.from_packed(data)
+
+    def test_an_old_pickled_entry_is_refused_without_unpickling(self) -> None:
+        old = pickle.dumps({"tokens": ["a"], "lp": ("f", b"\0\0\0\0", ()), "meta": (0, 0, False)}, protocol=5)
+        with pytest.raises(ValueError, match="pickle"):
+            Logprobs.from_packed(old)
+
+    @pytest.mark.parametrize("value", [None, "FWLP", {"tokens": []}, 3])
+    def test_not_bytes(self, value: object) -> None:
+        with pytest.raises(ValueError, match="expected bytes"):
+            Logprobs.from_packed(value)  # type: ignore[arg-type]
+
+    def test_another_version_is_refused(self) -> None:
+        data = sliceable().packed()
+        other = data[:4] + struct.pack("<H", FORMAT_VERSION + 1) + data[6:]
+        with pytest.raises(ValueError, match=f"format version {FORMAT_VERSION + 1}"):
+            Logprobs.from_packed(other)
+
+    def test_a_flipped_bit_fails_the_checksum(self) -> None:
+        data = bytearray(sliceable().packed())
+        data[-1] ^= 0x01
+        with pytest.raises(ValueError, match="checksum"):
+            Logprobs.from_packed(bytes(data))
+
+    def test_bytearray_and_memoryview_are_accepted(self) -> None:
+        data = sliceable().packed()
+        assert Logprobs.from_packed(bytearray(data)) == sliceable()  # type: ignore[arg-type]
+        assert Logprobs.from_packed(memoryview(data)) == sliceable()  # type: ignore[arg-type]
+
+    @pytest.mark.parametrize(
+        ("changes", "message"),
+        [
+            ({"flags": 0x82}, "unknown flags"),
+            ({"codes": b"Hxfiiff"}, "typecode 'x' is not allowed for the logprob column"),
+            ({"codes": b"\0dfiiff"}, "for the token key column"),
+            ({"codes": b"Bdfi\0fQ"}, "alternatives per position"),
+            ({"separator": 0x110000}, "not a code point"),
+            ({"top_k": 3}, "both a uniform and a varying"),
+            ({"n": 8}, "header describes"),
+            ({"n_top": 2**32 - 1}, "header describes"),
+        ],
+    )
+    def test_header_checks(self, changes: dict[str, Any], message: str) -> None:
+        ragged = make(["a", "b", "c", "d", "e"], top_logprobs=_ragged(), token_ids=[1, 2, 3, 4, 5]).packed()
+        with pytest.raises(ValueError, match=message):
+            Logprobs.from_packed(rewrite(ragged, **changes))
+
+    def test_alternatives_without_their_column(self) -> None:
+        data = make(["a"], top_logprobs=[{"a": -1.0}]).packed()
+        with pytest.raises(ValueError, match="column is absent"):
+            Logprobs.from_packed(rewrite(data, codes=read_header(data).key.encode() + b"f\0\0\0\0\0"))
+
+    def _lazy_error(self, data: bytes, message: str) -> None:
+        lazy = Logprobs.from_packed(data)  # the header and checksum hold
+        with pytest.raises(ValueError, match=message):
+            _ = lazy.tokens
+        with pytest.raises(ValueError, match=message):  # still refused, never half unpacked
+            len(lazy)
+
+    def test_strings_that_are_not_utf8(self) -> None:
+        data = make(["abc", "d"]).packed()
+        start = _PREFIX.size + _FIELDS.size
+        self._lazy_error(reseal(data[:start] + b"\xff" + data[start + 1 :]), "not UTF-8")
+
+    def test_a_string_count_that_does_not_match(self) -> None:
+        data = make(["abc", "d"]).packed()
+        self._lazy_error(rewrite(data, n_strings=3), "2 strings where the header counts 3")
+        split_more = make(["x", "axb"]).packed()  # "x" and "axb" joined by NUL, split at each "x"
+        self._lazy_error(rewrite(split_more, separator=ord("x")), "3 strings where the header counts 2")
+
+    def test_a_key_naming_no_string(self) -> None:
+        data = make(["abc", "d", "abc"]).packed()
+        header = read_header(data)
+        at = _PREFIX.size + _FIELDS.size + header.text_bytes
+        keys = data[at : at + 3]
+        assert header.key == "B" and sorted(set(keys)) == [0, 1] and keys[0] == keys[2]
+        self._lazy_error(reseal(data[:at] + keys[:2] + b"\x09" + data[at + 3 :]), "name 3 distinct strings")
+
+    def test_alternatives_that_do_not_add_up(self) -> None:
+        data = make(["a", "b", "c", "d", "e"], top_logprobs=_ragged()).packed()
+        sizes_at = len(data) - 4 - 5  # the sizes ('B'), then the one position without alternatives (u32)
+        assert data[sizes_at : sizes_at + 5] == bytes([1, 0, 3, 0, 2])
+        self._lazy_error(reseal(data[:sizes_at] + bytes([1, 0, 3, 0, 3]) + data[sizes_at + 5 :]), "do not add up")
+        self._lazy_error(reseal(data[:sizes_at] + bytes([1, 1, 3, 0, 1]) + data[sizes_at + 5 :]), "do not add up")
+
+    def test_uniform_alternatives_that_do_not_add_up(self) -> None:
+        data = make(["a", "b"], top_logprobs=[{"a": -1.0, "b": -2.0}, {"b": -1.0, "a": -2.0}]).packed()
+        self._lazy_error(rewrite(data, top_k=1, n_top=4), "header describes|not 1 at each")
+
+    @pytest.mark.parametrize("positions", [[3], [9], [2, 1], [1, 1]])
+    def test_none_positions_out_of_order_or_range(self, positions: list[int]) -> None:
+        data = make(["a", "b", "c"], [None, -1.0, None] if len(positions) == 2 else [None, -1.0, -2.0]).packed()
+        header = read_header(data)
+        at = _PREFIX.size + _FIELDS.size + header.text_bytes + 3 + 3 * 4  # after the strings, keys and logprobs
+        count = header.n_lp_none
+        assert count == len(positions)
+        new = b"".join(struct.pack("<I", p) for p in positions)
+        self._lazy_error(reseal(data[:at] + new + data[at + 4 * count :]), "not ascending positions below 3")
+
+    def test_random_byte_flips_raise_nothing_but_value_error(self) -> None:
+        rng = random.Random(20240601)
+        originals = [sliceable().packed(), ROUND_TRIPS["every column"]().packed(), ROUND_TRIPS["ragged top"]().packed()]
+        refused = 0
+        for trial in range(600):
+            data = bytearray(rng.choice(originals))
+            for _ in range(rng.randint(1, 4)):
+                data[rng.randrange(len(data))] ^= rng.randint(1, 255)
+            # Half the trials fix the checksum, to reach the checks behind it.
+            candidate = reseal(bytes(data)) if trial % 2 else bytes(data)
+            try:
+                lp = Logprobs.from_packed(candidate)
+                lp.to_dict(), lp.sampling_logprobs, lp.top_k, lp.sum(), list(lp)
+                lp.get_prompt_logprobs().packed(), lp.packed()
+            except ValueError:
+                refused += 1
+            else:
+                assert trial % 2, "a flipped byte passed the checksum"
+        assert refused > 300
+
+
+def test_setstate_on_a_used_instance_replaces_its_columns() -> None:
+    lp = make(["a", "b"])
+    assert lp.tokens == ["a", "b"]
+    lp.__setstate__(sliceable().packed())
+    assert lp == sliceable() and lp.tokens == sliceable().tokens
