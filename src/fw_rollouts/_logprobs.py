@@ -231,21 +231,23 @@ class Logprobs:
         }
 
     @classmethod
-    def from_packed(cls, packed: bytes) -> Logprobs:
+    def from_packed(cls, packed: bytes, *, verified: bool = False) -> Logprobs:
         """Logprobs that unpack ``packed`` (from :meth:`packed`) on first use.
 
         A cache hit thus costs a header and checksum check, not the unpacking of every column
         of every sample, until the logprobs are read. Raises ValueError when ``packed`` is not
         a well-formed packed form; what only a full unpack can check raises ValueError on first use.
+        ``verified=True`` skips the checksum, for bytes whose integrity the caller has just checked
+        (the cache record's own CRC covers them).
         """
         self = cls.__new__(cls)
-        self._set_packed(packed)
+        self._set_packed(packed, checksum=not verified)
         return self
 
-    def _set_packed(self, packed: bytes) -> None:
+    def _set_packed(self, packed: bytes, *, checksum: bool = True) -> None:
         if isinstance(packed, bytearray | memoryview):
             packed = bytes(packed)
-        header = read_header(packed)
+        header = read_header(packed, checksum=checksum)
         self._packed, self._views = packed, None
         with contextlib.suppress(AttributeError):  # unset on a new instance
             del self._cols  # __setstate__ on a used instance: the columns come from ``packed`` now

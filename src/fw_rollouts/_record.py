@@ -169,7 +169,11 @@ def decode_record(data: bytes | bytearray | memoryview, prompt: str) -> FwRespon
             f"cache record lengths do not add up: the header announces {lp_size} logprobs bytes, "
             f"the record holds {end - head_end}"
         )
-    logprobs = None if lp_size is None else Logprobs.from_packed(data[head_end:end])
+    # The record's CRC, checked above, covers these bytes: no second checksum pass per hit.
+    try:
+        logprobs = None if lp_size is None else Logprobs.from_packed(data[head_end:end], verified=True)
+    except ValueError as exc:
+        raise RecordError(f"cache record logprobs are malformed: {exc}") from exc
     # By position (see _RESPONSE_FIELDS): half the cost of keywords, on every cache hit.
     return FwResponse(
         full, content, reasoning, finish, completed, Usage(*usage), seed, model, rid, created, logprobs, echo, prompt,
