@@ -803,3 +803,29 @@ def test_setstate_on_a_used_instance_replaces_its_columns() -> None:
     assert lp.tokens == ["a", "b"]
     lp.__setstate__(sliceable().packed())
     assert lp == sliceable() and lp.tokens == sliceable().tokens
+
+
+class TestVerifiedBytes:
+    """``from_packed(verified=True)``: the caller checked integrity (a cache record's CRC); loading is cheap."""
+
+    def sample(self) -> Logprobs:
+        return Logprobs(["a", "b", "c"], [None, -0.5, -1.0], [None, {"b": -0.5}, {"c": -1.0}], echo=True,
+                        num_prompt_tokens=1, prompt_length=1)  # fmt: skip
+
+    def test_same_logprobs_as_the_checked_path(self) -> None:
+        packed = self.sample().packed()
+        fast = Logprobs.from_packed(packed, verified=True)
+        assert (fast.echo, fast.num_prompt_tokens, fast.prompt_length) == (True, 1, 1)
+        assert fast.packed() is packed  # still packed: nothing was unpacked to load it
+        assert fast == Logprobs.from_packed(packed) == self.sample()
+
+    def test_foreign_bytes_are_still_refused_at_once(self) -> None:
+        with pytest.raises(ValueError, match="not packed logprobs"):
+            Logprobs.from_packed(b"\x00" * 64, verified=True)
+
+    def test_a_bad_header_behind_good_magic_is_refused_at_first_read(self) -> None:
+        packed = bytearray(self.sample().packed())
+        packed[-1] ^= 0xFF  # no checksum pass on verified bytes; the full check runs before any column is read
+        lp = Logprobs.from_packed(bytes(packed), verified=True)
+        with pytest.raises(ValueError):
+            _ = lp.tokens, lp.token_logprobs, lp.top_logprobs

@@ -9,14 +9,13 @@ import struct
 import zlib
 from typing import Any
 
-import orjson
 import pytest
 
 from _helpers import R1_PROMPT, load_json_fixture
 from fw_rollouts import FwResponse, Usage
 from fw_rollouts._logprobs import Logprobs
 from fw_rollouts._parsing import ResponseSpec, parse_completion
-from fw_rollouts._record import FORMAT_VERSION, MAGIC, RecordError, decode_record, encode_record
+from fw_rollouts._record import FIELDS, FORMAT_VERSION, MAGIC, RecordError, decode_record, encode_record
 from fw_rollouts._templates import split_think
 
 
@@ -69,20 +68,23 @@ def round_trip(sample: FwResponse, prompt: str | None = None) -> FwResponse:
     return decode_record(encode_record(sample), sample.prompt if prompt is None else prompt)
 
 
-def forge(
-    header: Any = None, logprobs_part: bytes = b"", *, version: int = FORMAT_VERSION, raw: bytes | None = None
-) -> bytes:
-    """A record with a correct CRC around whatever header (or raw header bytes) a test wants."""
-    head = orjson.dumps(header) if raw is None else raw
-    body = MAGIC + struct.pack("<BI", version, len(head)) + head + logprobs_part
+FIXED = struct.Struct("<4sBBqqQQQQQ7I")  # the layout in fw_rollouts._record's docstring, written out again
+
+
+def fields_of(sample: FwResponse) -> dict[str, int]:
+    """The fixed fields of ``sample``'s record, by name."""
+    return dict(zip(FIELDS, FIXED.unpack_from(encode_record(sample))[2:], strict=True))
+
+
+def forge(fields: dict[str, int], rest: bytes, *, version: int = FORMAT_VERSION) -> bytes:
+    """A record with a correct CRC around whatever fixed fields and body a test wants."""
+    body = FIXED.pack(MAGIC, version, *(fields[name] for name in FIELDS)) + rest
     return body + zlib.crc32(body).to_bytes(4, "little")
 
 
-def header_of(sample: FwResponse) -> dict[str, Any]:
-    data = encode_record(sample)
-    (length,) = struct.unpack_from("<I", data, 5)
-    header: dict[str, Any] = orjson.loads(data[9 : 9 + length])
-    return header
+def body_of(sample: FwResponse) -> bytes:
+    """The strings and logprobs of ``sample``'s record (between the fixed fields and the CRC)."""
+    return encode_record(sample)[FIXED.size : -4]
 
 
 class TestRoundTrip:
@@ -113,7 +115,7 @@ class TestRoundTrip:
         restored = round_trip(original)
         assert restored == dataclasses.replace(original, cached=True)
         assert restored.logprobs is None
-        assert header_of(original)["logprobs_bytes"] is None
+        assert fields_of(original)["logprobs_bytes"] == 0 and not fields_of(original)["flags"] & 32
 
     def test_defaults(self) -> None:
         original = FwResponse(full="")
@@ -163,29 +165,28 @@ class TestRoundTrip:
         assert decode_record(data, "another prompt").prompt == "another prompt"
 
     def test_layout(self) -> None:
-        data = encode_record(full_sample())
+        sample = full_sample()
+        data = encode_record(sample)
         assert data[:4] == MAGIC == b"FWRC"
         assert data[4] == FORMAT_VERSION == 1
-        header = header_of(full_sample())
-        assert list(header) == [
-            "full",
-            "content",
-            "reasoning",
-            "finish_reason",
-            "completed_reasoning",
-            "usage",
-            "seed",
-            "model",
-            "response_id",
-            "created",
-            "echo",
-            "index",
-            "logprobs_bytes",
-        ]
-        assert header["usage"] == {"prompt_tokens": 12, "completion_tokens": 7, "total_tokens": 19, "cached_tokens": 5}
-        (length,) = struct.unpack_from("<I", data, 5)
-        assert header["logprobs_bytes"] == len(data) - 9 - length - 4
+        fields = fields_of(sample)
+        assert fields["flags"] == 1 | 2 | 4 | 8 | 16 | 32
+        assert (fields["seed"], fields["created"], fields["index"]) == (2**63 - 1, 1_700_000_123, 3)
+        assert [fields[f"{name}_tokens"] for name in ("prompt", "completion", "total", "cached")] == [12, 7, 19, 5]
+        texts = [sample.full, sample.content, sample.reasoning, sample.finish_reason, sample.model, sample.response_id]
+        assert [fields[f"{name}_bytes"] for name in ("full", "content", "reasoning", "finish_reason", "model",
+                "response_id")] == [len(t.encode()) for t in texts]  # fmt: skip
+        assert sample.logprobs is not None and fields["logprobs_bytes"] == len(sample.logprobs.packed())
+        assert data[FIXED.size :].startswith("".join(texts).encode())
         assert zlib.crc32(data[:-4]) == int.from_bytes(data[-4:], "little")
+
+    def test_unknown_values_are_flags_not_zeros(self) -> None:
+        sample = full_sample(seed=None, completed_reasoning=None, usage=Usage(1, 2, 3, None), logprobs=None)
+        fields = fields_of(sample)
+        assert fields["flags"] == 1 and fields["seed"] == 0 and fields["cached_tokens"] == 0
+        back = round_trip(sample)
+        assert back.seed is None and back.completed_reasoning is None and back.usage.cached_tokens is None
+        assert round_trip(full_sample(seed=0, completed_reasoning=False)).seed == 0
 
     def test_same_sample_same_bytes(self) -> None:
         assert encode_record(full_sample()) == encode_record(full_sample())
@@ -235,22 +236,17 @@ class TestCorruption:
 
     @pytest.mark.parametrize("version", [0, 2, 255])
     def test_unknown_version(self, version: int) -> None:
-        data = forge(header_of(full_sample()), version=version)
+        sample = full_sample()
+        data = forge(fields_of(sample), body_of(sample), version=version)
         with pytest.raises(RecordError, match=f"version {version} "):
             decode_record(data, "p")
 
-    def test_fields_in_another_order_are_read(self) -> None:
-        sample = full_sample(logprobs=None)
-        header = header_of(sample)
-        shuffled = {name: header[name] for name in reversed(header)}
-        shuffled["usage"] = dict(reversed(header["usage"].items()))
-        assert list(shuffled) != list(header)
-        assert decode_record(forge(shuffled), "p") == dataclasses.replace(sample, prompt="p", cached=True)
-
     def test_forge_makes_valid_records(self) -> None:
         # The corruption cases below differ from this by the one thing they break.
-        sample = full_sample(logprobs=None)
-        assert decode_record(forge(header_of(sample)), "p") == dataclasses.replace(sample, prompt="p", cached=True)
+        sample = full_sample()
+        assert decode_record(forge(fields_of(sample), body_of(sample)), "p") == dataclasses.replace(
+            sample, prompt="p", cached=True
+        )
 
 
 class TestOldEntries:
@@ -282,80 +278,48 @@ class TestOldEntries:
             def __reduce__(self) -> tuple[Any, ...]:
                 return (pathlib.Path.touch, (target,))
 
-        with pytest.raises(RecordError, match="not JSON"):
-            decode_record(forge(raw=pickle.dumps(Armed())), "p")
+        sample = full_sample(logprobs=None)
+        fields = {**fields_of(sample), "flags": 1 | 32, "logprobs_bytes": len(pickle.dumps(Armed()))}
+        data = forge(fields, body_of(sample) + pickle.dumps(Armed()))
+        with pytest.raises(RecordError, match="logprobs are malformed"):
+            decode_record(data, "p")
         assert not target.exists()
 
 
-def broken(**changes: Any) -> dict[str, Any]:
-    header = header_of(full_sample(logprobs=None))
-    for name, value in changes.items():
-        if name.startswith("usage_"):
-            header["usage"][name[len("usage_") :]] = value
-        elif value is _DELETE:
-            del header[name]
-        else:
-            header[name] = value
-    return header
+class TestMalformedFields:
+    """A record whose CRC is right (written by other code, or forged) but whose fields are not."""
 
+    def sample(self) -> FwResponse:
+        return full_sample(logprobs=None)
 
-_DELETE = object()
+    @pytest.mark.parametrize("flags", [64, 128, 255])
+    def test_unknown_flags(self, flags: int) -> None:
+        fields = {**fields_of(self.sample()), "flags": flags}
+        with pytest.raises(RecordError, match="unknown flags"):
+            decode_record(forge(fields, body_of(self.sample())), "p")
 
-BAD_HEADERS: list[tuple[str, Any, str]] = [
-    ("array", [1, 2], "JSON object"),
-    ("string", "full", "JSON object"),
-    ("null", None, "JSON object"),
-    ("missing field", broken(model=_DELETE), "missing model"),
-    ("extra field", {**broken(), "prompt": "p"}, "unexpected prompt"),
-    ("full null", broken(full=None), "full must be a string"),
-    ("full number", broken(full=4), "full must be a string"),
-    ("finish_reason list", broken(finish_reason=["stop"]), "finish_reason must be a string"),
-    ("bool for index", broken(index=True), "index must be a non-negative integer"),
-    ("bool for created", broken(created=False), "created must be an integer"),
-    ("bool for seed", broken(seed=True), "seed must be an integer or null"),
-    ("float for created", broken(created=1.5), "created must be an integer"),
-    ("string for seed", broken(seed="7"), "seed must be an integer or null"),
-    ("negative index", broken(index=-1), "index must be a non-negative integer"),
-    ("int for echo", broken(echo=1), "echo must be true or false"),
-    ("null echo", broken(echo=None), "echo must be true or false"),
-    ("int for completed_reasoning", broken(completed_reasoning=0), "completed_reasoning must be true or false or null"),
-    ("usage list", broken(usage=[1, 2, 3, None]), "usage must be an object"),
-    ("usage missing", broken(usage={"prompt_tokens": 1}), "usage fields: missing cached_tokens, completion_tokens"),
-    ("usage bool", broken(usage_total_tokens=True), "usage.total_tokens must be a non-negative integer"),
-    ("usage float", broken(usage_prompt_tokens=3.0), "usage.prompt_tokens must be a non-negative integer"),
-    ("usage negative", broken(usage_completion_tokens=-2), "usage.completion_tokens must be"),
-    ("cached_tokens string", broken(usage_cached_tokens="5"), "usage.cached_tokens must be a non-negative integer"),
-    ("logprobs_bytes bool", broken(logprobs_bytes=False), "logprobs_bytes must be"),
-    ("logprobs_bytes negative", broken(logprobs_bytes=-1), "logprobs_bytes must be"),
-]
-
-
-class TestMalformedHeaders:
-    @pytest.mark.parametrize(("what", "header", "message"), BAD_HEADERS, ids=[b[0] for b in BAD_HEADERS])
-    def test_is_a_record_error(self, what: str, header: Any, message: str) -> None:
-        with pytest.raises(RecordError, match="header is malformed") as info:
-            decode_record(forge(header), "p")
-        assert message in str(info.value)
-
-    @pytest.mark.parametrize("raw", [b"", b"{", b"\xff\xfe", b'{"full": "x"', b"[1,]", b"NaN"])
-    def test_header_not_json(self, raw: bytes) -> None:
-        with pytest.raises(RecordError, match="not JSON"):
-            decode_record(forge(raw=raw), "p")
-
-    def test_header_length_past_the_end(self) -> None:
-        data = bytearray(forge(broken()))
-        struct.pack_into("<I", data, 5, len(data))
-        data[-4:] = zlib.crc32(data[:-4]).to_bytes(4, "little")
-        with pytest.raises(RecordError, match="runs past the end"):
-            decode_record(bytes(data), "p")
-
-    @pytest.mark.parametrize(
-        ("announced", "part"),
-        [(None, b"xyz"), (3, b""), (3, b"xy"), (3, b"wxyz"), (0, b"x")],
-    )
-    def test_lengths_do_not_add_up(self, announced: int | None, part: bytes) -> None:
+    @pytest.mark.parametrize(("field", "delta"), [("full_bytes", 1), ("model_bytes", -1), ("logprobs_bytes", 3)])
+    def test_lengths_do_not_add_up(self, field: str, delta: int) -> None:
+        fields = fields_of(self.sample())
+        fields[field] += delta
         with pytest.raises(RecordError, match="do not add up"):
-            decode_record(forge(broken(logprobs_bytes=announced), part), "p")
+            decode_record(forge(fields, body_of(self.sample())), "p")
+
+    def test_logprobs_bytes_without_the_flag(self) -> None:
+        fields = {**fields_of(self.sample()), "logprobs_bytes": 3}
+        with pytest.raises(RecordError, match="says it has none"):
+            decode_record(forge(fields, body_of(self.sample()) + b"xyz"), "p")
+
+    def test_logprobs_that_are_not_packed_logprobs(self) -> None:
+        fields = {**fields_of(self.sample()), "flags": 1 | 32, "logprobs_bytes": 40}
+        with pytest.raises(RecordError, match="logprobs are malformed"):
+            decode_record(forge(fields, body_of(self.sample()) + b"\x00" * 40), "p")
+
+    def test_text_that_is_not_utf8(self) -> None:
+        sample = full_sample(logprobs=None, full="ab")
+        body = b"\xff\xfe" + body_of(sample)[2:]
+        with pytest.raises(RecordError, match="not UTF-8"):
+            decode_record(forge(fields_of(sample), body), "p")
 
 
 class TestUnencodable:
@@ -366,7 +330,7 @@ class TestUnencodable:
             ({"index": True}, "index"),
             ({"seed": "7"}, "seed"),
             ({"full": None}, "full"),
-            ({"full": "lone \ud800 surrogate"}, "str"),
+            ({"full": "lone \ud800 surrogate"}, "not valid Unicode"),
             ({"seed": 2**70}, "64"),
         ],
     )

@@ -16,7 +16,7 @@ from typing import Any, NamedTuple, TypeVar, cast
 from ._columns import _STRINGS as _STRINGS  # re-exported: the bench measures the vocabulary through this module
 from ._columns import _VOCAB as _VOCAB
 from ._columns import Columns
-from ._packing import pack, read_header, unpack
+from ._packing import pack, peek_attributes, read_header, unpack
 
 __all__ = ["Logprobs", "TokenLogprob"]
 
@@ -241,21 +241,25 @@ class Logprobs:
         (the cache record's own CRC covers them).
         """
         self = cls.__new__(cls)
+        if verified and type(packed) is bytes:  # a cache hit: as little as possible until the logprobs are read
+            self.echo, self.num_prompt_tokens, self.prompt_length = peek_attributes(packed)
+            self._packed, self._views = packed, None
+            return self
         self._set_packed(packed, checksum=not verified)
         return self
 
     def _set_packed(self, packed: bytes, *, checksum: bool = True) -> None:
         if isinstance(packed, bytearray | memoryview):
             packed = bytes(packed)
-        header = read_header(packed, checksum=checksum)
+        if checksum:
+            header = read_header(packed)
+            echo, num_prompt_tokens, prompt_length = header.echo, header.num_prompt_tokens, header.prompt_length
+        else:  # verified bytes (a cache hit): the full header check waits for the first read of a column
+            echo, num_prompt_tokens, prompt_length = peek_attributes(packed)
         self._packed, self._views = packed, None
         with contextlib.suppress(AttributeError):  # unset on a new instance
             del self._cols  # __setstate__ on a used instance: the columns come from ``packed`` now
-        self.num_prompt_tokens, self.prompt_length, self.echo = (
-            header.num_prompt_tokens,
-            header.prompt_length,
-            header.echo,
-        )
+        self.num_prompt_tokens, self.prompt_length, self.echo = num_prompt_tokens, prompt_length, echo
 
     def packed(self) -> bytes:
         """The logprobs in the data-only packed format (FWLP, see :mod:`._packing`); see :meth:`from_packed`."""
@@ -274,7 +278,8 @@ class Logprobs:
         if packed is None:
             # Another thread unpacked between the failed lookup and here (or there is nothing to unpack).
             return object.__getattribute__(self, name)
-        columns = unpack(packed, checksum=False)  # from_packed/__setstate__ checked it on these same bytes
+        # The checksum was checked by from_packed/__setstate__ (or the cache record's CRC); unpack checks the rest.
+        columns = unpack(packed, checksum=False)
         self._cols = columns
         self._packed = None  # set after _cols, so a concurrent reader never finds neither
         return columns

@@ -38,7 +38,7 @@ from typing import Any, Final, NamedTuple
 
 from ._columns import Columns, _index_code, _indices, _strings
 
-__all__ = ["FORMAT_VERSION", "MAGIC", "Header", "pack", "read_header", "unpack"]
+__all__ = ["FORMAT_VERSION", "MAGIC", "Header", "pack", "peek_attributes", "read_header", "unpack"]
 
 MAGIC: Final = b"FWLP"
 """The first bytes of every packed form."""
@@ -166,6 +166,21 @@ def read_header(data: bytes, *, checksum: bool = True) -> Header:
     if checksum and zlib.crc32(memoryview(data)[_PREFIX.size :]) != crc:
         raise _malformed("the checksum does not match (the data is corrupted)")
     return header
+
+
+_START = _PREFIX.pack(MAGIC, FORMAT_VERSION, 0)[:6]  # magic and version, as every v1 form begins
+
+
+def peek_attributes(data: bytes) -> tuple[bool, int, int]:
+    """``(echo, num_prompt_tokens, prompt_length)`` of ``data`` after checking only its magic and version.
+
+    For bytes whose integrity the caller has already checked (a cache record's CRC covers them): a cache
+    hit then costs a few struct reads; :func:`unpack` checks the whole header before any column is read.
+    """
+    if len(data) < _HEADER_SIZE or data[:6] != _START:
+        raise _malformed(f"the data starts with {bytes(data[:6])!r}, not FWLP version {FORMAT_VERSION}")
+    fields = _FIELDS.unpack_from(data, _PREFIX.size)
+    return bool(fields[0] & _ECHO), fields[-3], fields[-2]
 
 
 # -- packing -------------------------------------------------------------------------------------------------
