@@ -771,7 +771,8 @@ class TestPackedMalformed:
     def test_none_positions_out_of_order_or_range(self, positions: list[int]) -> None:
         data = make(["a", "b", "c"], [None, -1.0, None] if len(positions) == 2 else [None, -1.0, -2.0]).packed()
         header = read_header(data)
-        at = _PREFIX.size + _FIELDS.size + header.text_bytes + 3 + 3 * 4  # after the strings, keys and logprobs
+        # after the strings, the three keys and the three logprobs
+        at = _PREFIX.size + _FIELDS.size + header.text_bytes + 3 * array(header.key).itemsize + 3 * 4
         count = header.n_lp_none
         assert count == len(positions)
         new = b"".join(struct.pack("<I", p) for p in positions)
