@@ -62,9 +62,13 @@ def sizes(store: FakeStore) -> list[int]:
 
 
 async def settle() -> None:
-    """Let the write tasks that were started run (no real time passes)."""
-    for _ in range(5):
-        await asyncio.sleep(0)
+    """Let the write tasks that were started run: each encodes its batch on a worker thread first, so this
+    waits for the default executor to go idle (a round trip to a thread per batch, milliseconds)."""
+    loop = asyncio.get_running_loop()
+    for _ in range(3):
+        await loop.run_in_executor(None, lambda: None)  # after every encoding queued before it
+        for _ in range(5):
+            await asyncio.sleep(0)
 
 
 def run_checked(coro: Any) -> list[dict[str, Any]]:

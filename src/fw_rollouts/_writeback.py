@@ -19,9 +19,10 @@ log = logging.getLogger("fw_rollouts.cache")
 class WriteBehind:
     """Samples of one call go to a :class:`SampleStore` in batches, one ``set_many`` task each.
 
-    ``add`` encodes the sample and queues it; once ``batch`` samples are pending, or
-    ``interval`` seconds (by ``clock``) have passed since the last batch, the pending ones are
-    handed to ``store.set_many`` as a task. ``drain`` hands over what is left and waits for
+    ``add`` queues the sample; once ``batch`` samples are pending, or ``interval`` seconds
+    (by ``clock``) have passed since the last batch, a task encodes the pending ones on a
+    worker thread (off the event loop, which goes on with the requests) and hands them to
+    ``store.set_many``. ``drain`` hands over what is left and waits for
     every task; it runs before a call returns or is abandoned, so an interrupted run still
     leaves what it fetched. Caching is best effort: a failed write (disk full, read-only
     directory...) loses only the cache entries, never the samples, which the caller returns
@@ -55,7 +56,7 @@ class WriteBehind:
         self._interval = interval
         self._clock = clock
         self._last = clock()
-        self._pending: list[tuple[str, bytes]] = []
+        self._pending: list[tuple[str, FwResponse]] = []
         # Strong references: the event loop keeps only weak ones to running tasks.
         self._in_flight: set[asyncio.Task[None]] = set()
         self._uncached = 0  # samples not cached since the last drain
@@ -68,12 +69,7 @@ class WriteBehind:
 
     def add(self, key: str, response: FwResponse) -> None:
         """Queue one sample for the store (call it from a coroutine: it may start a write task)."""
-        try:
-            record = encode_record(response)
-        except RecordError as exc:  # a sample that cannot be stored is still a sample
-            self._failed(1, exc)
-            return
-        self._pending.append((key, record))
+        self._pending.append((key, response))
         if len(self._pending) >= self._batch or self._clock() - self._last >= self._interval:
             self._flush()
 
@@ -102,10 +98,15 @@ class WriteBehind:
             self._in_flight.add(task)
             task.add_done_callback(self._in_flight.discard)
 
-    async def _write(self, items: list[tuple[str, bytes]]) -> None:
+    async def _write(self, items: list[tuple[str, FwResponse]]) -> None:
         # Every exception is retrieved here, so none is left for "Task exception was never retrieved".
         try:
-            await self._store.set_many(items)
+            # Encoding off the event loop, a batch at a time, as the loop goes on with the requests.
+            records, failures = await asyncio.to_thread(_encode, items)
+            for error in failures:
+                self._failed(1, error)
+            if records:
+                await self._store.set_many(records)
         except Exception as exc:
             self._failed(len(items), exc)
 
@@ -119,3 +120,16 @@ class WriteBehind:
             f"WriteBehind({self._store.location!r}, pending={len(self._pending)}, "
             f"in_flight={len(self._in_flight)}, batch={self._batch})"
         )
+
+
+def _encode(items: list[tuple[str, FwResponse]]) -> tuple[list[tuple[str, bytes]], list[RecordError]]:
+    """The records of ``items``, and why any could not be encoded (a sample that cannot be stored is still a
+    sample: it is returned, just not cached)."""
+    records: list[tuple[str, bytes]] = []
+    failures: list[RecordError] = []
+    for key, response in items:
+        try:
+            records.append((key, encode_record(response)))
+        except RecordError as exc:
+            failures.append(exc)
+    return records, failures
