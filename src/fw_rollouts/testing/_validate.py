@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -233,20 +233,19 @@ def _validate_messages(v: object, errs: FieldErrors) -> list[Message]:
 
 def _check_scalars(get: Callable[[str], Any], errs: FieldErrors) -> None:
     """The fields the tables describe: floats and ints with their ranges, bools, strings, enumerations."""
-    for name, (flo, fhi) in _FLOATS.items():
-        v = get(name)
-        if v is not None:
-            if _is_num(v):
-                _check_range(errs, ["body", name], v, flo, fhi)
+    numeric: tuple[tuple[Mapping[str, tuple[float | None, float | None]], Callable[[object], bool], Any], ...] = (
+        (_FLOATS, _is_num, _FLOAT_ERR),
+        (_INTS, _is_int, _INT_ERR),
+    )
+    for table, is_kind, error in numeric:
+        for name, (lo, hi) in table.items():
+            v = get(name)
+            if v is None:
+                continue
+            if is_kind(v):
+                _check_range(errs, ["body", name], v, lo, hi)
             else:
-                errs.append((["body", name], *_FLOAT_ERR))
-    for name, (ilo, ihi) in _INTS.items():
-        v = get(name)
-        if v is not None:
-            if _is_int(v):
-                _check_range(errs, ["body", name], v, ilo, ihi)
-            else:
-                errs.append((["body", name], *_INT_ERR))
+                errs.append((["body", name], *error))
     for name in _BOOLS:
         v = get(name)
         if v is not None and not isinstance(v, bool):
