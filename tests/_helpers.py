@@ -32,7 +32,7 @@ class MakeClient(Protocol):
     def __call__(self, **options: Any) -> AsyncFireworks: ...
 
 
-def shared_fixture(relative: str) -> Path:
+def fixture_path(relative: str) -> Path:
     """Path of a fixture file under ``FIXTURES``; fails the test if it is missing.
 
     A missing fixture is a broken checkout, not an environment to tolerate: skipping would hide the very tests
@@ -46,13 +46,13 @@ def shared_fixture(relative: str) -> Path:
 
 def load_json_fixture(relative: str) -> dict[str, Any]:
     """A JSON fixture under ``FIXTURES``, parsed."""
-    data: dict[str, Any] = json.loads(shared_fixture(relative).read_text(encoding="utf-8"))
+    data: dict[str, Any] = json.loads(fixture_path(relative).read_text(encoding="utf-8"))
     return data
 
 
 def fixture_text(relative: str) -> str:
     """A fixture's text (UTF-8) under ``FIXTURES``."""
-    return shared_fixture(relative).read_text(encoding="utf-8")
+    return fixture_path(relative).read_text(encoding="utf-8")
 
 
 def completion_body(

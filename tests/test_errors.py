@@ -1,4 +1,4 @@
-"""The exception tree, error bodies -> exceptions (including the shared fixtures) and Retry-After parsing."""
+"""The exception tree, error bodies -> exceptions (the fixtures in tests/data/fixtures included) and Retry-After."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Parsing completions bodies: the shared fixtures, synthetic server behaviours and malformed bodies."""
+"""Parsing completions bodies: the fixtures in tests/data/fixtures, synthetic server behaviours and malformed bodies."""
 
 from __future__ import annotations
 

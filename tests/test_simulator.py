@@ -22,7 +22,7 @@ from typing import Any, BinaryIO, Protocol
 import pytest
 
 import fw_rollouts.testing
-from _helpers import load_json_fixture, shared_fixture
+from _helpers import fixture_path, load_json_fixture
 from fw_rollouts.testing import Fault, FireworksSimulator
 
 R1_MODEL = "accounts/fireworks/models/deepseek-r1-distill-qwen-1p5b"
@@ -375,7 +375,7 @@ def test_routes(sim: FireworksSimulator) -> None:
 
 
 def test_sse_framing_matches_non_stream(sim: FireworksSimulator) -> None:
-    fx_chunk = json.loads(sse(shared_fixture("fireworks/stream-legacy-logprobs.sse").read_bytes())[0])
+    fx_chunk = json.loads(sse(fixture_path("fireworks/stream-legacy-logprobs.sse").read_bytes())[0])
     r = call(sim, {"model": R1_MODEL, "prompt": R1_PROMPT, "max_tokens": 7, "logprobs": 2, "stream": True})
     assert r.status == 200 and r.headers["content-type"] == "text/event-stream"
     assert r.headers["transfer-encoding"] == "chunked" and "content-length" not in r.headers
