@@ -97,6 +97,10 @@ class Settings:
         if not changes:
             return self
         check_known(changes)
+        return self._with(changes)
+
+    def _with(self, changes: Mapping[str, Any]) -> Settings:
+        """A copy with ``changes`` (known option names) validated and applied."""
         values = {f.name: getattr(self, f.name) for f in fields(self)}
         for name, value in changes.items():
             values[name] = by_name(name).validate(value)
@@ -108,8 +112,8 @@ class Settings:
         """The settings of one call: call-scoped ``overrides`` applied; a client option is an error."""
         if not overrides:
             return self
-        check_call_options(overrides, where=where)
-        return self.replace(**overrides)
+        check_call_options(overrides, where=where)  # names checked there: no second pass in replace()
+        return self._with(overrides)
 
     # -- derived -------------------------------------------------------------
 
