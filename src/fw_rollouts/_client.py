@@ -21,6 +21,7 @@ from ._budget import Budget
 from ._cache_key import CacheKeyer
 from ._clock import Clock
 from ._exceptions import ConfigurationError, FwRolloutsError, InvalidTypeError, ValidationError
+from ._lookup import cached_samples
 from ._models import FwResponse, FwRollouts
 from ._options import (
     DEFAULT_CACHE_DIR,
@@ -34,7 +35,6 @@ from ._parsing import ResponseSpec
 from ._plan import Plan
 from ._progress import progress_bar as make_progress_bar
 from ._prompts import MODEL_ALIASES, RenderedPrompt, model_hint, render_prompt
-from ._record import RecordError, decode_record
 from ._run import Job, RunResult, SampleRun
 from ._services import SEAMS, Services
 from ._settings import Settings
@@ -236,7 +236,7 @@ class AsyncFireworks:
 
         results: dict[int, FwResponse] = {}
         if store is not None and keyer is not None:
-            results = await _cached(store, [plan.key(keyer, s) for s in seeds], seeds, rendered.text, spec)
+            results = await cached_samples(store, [plan.key(keyer, s) for s in seeds], seeds, rendered.text, spec)
         missing = [s for s in seeds if s not in results]
         outcome = RunResult()
         if missing:
@@ -362,24 +362,6 @@ class AsyncFireworks:
             return await run.run()
         finally:
             bar.close()
-
-
-async def _cached(
-    store: SampleStore, keys: list[str], seeds: list[int], prompt: str, spec: ResponseSpec
-) -> dict[int, FwResponse]:
-    """The samples of ``seeds`` the store already holds (a record that cannot be read is a miss)."""
-    found: dict[int, FwResponse] = {}
-    for seed, key, data in zip(seeds, keys, await store.get_many(keys), strict=True):
-        if data is None:
-            continue
-        try:
-            hit = decode_record(data, prompt)
-        except RecordError as exc:
-            log.warning("ignoring unreadable cache entry %s in %s: %s", key[:12], store.location, exc)
-            continue
-        if hit.logprobs is not None or not spec.logprobs:
-            found[seed] = hit
-    return found
 
 
 def _verbatim_model(settings: Settings) -> str | None:
