@@ -10,6 +10,7 @@ public view over it; :mod:`._packing` is its byte form.
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 from array import array
@@ -26,6 +27,18 @@ __all__ = ["Columns"]
 _VOCAB: dict[str, int] = {}
 _STRINGS: list[str] = []
 _VOCAB_LOCK = threading.Lock()
+
+
+def _new_lock_after_fork() -> None:
+    # A thread of the parent may have held the lock at fork(); in the child that thread does not exist and
+    # the lock would stay held for good. The tables stay usable: a string appended without its index is
+    # simply appended again.
+    global _VOCAB_LOCK
+    _VOCAB_LOCK = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_lock_after_fork)
 
 
 def _add_token(token: str) -> int:

@@ -40,7 +40,7 @@ def blocking(method: Callable[Concatenate[AsyncFireworks, P], Coroutine[Any, Any
     name = method.__name__
 
     def call(self: Fireworks, /, *args: P.args, **kwargs: P.kwargs) -> T:
-        return self._runner.run(method(self._async, *args, **kwargs))
+        return get_runner().run(method(self._async, *args, **kwargs))
 
     call.__name__ = call.__qualname__ = name
     call.__signature__ = inspect.signature(method)  # type: ignore[attr-defined]
@@ -55,18 +55,21 @@ class Fireworks:
     works in scripts, in Jupyter (where a loop is already running) and from several
     threads at once. Ctrl-C stops in-flight requests. Use ``with Fireworks(...) as
     client:`` or call :meth:`close`.
+
+    The loop thread is looked up on every call, never kept: a client made before
+    ``os.fork()`` (``multiprocessing`` with the fork start method, ``Pool``,
+    ``ProcessPoolExecutor``) runs in the child on the child's own loop thread, since the
+    parent's does not exist there.
     """
 
     @same_options_as(AsyncFireworks.__init__)
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._async = AsyncFireworks(*args, **kwargs)
-        self._runner = get_runner()
 
     @classmethod
     def _wrap(cls, core: AsyncFireworks) -> Fireworks:
         client = cls.__new__(cls)
         client._async = core
-        client._runner = get_runner()
         return client
 
     @property
@@ -87,7 +90,7 @@ class Fireworks:
 
     def close(self) -> None:
         """Close connections and the cache."""
-        self._runner.run(self._async.aclose())
+        get_runner().run(self._async.aclose())
 
     def __enter__(self) -> Fireworks:
         return self
