@@ -88,7 +88,7 @@ def test_a_lock_held_at_fork_does_not_stop_the_child_from_reading_logprobs() -> 
                 os.write(write, bytes([status]))
                 os._exit(0)
     os.close(write)
-    status = os.read(read, 1)
+    reported = os.read(read, 1)
     os.close(read)
     os.waitpid(pid, 0)
-    assert status == b"\x00", "the child hung on a lock its parent held at fork"
+    assert reported == b"\x00", "the child hung on a lock its parent held at fork"
