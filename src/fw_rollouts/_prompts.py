@@ -110,6 +110,7 @@ def validate_prompt(prompt: Any) -> None:
     if isinstance(prompt, str):
         if not prompt:
             raise ValidationError("prompt", prompt, "a non-empty string or a non-empty list of chat messages")
+        _check_encodable("prompt", prompt)
         return
     if not isinstance(prompt, Sequence) or isinstance(prompt, (bytes, bytearray)):
         raise InvalidTypeError(
@@ -127,6 +128,28 @@ def validate_prompt(prompt: Any) -> None:
         content = message.get("content")
         if not isinstance(content, str):
             raise InvalidTypeError(f"{where}['content']", content, "a string")
+        _check_encodable(f"{where}['content']", content)
+
+
+def _check_encodable(where: str, text: str) -> None:
+    """Refuse text that cannot be sent as UTF-8: a lone surrogate, as ``errors="surrogateescape"`` leaves them.
+
+    Without this, JSON escapes it (``\\ud800``), the server fails on every retry, and the cache key cannot be
+    computed at all.
+    """
+    if text.isascii():
+        return
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        bad = text[exc.start : exc.end]
+        raise ValidationError(
+            where,
+            text,
+            f"text that can be encoded as UTF-8; it has a lone surrogate {bad!r} at position {exc.start} "
+            "(common in data decoded with errors='surrogateescape': decode it with errors='replace', "
+            "or remove the character)",
+        ) from None
 
 
 def render_prompt(
