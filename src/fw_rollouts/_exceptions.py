@@ -36,6 +36,7 @@ another. Errors pickle (they cross process boundaries in worker pools).
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -133,6 +134,16 @@ class ValidationError(FwRolloutsError, ValueError):
         self.allowed = allowed
         shown = _short_repr(value)
         super().__init__(message or f"invalid {argument}={shown}: {allowed}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # The bad value may be anything (a lambda, a lock, an open file): an error that cannot be pickled
+        # reaches a process pool's parent as "terminated abruptly". Such a value crosses as its repr.
+        state = dict(self.__dict__)
+        try:
+            pickle.dumps(self.value)
+        except Exception:
+            state["value"] = _short_repr(self.value, limit=200)
+        return _restore, (type(self), state)
 
 
 class InvalidTypeError(ValidationError, TypeError):
