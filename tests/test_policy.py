@@ -236,6 +236,36 @@ def test_the_unreachable_error_is_a_new_error_naming_the_url() -> None:
     assert again.message.count("http://127.0.0.1:9/v1/completions") == 1 and "no attempt could connect" in again.message
 
 
+def silent(attempts: int = 9) -> APITimeoutError:
+    """A read timeout: connected, and no HTTP response came."""
+    return APITimeoutError("no complete response within 300s", connected=True, attempts=attempts)
+
+
+def test_a_call_never_answered_ends_when_one_sample_has_used_its_retries() -> None:
+    clock = Ticker()
+    reach = Reachability(clock)
+    for _ in range(9):
+        reach.record(silent())
+        clock.time += 300
+    assert not reach.gives_up(silent())  # a slow server looks the same for a while: each sample retries
+    assert reach.ends_the_call(silent(attempts=9)) and reach.ends_the_call(reset()._evolve(attempts=3))
+    assert not reach.ends_the_call(silent(attempts=1))  # max_retries=0: each sample fails alone
+    assert not reach.ends_the_call(status(500, attempts=9))
+    error = reach.unanswered_error(silent(), "http://127.0.0.1:9/v1/completions")
+    assert type(error) is APITimeoutError and error.connected and error.attempts == 9
+    assert "accepted connections but answered none of this call's 9 attempts over 2700.0s" in error.message
+    assert "http://127.0.0.1:9/v1/completions" in error.message and "timeout=" in error.message
+
+
+@pytest.mark.parametrize("answer", [None, status(500), status(429), MalformedResponseError("x")], ids=repr)
+def test_one_answer_means_a_timeout_is_only_that_samples_bad_luck(answer: BaseException | None) -> None:
+    reach = Reachability(Ticker())
+    reach.record(silent())
+    reach.record(answer)
+    reach.record(silent())
+    assert reach.answered and not reach.ends_the_call(silent(attempts=9))
+
+
 # -- end to end ------------------------------------------------------------------------------------------
 
 
@@ -441,3 +471,37 @@ def test_a_failure_carrier_pickles_with_its_errors() -> None:
     assert type(copy.errors[0]) is ServerError and copy.errors[0].message == "overloaded"
     assert type(copy.errors[3]) is APIConnectionError and copy.errors[3].attempts == 9
     assert first.errors == {} and first.message == "overloaded"  # _evolve left the original alone
+
+
+def test_a_server_that_accepts_and_never_answers_fails_a_big_call_in_one_samples_retries(
+    sim: FireworksSimulator, tmp_path: Path
+) -> None:
+    # Every request hangs far past the timeout. 40 samples, 4 at a time, 3 attempts of 0.2 s each: one
+    # sample's retries take ~0.6 s; before, every wave of 4 waited that long in turn (10 waves, ~6 s).
+    sim.faults.random(1.0, [Fault.slow(3600)])
+
+    async def main() -> None:
+        async with make(sim.base_url, sim.api_key, tmp_path, timeout=0.2, max_retries=2, max_concurrency=4) as c:
+            await c.generate("Hello?", n_samples=40)
+
+    start = time.perf_counter()
+    with pytest.raises(APITimeoutError) as info:
+        asyncio.run(main())
+    elapsed = time.perf_counter() - start
+    error = info.value
+    assert elapsed < 2.5, elapsed
+    assert "accepted connections but answered none" in error.message and sim.base_url in error.message
+    assert error.attempts == 3 and error.rollouts is not None and len(error.rollouts) == 0
+    assert len(completions(sim)) <= 4 * 3
+
+
+def test_a_request_that_hangs_while_others_are_answered_is_retried_and_nothing_is_lost(
+    sim: FireworksSimulator, tmp_path: Path
+) -> None:
+    sim.faults.push(Fault.slow(3600), Fault.ok(), Fault.slow(3600), Fault.ok(), Fault.slow(3600))
+
+    async def main() -> int:
+        async with make(sim.base_url, sim.api_key, tmp_path, timeout=0.3, max_concurrency=2) as c:
+            return len(await c.generate("Hello?", n_samples=12))
+
+    assert asyncio.run(main()) == 12

@@ -12,8 +12,11 @@ only ask:
   an unknown model, a server without logprobs)? Then stop the call instead of paying for it.
 * :func:`cools_down`: is the service overloaded (429, 503)? Then nobody starts a request until
   the wait has passed (the budget's cool-down), not just the one that was told.
-* :class:`Reachability`: has this call ever reached the server? When every attempt so far
-  failed to connect at all, stop within seconds with one error naming the URL.
+* :class:`Reachability`: has this call ever reached the server, and has it ever answered? When
+  every attempt so far failed to connect at all, stop within seconds with one error naming the
+  URL. When the server takes connections but has never answered one (every attempt timed out or
+  was dropped), stop once the first sample has used up its retries: a call of any size then fails
+  in about ``(max_retries + 1) x timeout``, not that times the number of request waves.
 * :class:`RetryLog`: log each distinct cause of retries once per call at WARNING, the rest at
   DEBUG, so a thousand samples against a dead server do not print thousands of lines.
 """
@@ -91,27 +94,44 @@ def cause(exc: APIError) -> str:
 
 
 class Reachability:
-    """Whether one call has ever reached its server, to end it fast when it cannot.
+    """Whether one call has ever reached its server, and whether the server ever answered, to end it fast
+    when it cannot.
 
     ``clock`` is the SDK's clock (seconds). A call gives up on connection failures once
     none of its attempts has got any HTTP response, at least two attempts failed to connect,
     and :data:`UNREACHABLE_AFTER` seconds have passed since the first: a closed port or an
     unreachable host then ends the call in about two seconds instead of retrying every sample.
+
+    A server that accepts connections but never sends an HTTP response (each attempt times out,
+    or the connection is dropped) is not given that benefit of a quick verdict, since a slow
+    server looks the same for a while; but once one sample has failed for good that way and
+    no attempt of the call was ever answered, :meth:`ends_the_call` says the others would fare
+    no better, so the call ends after one sample's retries instead of every sample's in turn.
     """
 
-    __slots__ = ("_attempts", "_clock", "_first", "reached")
+    __slots__ = ("_attempts", "_clock", "_first", "_silent", "_silent_since", "answered", "reached")
 
     def __init__(self, clock: Callable[[], float]) -> None:
         self._clock = clock
         self._first: float | None = None
         self._attempts = 0
+        self._silent = 0  # attempts that connected and got no HTTP response
+        self._silent_since: float | None = None
         self.reached = False
+        """True once any attempt got a connection (or an HTTP response)."""
+        self.answered = False
         """True once any attempt got an HTTP response (a success or an error status)."""
 
     def record(self, exc: BaseException | None) -> None:
         """Note the outcome of one attempt (None: it succeeded)."""
-        if not isinstance(exc, APIConnectionError) or exc.connected:
-            self.reached = True  # an HTTP answer, or at least a connection
+        if not isinstance(exc, APIConnectionError):
+            self.reached = self.answered = True  # an HTTP answer: a success, an error status, a bad body
+            return
+        if exc.connected:
+            self.reached = True
+            self._silent += 1
+            if self._silent_since is None:
+                self._silent_since = self._clock()
             return
         self._attempts += 1
         if self._first is None:
@@ -123,12 +143,28 @@ class Reachability:
             return False
         return self._attempts >= 2 and self._clock() - self._first >= UNREACHABLE_AFTER
 
+    def ends_the_call(self, exc: BaseException) -> bool:
+        """Whether a sample's final failure ``exc``, after retries, should end the whole call because the
+        server has never answered any attempt of it: the other samples would wait just as long for nothing."""
+        # One attempt is no evidence (max_retries=0 asks each sample to fail alone, and fast).
+        return isinstance(exc, APIConnectionError) and exc.attempts >= 2 and not self.answered
+
     def unreachable_error(self, exc: APIConnectionError, url: str) -> APIConnectionError:
         """The one error a call raises when its server could never be reached."""
         where = "" if url in exc.message else f" to {url}"
         return exc._evolve(
             message=f"{exc.message}; no attempt could connect{where} ({self._attempts} attempts over "
             f"{self._clock() - (self._first or 0.0):.1f}s): check base_url and the network"
+        )
+
+    def unanswered_error(self, exc: APIConnectionError, url: str) -> APIConnectionError:
+        """The one error a call raises when its server took connections but never answered any attempt."""
+        where = "" if url in exc.message else f" ({url})"
+        elapsed = self._clock() - (self._silent_since if self._silent_since is not None else self._clock())
+        return exc._evolve(
+            message=f"{exc.message}; the server{where} accepted connections but answered none of this call's "
+            f"{self._silent + self._attempts} attempts over {elapsed:.1f}s, so the call stops here instead of "
+            "waiting as long for every other sample: check the server, or raise timeout= if it is only slow"
         )
 
 

@@ -217,9 +217,13 @@ class SampleRun:
                 errors[s] = exc if first else exc._evolve()
                 first = False
         ends = ends_the_call(exc, any_succeeded=self.succeeded)
-        if isinstance(exc, APIConnectionError) and self.reachability.gives_up(exc):
-            exc = self.reachability.unreachable_error(exc, self.job.url)
-            ends = True
+        if isinstance(exc, APIConnectionError):
+            if self.reachability.gives_up(exc):
+                exc = self.reachability.unreachable_error(exc, self.job.url)
+                ends = True
+            elif self.reachability.ends_the_call(exc):
+                exc = self.reachability.unanswered_error(exc, self.job.url)
+                ends = True
         if ends and not self.stopped:
             log.debug("request seed=%d failed for good (%s); stopping this call", seed, exc)
             self.result.fatal = exc
