@@ -525,6 +525,60 @@ def test_fault_stream_cut(sim: FireworksSimulator) -> None:
     assert sim.status_counts == {200: 1, "stream_cut": 1}
 
 
+def test_fault_body_answers_exactly_that(sim: FireworksSimulator) -> None:
+    logprobs = {"tokens": ["a"], "token_logprobs": [float("nan")]}
+    impossible = {"choices": [{"index": 0, "text": "a", "logprobs": logprobs}]}
+    sim.faults.push(
+        Fault.body(impossible),
+        Fault.body(b"[" * 5000 + b"]" * 5000),
+        Fault.body("<p>down</p>", status=503, content_type="text/html"),
+    )
+    r = call(sim, BODY)
+    assert r.status == 200 and r.headers["content-type"] == "application/json" and r.headers["x-request-id"]
+    assert b'"token_logprobs":[NaN]' in r.data  # the literal some servers send, as json.dumps writes it
+    assert call(sim, BODY).data == b"[" * 5000 + b"]" * 5000
+    r = call(sim, BODY)
+    assert (r.status, r.headers["content-type"], r.data) == (503, "text/html", b"<p>down</p>")
+    assert call(sim, BODY).status == 200 and "choices" in call(sim, BODY).json()
+    assert [rec.fault for rec in sim.requests][:3] == ["body:200", "body:200", "body:503"]
+    with pytest.raises(ValueError, match="from 200 to 599"):
+        Fault.body({}, status=101)
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_fault_huge_is_the_reply_padded_and_sent_as_the_client_reads(sim: FireworksSimulator, chunked: bool) -> None:
+    normal = call(sim, BODY).json()
+    sim.faults.push(Fault.huge(3_000_000, chunked=chunked))
+    r = call(sim, BODY)
+    assert r.status == 200 and len(r.data) == 3_000_000
+    assert ("transfer-encoding" in r.headers) == chunked and ("content-length" in r.headers) != chunked
+    padded = r.json()
+    assert set(padded.pop("x_padding")) == {"a"}
+    for each in (padded, normal):  # a new id and maybe another second: the rest is the reply it would have got
+        del each["id"], each["created"]
+    assert padded == normal
+    assert sim.requests[-1].fault == "huge" and sim.requests[-1].body_bytes == 3_000_000
+
+    # A client that stops reading: the server writes only as fast as the socket drains, then sees it close.
+    sim.faults.push(Fault.huge(1 << 30, chunked=chunked))
+    with socket.create_connection(("127.0.0.1", sim.port)) as raw:
+        payload = json.dumps(BODY).encode()
+        raw.sendall(
+            b"POST /inference/v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sim-key\r\n"
+            b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(payload), payload)
+        )
+        assert raw.recv(65536).startswith(b"HTTP/1.1 200")
+    deadline = time.monotonic() + 5
+    while sim.status_counts["client_closed"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    record = sim.requests[-1]
+    assert sim.status_counts["client_closed"] == 1 and record.fault == "huge"
+    assert record.body_bytes is not None and 0 < record.body_bytes < 64 << 20  # kernel buffers, not a gigabyte
+    assert call(sim, BODY).status == 200  # and it serves the next request as usual
+    with pytest.raises(ValueError, match="nbytes"):
+        Fault.huge(-1)
+
+
 def test_random_faults(sim: FireworksSimulator) -> None:
     sim.faults.random(1.0, kinds=[503])
     sim.faults.push(Fault.ok())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 from collections import deque
@@ -16,7 +17,9 @@ from ._reply import Reply, dumps, status_phrase
 
 __all__ = ["DEFAULT_RANDOM_KINDS", "ErrorShape", "Fault", "FaultKind", "FaultPlan", "MalformedKind"]
 
-FaultKind = Literal["ok", "status", "reset", "reset_mid_body", "truncated", "malformed", "slow", "stream_cut"]
+FaultKind = Literal[
+    "ok", "status", "reset", "reset_mid_body", "truncated", "malformed", "slow", "stream_cut", "body", "huge"
+]
 ErrorShape = Literal["nested", "flat", "string", "detail", "html", "empty"]
 MalformedKind = Literal["html", "wrong_shape", "empty"]
 
@@ -42,9 +45,11 @@ class Fault:
     #: What happens: ``ok`` (nothing: a placeholder in a script), ``status`` (an error reply), ``reset``
     #: (connection dropped, no reply), ``reset_mid_body`` (headers and part of the body, then the connection
     #: closes), ``truncated`` (200 with a cut-off JSON body), ``malformed`` (200 with a body that is not a
-    #: completion), ``slow`` (a normal reply after a delay) or ``stream_cut`` (an SSE stream that stops early).
+    #: completion), ``slow`` (a normal reply after a delay), ``stream_cut`` (an SSE stream that stops early),
+    #: ``body`` (exactly the given body) or ``huge`` (the normal reply padded to a given size, sent as the
+    #: client reads it).
     kind: FaultKind
-    #: HTTP status of a ``status`` fault.
+    #: HTTP status of a ``status`` or ``body`` fault.
     code: int = 0
     #: Error body shape of a ``status`` fault.
     shape: ErrorShape = "nested"
@@ -62,6 +67,14 @@ class Fault:
     malformed_kind: MalformedKind = "html"
     #: For ``stream_cut``: drop the connection instead of ending the chunked body cleanly.
     abort: bool = False
+    #: The bytes a ``body`` fault answers with.
+    content: bytes = b""
+    #: Content-Type of a ``body`` fault.
+    content_type: str = "application/json"
+    #: Size in bytes of a ``huge`` fault's body.
+    nbytes: int = 0
+    #: For ``huge``: send the body chunked, with no Content-Length (the client learns its size only by reading).
+    chunked: bool = False
 
     @classmethod
     def status(
@@ -136,6 +149,40 @@ class Fault:
         """
         return cls("stream_cut", abort=abort)
 
+    @classmethod
+    def body(cls, content: object, *, status: int = 200, content_type: str = "application/json") -> Fault:
+        """Answer with exactly ``content`` and HTTP ``status`` (200 by default), whatever the request asked.
+
+        ``content`` may be bytes (sent verbatim), a str (sent as UTF-8) or any JSON value, encoded with
+        ``json.dumps`` (so NaN and infinities go out as the ``NaN``/``Infinity`` literals some servers send).
+        Pass bytes for what the encoder cannot write, such as nesting thousands of levels deep. For impossible
+        replies: NaN or positive logprobs, booleans where numbers belong, repeated choice indexes, ...
+        """
+        if not 200 <= status <= 599:
+            raise ValueError(f"fault status must be from 200 to 599, got {status}")
+        if isinstance(content, bytes):
+            data = content
+        elif isinstance(content, str):
+            data = content.encode("utf-8")
+        else:
+            data = json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        return cls("body", code=status, content=data, content_type=content_type)
+
+    @classmethod
+    def huge(cls, nbytes: int, *, chunked: bool = False) -> Fault:
+        """Answer 200 with the normal reply padded to ``nbytes`` bytes, written only as fast as the client reads.
+
+        The body is ``{"x_padding":"aaa...",`` followed by the rest of the reply the request would have got, so
+        a client that reads it all gets a valid completion. It goes out with its ``Content-Length``, or chunked
+        without one when ``chunked`` is true (the client then learns the size only by reading). The server
+        never holds more than 64 KiB of it at once, so ``nbytes`` may be far beyond memory; ``RecordedRequest
+        .body_bytes`` says how much of it was written before the client closed the connection (counted as
+        ``"client_closed"`` then). A stream request gets its normal reply.
+        """
+        if nbytes < 0:
+            raise ValueError("nbytes must be >= 0")
+        return cls("huge", nbytes=int(nbytes), chunked=chunked)
+
     @property
     def label(self) -> str | None:
         """Name recorded in ``RecordedRequest.fault``: ``"status:429"``, ``"reset"``, ``"malformed:html"``…
@@ -148,12 +195,17 @@ class Fault:
             return f"status:{self.code}"
         if self.kind == "malformed":
             return f"malformed:{self.malformed_kind}"
+        if self.kind == "body":
+            return f"body:{self.code}"
         return self.kind
 
     def reply(self, request_id: str) -> Reply:
-        """The reply of a ``status`` or ``malformed`` fault."""
+        """The reply of a ``status``, ``malformed`` or ``body`` fault."""
         if self.kind == "malformed":
             return self._malformed(request_id)
+        if self.kind == "body":
+            headers = [("content-type", self.content_type), ("x-request-id", request_id)]
+            return Reply(self.code, self.content, request_id, headers)
         code = self.code
         message = self.message or _MESSAGES.get(code) or _phrase(code)
         headers = [("x-request-id", request_id), ("x-ratelimit-over-limit", "yes" if code == 429 else "no")]

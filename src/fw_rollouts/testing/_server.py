@@ -36,6 +36,8 @@ _log = logging.getLogger("fw_rollouts.testing")
 _MAX_HEAD: Final = 64 * 1024
 _MAX_BODY: Final = 32 * 1024 * 1024
 _LINGER_RST: Final = struct.pack("ii", 1, 0)
+_HUGE_CHUNK: Final = 64 * 1024
+_PADDING: Final = b"a" * _HUGE_CHUNK
 _UNDECODED: Final = object()  # a body not decoded yet (replayed replies decode it only to record it)
 
 #: Key of a replayed reply: method, path, Authorization and X-Request-ID headers, body.
@@ -58,6 +60,9 @@ class RecordedRequest:
     status: int
     #: ``Fault.label`` of the fault applied, if any.
     fault: str | None
+    #: For a ``Fault.huge`` reply: bytes of its body written before it ended (all of them, unless the client
+    #: closed the connection first). None for every other reply.
+    body_bytes: int | None = None
 
 
 def _head(status: int, headers: list[tuple[str, str]], framing: str, keep_alive: bool) -> bytes:
@@ -124,6 +129,37 @@ class _Job:
         self.cached = cached  # replayed response bytes
 
 
+class _HugeBody:
+    """A ``Fault.huge`` body being written as the client reads it: prefix, padding, then the real reply."""
+
+    __slots__ = ("chunked", "fault", "obj", "padding", "parts", "req", "sent")
+
+    def __init__(self, req: _Request, obj: object, fault: Fault, reply_body: bytes) -> None:
+        prefix = b'{"x_padding":"'
+        tail = b'",' + reply_body[1:] if reply_body.startswith(b"{") else b'"}'
+        self.req = req
+        self.obj = obj
+        self.fault = fault
+        self.chunked = fault.chunked
+        self.padding = max(0, fault.nbytes - len(prefix) - len(tail))
+        self.parts = [prefix, tail]  # the padding goes between them
+        self.sent = 0
+
+    @property
+    def total(self) -> int:
+        return sum(map(len, self.parts)) + self.padding
+
+    def next_chunk(self) -> bytes | None:
+        """The next piece of the body (at most 64 KiB), or None when it has all been written."""
+        if len(self.parts) == 2:
+            return self.parts.pop(0)
+        if self.padding:
+            size = min(self.padding, _HUGE_CHUNK)
+            self.padding -= size
+            return _PADDING if size == _HUGE_CHUNK else _PADDING[:size]
+        return self.parts.pop(0) if self.parts else None
+
+
 class _BadRequest(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
@@ -171,7 +207,15 @@ class _Core:
         #: Complete responses by request, replayed byte for byte (None when the option is off).
         self.replay: Memo[_ReplayKey, bytes] | None = Memo(replay_bytes) if replay_bytes > 0 else None
 
-    def record(self, req: _Request, obj: object, status: int, fault: Fault | None, key: int | str) -> None:
+    def record(
+        self,
+        req: _Request,
+        obj: object,
+        status: int,
+        fault: Fault | None,
+        key: int | str,
+        body_bytes: int | None = None,
+    ) -> None:
         with self.lock:
             self.counts[key] += 1
             if self.record_enabled:
@@ -182,7 +226,7 @@ class _Core:
                     headers["authorization"] = "REDACTED"
                 body = obj if isinstance(obj, dict) else None
                 label = fault.label if fault is not None else None
-                self.records.append(RecordedRequest(req.method, req.path, body, headers, status, label))
+                self.records.append(RecordedRequest(req.method, req.path, body, headers, status, label, body_bytes))
 
 
 class _Connection(asyncio.Protocol):
@@ -199,6 +243,8 @@ class _Connection(asyncio.Protocol):
         self.closed = False
         self.timer: asyncio.TimerHandle | None = None
         self.job: _Job | None = None
+        self.huge: _HugeBody | None = None  # a Fault.huge body being written
+        self.paused = False  # the transport's buffer is full: write no more until resume_writing
 
     # -- asyncio callbacks --------------------------------------------------------------------------
 
@@ -212,9 +258,23 @@ class _Connection(asyncio.Protocol):
         if not self.busy:
             self._drain()
 
+    def pause_writing(self) -> None:
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        if self.huge is not None:
+            # Not from inside this callback: the transport's write loop that calls it would close the
+            # connection a second time if the body ended (and we closed it) here.
+            self.loop.call_soon(self._pump)
+
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.core.conns.discard(self)
+        if self.huge is not None:
+            huge = self.huge
+            self.huge = None
+            self.core.record(huge.req, huge.obj, 200, huge.fault, "client_closed", huge.sent)
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
@@ -326,7 +386,7 @@ class _Connection(asyncio.Protocol):
                 t.write(cached)
                 return
         reply: Reply | None
-        if fault is not None and fault.kind in ("status", "malformed", "reset"):
+        if fault is not None and fault.kind in ("status", "malformed", "reset", "body"):
             obj = decode_body(req.body)
             rid = req.headers.get("x-request-id") or str(uuid.uuid4())
             reply = None if fault.kind == "reset" else fault.reply(rid)
@@ -356,7 +416,7 @@ class _Connection(asyncio.Protocol):
         if job is None or self.closed:
             return
         self._deliver(job)
-        self.busy = False
+        self.busy = self.huge is not None  # a huge body is still being written
         if self.buf:
             self._drain()
 
@@ -378,6 +438,9 @@ class _Connection(asyncio.Protocol):
             t.abort()
             self.closed = True
             return
+        if fault is not None and fault.kind == "huge" and reply.events is None and reply.status == 200:
+            self._start_huge(_HugeBody(req, obj, fault, reply.body), reply)
+            return
         data, keep_alive, key = self._render(req, reply, fault)
         self.core.record(req, obj, reply.status, fault, key)
         replay = self.core.replay
@@ -387,6 +450,35 @@ class _Connection(asyncio.Protocol):
         if not keep_alive:
             t.close()
             self.closed = True
+
+    def _start_huge(self, huge: _HugeBody, reply: Reply) -> None:
+        """Send the head of a ``Fault.huge`` reply, then its body as fast as the client reads it."""
+        assert self.transport is not None
+        framing = "transfer-encoding: chunked\r\n" if huge.chunked else f"content-length: {huge.total}\r\n"
+        self.busy = True  # nothing pipelined behind it is answered: the connection closes after it
+        self.huge = huge
+        self.transport.write(_head(200, reply.headers, framing, False))
+        self._pump()
+
+    def _pump(self) -> None:
+        """Write the huge body until the transport's buffer is full (resume_writing calls back) or it ends."""
+        huge, t = self.huge, self.transport
+        if huge is None or t is None:
+            return
+        # is_closing: once the client has gone the transport drops writes without pausing us, and
+        # connection_lost (which records the reply) is only scheduled.
+        while not self.paused and not self.closed and not t.is_closing():
+            chunk = huge.next_chunk()
+            if chunk is None:
+                if huge.chunked:
+                    t.write(_LAST_CHUNK)
+                self.huge = None
+                self.core.record(huge.req, huge.obj, 200, huge.fault, 200, huge.sent)
+                t.close()
+                self.closed = True
+                return
+            t.write(_chunk(chunk) if huge.chunked else chunk)
+            huge.sent += len(chunk)
 
     def _render(self, req: _Request, reply: Reply, fault: Fault | None) -> tuple[bytes, bool, int | str]:
         """Bytes to send, whether the connection stays open, and the ``status_counts`` key."""
@@ -666,7 +758,7 @@ class FireworksSimulator:
         Complete responses count under their status code (faults included, e.g. 429, or 200 for a
         truncated body); responses that never completed count under a string: ``"reset"``,
         ``"reset_mid_body"``, ``"stream_cut"`` (with ``abort=True``), ``"client_closed"`` (the client
-        left before a delayed reply).
+        left before a delayed reply, or in the middle of a ``Fault.huge`` body).
         """
         with self._core.lock:
             return Counter(self._core.counts)
