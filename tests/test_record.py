@@ -15,7 +15,7 @@ from _helpers import R1_PROMPT, load_json_fixture
 from fw_rollouts import FwResponse, Usage
 from fw_rollouts._logprobs import Logprobs
 from fw_rollouts._parsing import ResponseSpec, parse_completion
-from fw_rollouts._record import FIELDS, FORMAT_VERSION, MAGIC, RecordError, decode_record, encode_record
+from fw_rollouts._record import FIELDS, FORMAT_VERSION, MAGIC, RecordError, decode_record, encode_record, key_tag
 from fw_rollouts._templates import split_think
 
 
@@ -68,7 +68,7 @@ def round_trip(sample: FwResponse, prompt: str | None = None) -> FwResponse:
     return decode_record(encode_record(sample), sample.prompt if prompt is None else prompt)
 
 
-FIXED = struct.Struct("<4sBBqqQQQQQ7I")  # the layout in fw_rollouts._record's docstring, written out again
+FIXED = struct.Struct("<4sBBIqqQQQQQ7I")  # the layout in fw_rollouts._record's docstring, written out again
 
 
 def fields_of(sample: FwResponse) -> dict[str, int]:
@@ -168,9 +168,11 @@ class TestRoundTrip:
         sample = full_sample()
         data = encode_record(sample)
         assert data[:4] == MAGIC == b"FWRC"
-        assert data[4] == FORMAT_VERSION == 1
+        assert data[4] == FORMAT_VERSION == 2
         fields = fields_of(sample)
         assert fields["flags"] == 1 | 2 | 4 | 8 | 16 | 32
+        assert fields["key_tag"] == 0  # written without a key
+        assert FIXED.unpack_from(encode_record(sample, "k" * 64))[3] == zlib.crc32(b"k" * 64) == key_tag("k" * 64)
         assert (fields["seed"], fields["created"], fields["index"]) == (2**63 - 1, 1_700_000_123, 3)
         assert [fields[f"{name}_tokens"] for name in ("prompt", "completion", "total", "cached")] == [12, 7, 19, 5]
         texts = [sample.full, sample.content, sample.reasoning, sample.finish_reason, sample.model, sample.response_id]
@@ -234,11 +236,17 @@ class TestCorruption:
         with pytest.raises(RecordError, match="bytes, not str"):
             decode_record("FWRC", "p")  # type: ignore[arg-type]
 
-    @pytest.mark.parametrize("version", [0, 2, 255])
+    @pytest.mark.parametrize("version", [0, 3, 255])
     def test_unknown_version(self, version: int) -> None:
         sample = full_sample()
         data = forge(fields_of(sample), body_of(sample), version=version)
-        with pytest.raises(RecordError, match=f"version {version} "):
+        with pytest.raises(RecordError, match=f"version {version} .*newer"):
+            decode_record(data, "p")
+
+    def test_version_1_is_older_and_refetched(self) -> None:
+        sample = full_sample()
+        data = forge(fields_of(sample), body_of(sample), version=1)
+        with pytest.raises(RecordError, match=r"version 1 is older .* fetched again"):
             decode_record(data, "p")
 
     def test_forge_makes_valid_records(self) -> None:
@@ -247,6 +255,39 @@ class TestCorruption:
         assert decode_record(forge(fields_of(sample), body_of(sample)), "p") == dataclasses.replace(
             sample, prompt="p", cached=True
         )
+
+
+class TestKeyBinding:
+    """A record read under another key than its own is refused: what a damaged database index hands back."""
+
+    def test_read_under_its_own_key(self) -> None:
+        sample = full_sample()
+        assert decode_record(encode_record(sample, "a" * 64), "p", "a" * 64) == dataclasses.replace(
+            sample, prompt="p", cached=True
+        )
+
+    def test_another_keys_record_is_refused(self) -> None:
+        data = encode_record(full_sample(), "a" * 64)
+        with pytest.raises(RecordError, match="another key"):
+            decode_record(data, "p", "b" * 64)
+        with pytest.raises(RecordError, match="another key"):
+            decode_record(data, "p", "a" * 63 + "b")
+
+    def test_a_record_written_without_a_key_is_refused_under_one(self) -> None:
+        data = encode_record(full_sample())
+        assert decode_record(data, "p").full == full_sample().full  # no key asked: no check
+        with pytest.raises(RecordError, match="another key"):
+            decode_record(data, "p", "a" * 64)
+
+    def test_any_str_key(self) -> None:
+        key = "lone \ud800 surrogate ✓"
+        assert decode_record(encode_record(full_sample(), key), "p", key).cached
+
+    def test_a_flipped_tag_is_caught_by_the_crc(self) -> None:
+        data = bytearray(encode_record(full_sample(), "a" * 64))
+        data[6] ^= 1
+        with pytest.raises(RecordError, match="CRC32"):
+            decode_record(bytes(data), "p", "a" * 64)
 
 
 class TestOldEntries:

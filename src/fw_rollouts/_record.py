@@ -2,28 +2,33 @@
 
 A record never holds code: reading one is one ``struct`` read, six UTF-8 decodes and the
 logprobs bytes handed to :meth:`Logprobs.from_packed`, so a cache directory from elsewhere can
-at worst be unreadable, never run anything. Format version 1, all integers little-endian::
+at worst be unreadable, never run anything. Format version 2, all integers little-endian::
 
     offset  size  field
     0       4     magic b"FWRC"
-    4       1     format version (1)
+    4       1     format version (2)
     5       1     flags: 1 echo, 2 completed_reasoning known, 4 completed_reasoning, 8 seed known,
-                  16 usage.cached_tokens known, 32 logprobs present (other bits: not a v1 record)
-    6       8     seed (int64; 0 when not known)
-    14      8     created (int64)
-    22      8     index (uint64)
-    30      32    usage: prompt_tokens, completion_tokens, total_tokens, cached_tokens (uint64 each)
-    62      28    byte lengths (uint32 each) of: full, content, reasoning, finish_reason, model,
+                  16 usage.cached_tokens known, 32 logprobs present (other bits: not a v2 record)
+    6       4     key tag: CRC32 of the cache key (UTF-8) the record was written under
+    10      8     seed (int64; 0 when not known)
+    18      8     created (int64)
+    26      8     index (uint64)
+    34      32    usage: prompt_tokens, completion_tokens, total_tokens, cached_tokens (uint64 each)
+    66      28    byte lengths (uint32 each) of: full, content, reasoning, finish_reason, model,
                   response_id, logprobs
-    90      ...   those six strings (UTF-8), then the logprobs (Logprobs.packed())
+    94      ...   those six strings (UTF-8), then the logprobs (Logprobs.packed())
     end-4   4     CRC32 (zlib.crc32) of every byte before it
 
 Types come from the layout itself, so a well-formed record cannot hold a value of the wrong
-type; the CRC catches a flipped byte. The prompt is not stored: the cache key already fixes
-it, so the reader supplies it. The magic and version come first in every format, so a future
-version can change everything after them; a version this code does not know is an error,
-never a guess. Anything that is not a well-formed record (an old pickled entry, a flipped
-byte, lengths that do not add up) raises :class:`RecordError`.
+type; the CRC catches damage to the record (every burst of up to 32 flipped bits, and any other
+damage but one time in 2**32). The key tag catches damage around it: a damaged database index
+can hand back another key's intact record, which the CRC alone would accept (version 1 had no
+tag and served such records as the wrong sample). The prompt is not stored: the cache key
+already fixes it, so the reader supplies it. The magic and version come first in every format,
+so a future version can change everything after them; a version this code does not know is an
+error, never a guess. Anything that is not a well-formed record of the key asked for (an old
+pickled entry, a version 1 record, a flipped byte, lengths that do not add up, another key's
+record) raises :class:`RecordError`.
 """
 
 from __future__ import annotations
@@ -36,15 +41,16 @@ from typing import Final
 from ._logprobs import Logprobs
 from ._models import FwResponse, Usage
 
-__all__ = ["FIELDS", "FORMAT_VERSION", "MAGIC", "RecordError", "decode_record", "encode_record"]
+__all__ = ["FIELDS", "FORMAT_VERSION", "MAGIC", "RecordError", "decode_record", "encode_record", "key_tag"]
 
 MAGIC: Final = b"FWRC"
 """The first bytes of every record."""
-FORMAT_VERSION: Final = 1
-"""The format :func:`encode_record` writes (and the only one :func:`decode_record` reads so far)."""
+FORMAT_VERSION: Final = 2
+"""The format :func:`encode_record` writes (and the only one :func:`decode_record` reads)."""
 
 FIELDS: Final = (
     "flags",
+    "key_tag",
     "seed",
     "created",
     "index",
@@ -62,10 +68,10 @@ FIELDS: Final = (
 )
 """The fixed fields after magic and version, in order (see the module docstring)."""
 
-_FIXED = struct.Struct("<4sBBqqQQQQQ7I")
+_FIXED = struct.Struct("<4sBBIqqQQQQQ7I")
 _CRC_SIZE = 4
 _CRC_RESIDUE = 0x2144DF1C  # zlib.crc32(m + zlib.crc32(m).to_bytes(4, "little")), whatever m is
-_V1_START = MAGIC + bytes((FORMAT_VERSION,))
+_START = MAGIC + bytes((FORMAT_VERSION,))
 _ECHO, _COMPLETED_KNOWN, _COMPLETED, _SEED_KNOWN, _CACHED_KNOWN, _LOGPROBS = 1, 2, 4, 8, 16, 32
 _ALL_FLAGS = 63
 
@@ -113,11 +119,18 @@ def _text(name: str, value: object) -> bytes:
         raise RecordError(f"cannot store this sample in the cache: {name} is not valid Unicode ({exc})") from exc
 
 
-def encode_record(response: FwResponse) -> bytes:
-    """The cache record of ``response`` (without its prompt, which the cache key fixes).
+def key_tag(key: str) -> int:
+    """The tag of cache key ``key`` that a record written under it carries."""
+    # surrogatepass: a key is whatever str a store was given; the tag must never raise.
+    return zlib.crc32(key.encode("utf-8", "surrogatepass"))
+
+
+def encode_record(response: FwResponse, key: str | None = None) -> bytes:
+    """The cache record of ``response`` under cache key ``key`` (without its prompt, which the key fixes).
 
     Raises :class:`RecordError` if a field cannot be stored as its type demands (say, a
-    float token count), so that every record written reads back.
+    float token count), so that every record written reads back. A record written without
+    a key (tag 0) is read back only without one: every lookup of the client passes its key.
     """
     logprobs = response.logprobs
     packed = b"" if logprobs is None else logprobs.packed()
@@ -144,6 +157,7 @@ def encode_record(response: FwResponse) -> bytes:
             MAGIC,
             FORMAT_VERSION,
             flags,
+            0 if key is None else key_tag(key),
             _int("seed", response.seed, optional=True),
             _int("created", response.created),
             _int("index", response.index),
@@ -162,17 +176,21 @@ def encode_record(response: FwResponse) -> bytes:
     return body + zlib.crc32(body).to_bytes(_CRC_SIZE, "little")
 
 
-def decode_record(data: bytes | bytearray | memoryview, prompt: str) -> FwResponse:
+def decode_record(data: bytes | bytearray | memoryview, prompt: str, key: str | None = None) -> FwResponse:
     """The sample a record holds, marked ``cached``, with ``prompt`` as its prompt.
 
-    The logprobs stay packed until first read (:meth:`Logprobs.from_packed`). Raises
-    :class:`RecordError` for anything that is not a well-formed record this version reads.
+    ``key`` is the cache key the record was read under: a record written under another key
+    is refused (None skips that check, for tools that list a directory's entries). The
+    logprobs stay packed until first read (:meth:`Logprobs.from_packed`): the CRC has covered
+    their bytes, so they are the ones :meth:`Logprobs.packed` wrote and reading them does not
+    fail later. Raises :class:`RecordError` for anything that is not a well-formed record
+    this version reads.
     """
     if type(data) is not bytes:
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise RecordError(f"a cache record is bytes, not {type(data).__name__}")
         data = bytes(data)
-    if data[:5] != _V1_START:
+    if data[:5] != _START:
         _refuse_other(data)
     # A cache hit pays for every step here.
     size = len(data)
@@ -181,8 +199,10 @@ def decode_record(data: bytes | bytearray | memoryview, prompt: str) -> FwRespon
     # The CRC of a message followed by its own CRC (little-endian) is always _CRC_RESIDUE: one pass, no slicing.
     if zlib.crc32(data) != _CRC_RESIDUE:
         raise RecordError("cache record is corrupt: its CRC32 does not match its contents")
-    (_, _, flags, seed, created, index, prompt_tokens, completion_tokens, total_tokens, cached_tokens,
+    (_, _, flags, tag, seed, created, index, prompt_tokens, completion_tokens, total_tokens, cached_tokens,
      n_full, n_content, n_reasoning, n_finish, n_model, n_rid, n_lp) = _FIXED.unpack_from(data)  # fmt: skip
+    if key is not None and tag != zlib.crc32(key.encode("utf-8", "surrogatepass")):  # key_tag(key), inlined
+        raise RecordError("cache record was written under another key (the database around it is damaged)")
     if flags & ~_ALL_FLAGS:
         raise RecordError(f"cache record has unknown flags {flags:#04x}")
     end = _FIXED.size + n_full + n_content + n_reasoning + n_finish + n_model + n_rid
@@ -231,7 +251,13 @@ def _refuse_other(data: bytes) -> None:
                 "cache entry is a pickle from an older fw_rollouts; it is not read (pickles can run code)"
             )
         raise RecordError(f"not a fw_rollouts cache record (it starts {data[:8]!r}, not {MAGIC!r})")
+    version = data[4]
+    if 0 < version < FORMAT_VERSION:
+        raise RecordError(
+            f"cache record format version {version} is older than the one this version of fw_rollouts reads "
+            f"({FORMAT_VERSION}); the sample is fetched again and stored anew"
+        )
     raise RecordError(
-        f"cache record format version {data[4]} is not one this version of fw_rollouts reads "
+        f"cache record format version {version} is not one this version of fw_rollouts reads "
         f"(it reads {FORMAT_VERSION}); the entry is probably from a newer fw_rollouts"
     )
