@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from ._models import FwResponse
 from ._record import RecordError, encode_record
-from ._store import SampleStore
+from ._store import SampleStore, describe_failure
 
 __all__ = ["WriteBehind"]
 
@@ -83,11 +83,11 @@ class WriteBehind:
         self._uncached, self._error = 0, None
         if uncached:
             log.warning(
-                "could not write %d sample%s to the cache at %s (they are returned, just not cached): %r",
+                "could not write %d sample%s to the cache at %s (they are returned, just not cached): %s",
                 uncached,
                 "" if uncached == 1 else "s",
                 self._store.location,
-                error,
+                "unknown error" if error is None else describe_failure(error),
             )
 
     def _flush(self) -> None:
@@ -129,7 +129,7 @@ def _encode(items: list[tuple[str, FwResponse]]) -> tuple[list[tuple[str, bytes]
     failures: list[RecordError] = []
     for key, response in items:
         try:
-            records.append((key, encode_record(response)))
+            records.append((key, encode_record(response, key)))
         except RecordError as exc:
             failures.append(exc)
     return records, failures
