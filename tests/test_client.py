@@ -137,7 +137,7 @@ def test_entry_without_requested_logprobs_is_refetched(sim: FireworksSimulator, 
             stripped = first[0]
             stripped.logprobs = None
             async with DiskStore(tmp_path / "cache") as store:
-                await store.set_many([(keyer(0), encode_record(stripped))])
+                await store.set_many([(keyer(0), encode_record(stripped, keyer(0)))])
             return await client.generate("Score me", n_samples=1)
 
     second = run(main())
