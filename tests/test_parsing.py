@@ -287,10 +287,10 @@ class TestSeveralChoices:
         assert (first.index, first.seed, first.full) == (0, 10, R1_GENERATED)
         assert (second.index, second.seed, second.full) == (1, 11, "Alright")
 
-    def test_missing_seed_is_none(self) -> None:
-        first, second = parse_completion(load_json_fixture(LEGACY_TWO_CHOICES), self.SPEC, [5])
-        assert first.seed == 5
-        assert second.seed is None
+    @pytest.mark.parametrize("seeds", [[5], [5, 6, 7]], ids=["more than asked", "fewer than asked"])
+    def test_a_number_of_choices_other_than_n_is_malformed(self, seeds: list[int]) -> None:
+        with pytest.raises(MalformedResponseError, match=f"asked for n={len(seeds)} choices, the response has 2"):
+            parse_completion(load_json_fixture(LEGACY_TWO_CHOICES), self.SPEC, seeds)
 
     def test_per_request_completion_count_does_not_hide_an_echo(self) -> None:
         # Two echoed choices for a 2-token prompt whose byte-level tokens do not spell it: the request's

@@ -6,10 +6,15 @@ columns are float32 whenever that is lossless for the values the server sent (re
 compute in float32, so it usually is) and float64 otherwise; text offsets are not stored
 when they follow from the token lengths. :class:`~fw_rollouts._logprobs.Logprobs` is the
 public view over it; :mod:`._packing` is its byte form.
+
+``Columns.build(..., strict=True)`` (what parsing a reply uses) also refuses logprobs no model
+produces, with :class:`ImpossibleValue`: checked on the lists it flattens anyway, one C-level
+pass each (types, sum, max), so that refusing them costs a few microseconds per sample.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import threading
@@ -17,8 +22,44 @@ from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from itertools import accumulate, chain, pairwise
+from typing import Any, Final
 
-__all__ = ["Columns"]
+__all__ = ["LOGPROB_TOLERANCE", "Columns", "ImpossibleValue"]
+
+LOGPROB_TOLERANCE: Final = 1e-4
+"""The largest positive logprob accepted, as rounding noise around log(1) = 0.
+
+Servers compute ``logit - logsumexp(logits)`` in float32, where one rounding step near a
+logit of magnitude 512 is 6e-5, so a near-certain token can come back as a tiny positive
+number. Anything above this is not noise: no probability exceeds 1.
+"""
+
+
+class ImpossibleValue(ValueError):
+    """A logprob column holds a value no model produces: not a number (a boolean, say), NaN,
+    infinite, or above :data:`LOGPROB_TOLERANCE`. ``column`` names it."""
+
+    def __init__(self, column: str) -> None:
+        super().__init__(f"{column} holds a value no model produces")
+        self.column = column
+
+
+_NUMBER_TYPES: Final = frozenset({float, int})  # type(), not isinstance: True and False are not numbers here
+
+
+def _plausible(values: list[Any]) -> bool:
+    """Whether every value is a finite number (not a bool) of at most :data:`LOGPROB_TOLERANCE`."""
+    if not values:
+        return True
+    types = list(map(type, values))
+    if types.count(float) != len(types) and not set(types) <= _NUMBER_TYPES:
+        return False
+    try:
+        # NaN and the infinities make the sum non-finite (as do totals beyond 1e308, absurd anyway);
+        # an int too large for a float makes it raise.
+        return math.isfinite(sum(values)) and max(values) <= LOGPROB_TOLERANCE
+    except OverflowError:
+        return False
 
 # -- the shared vocabulary ---------------------------------------------------------------------------------
 
@@ -99,13 +140,21 @@ def _float_column(values: list[float]) -> array[float]:
     return column
 
 
-def _nullable_floats(values: Sequence[float | None]) -> tuple[array[float], tuple[int, ...]]:
-    """A float column with 0.0 at the None positions, and those positions."""
-    none = tuple(i for i, v in enumerate(values) if v is None)
-    if none:
+def _nullable_floats(values: Sequence[float | None], strict: str = "") -> tuple[array[float], tuple[int, ...]]:
+    """A float column with 0.0 at the None positions, and those positions.
+
+    ``strict`` names the column to check (:class:`ImpossibleValue`); "" checks nothing.
+    """
+    filled: list[float]
+    if None in values:
+        none = tuple(i for i, v in enumerate(values) if v is None)
         filled = [0.0 if v is None else v for v in values]
-        return _float_column(filled), none
-    return _float_column(values if isinstance(values, list) else list(values)), ()  # type: ignore[arg-type]
+    else:
+        none = ()
+        filled = values if isinstance(values, list) else list(values)  # type: ignore[arg-type]  # no None
+    if strict and not _plausible(filled):
+        raise ImpossibleValue(strict)
+    return _float_column(filled), none
 
 
 def _nullable_list(column: array[float], none: tuple[int, ...]) -> list[float | None]:
@@ -166,24 +215,30 @@ class Columns:
         text_offset: Sequence[int] | None,
         token_ids: Sequence[int] | None,
         sampling_logprobs: Sequence[float | None] | None,
+        *,
+        strict: bool = False,
     ) -> Columns:
-        """Columns from the list form; ValueError when a column's length differs from the tokens'."""
+        """Columns from the list form; ValueError when a column's length differs from the tokens'.
+
+        ``strict``: :class:`ImpossibleValue` when a logprob is not a finite number of at most
+        :data:`LOGPROB_TOLERANCE` (a reply's; a user's own values are kept as given).
+        """
         n = len(tokens)
         if len(token_logprobs) != n:
             raise ValueError(f"token_logprobs has {len(token_logprobs)} entries for {n} tokens")
         tok = _intern(tokens)
-        lp, lp_none = _nullable_floats(token_logprobs)
+        lp, lp_none = _nullable_floats(token_logprobs, "token_logprobs" if strict else "")
         samp: array[float] | None = None
         samp_none: tuple[int, ...] = ()
         if sampling_logprobs is not None and any(v is not None for v in sampling_logprobs):
             if len(sampling_logprobs) != n:
                 raise ValueError(f"sampling_logprobs has {len(sampling_logprobs)} entries for {n} tokens")
-            samp, samp_none = _nullable_floats(sampling_logprobs)
+            samp, samp_none = _nullable_floats(sampling_logprobs, "sampling_logprobs" if strict else "")
         off, off_base = _offsets(tokens, text_offset)
         if token_ids is not None and len(token_ids) != n:
             raise ValueError(f"token_ids has {len(token_ids)} entries for {n} tokens")
         ids = _int_column(token_ids) if token_ids is not None else None
-        top_tok, top_lp, top_sizes, top_k, top_none = _alternatives(top_logprobs, n)
+        top_tok, top_lp, top_sizes, top_k, top_none = _alternatives(top_logprobs, n, strict=strict)
         return cls(tok, lp, lp_none, samp, samp_none, off, off_base, ids, top_tok, top_lp, top_sizes, top_k, top_none)
 
     def __len__(self) -> int:
@@ -310,7 +365,7 @@ def _offsets(tokens: Sequence[str], text_offset: Sequence[int] | None) -> tuple[
 
 
 def _alternatives(
-    top: Sequence[dict[str, float] | None] | None, n: int
+    top: Sequence[dict[str, float] | None] | None, n: int, *, strict: bool = False
 ) -> tuple[array[int] | None, array[float] | None, array[int] | None, int, tuple[int, ...]]:
     """``top_tok, top_lp, top_sizes, top_k, top_none`` of :class:`Columns` from the list form."""
     if top is None:
@@ -325,7 +380,10 @@ def _alternatives(
     sizes = list(map(len, present))
     # chain/map keep the flattening in C: this runs for every position of every sample.
     top_tok = _intern(list(chain.from_iterable(present)))
-    top_lp = _float_column(list(chain.from_iterable(map(dict.values, present))))
+    values = list(chain.from_iterable(map(dict.values, present)))
+    if strict and not _plausible(values):
+        raise ImpossibleValue("top_logprobs")
+    top_lp = _float_column(values)
     if not sizes or min(sizes) == max(sizes):
         return top_tok, top_lp, None, sizes[0] if sizes else 0, none
     for i in none:
