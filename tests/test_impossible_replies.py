@@ -3,7 +3,8 @@
 Pure parsing first, on both logprobs shapes of the Fireworks fixtures (legacy ``tokens/token_logprobs/
 top_logprobs/text_offset`` and the ``content`` format), with and without echo; then over real loopback HTTP
 with the simulator's ``Fault.body``: one bad reply among many is retried and every sample of the call comes
-back, and a reply that stays bad fails only its own samples.
+back, and a reply that stays bad fails only its own samples. Last, replies too large (``Fault.huge``): refused
+as they stream in under ``max_response_bytes``, through both transports, with the client's memory bounded.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import copy
 import json
 import math
 import random
+import time
+import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,10 +31,12 @@ from fw_rollouts import (
     FwRolloutsError,
     MalformedResponseError,
     MissingLogprobsError,
+    ServerError,
 )
 from fw_rollouts._columns import LOGPROB_TOLERANCE
 from fw_rollouts._parsing import ResponseSpec, decode_body, parse_completion
 from fw_rollouts._templates import split_think
+from fw_rollouts._transport import ERROR_BODY_LIMIT
 from fw_rollouts.testing import Fault, FireworksSimulator
 
 LEGACY = "fireworks/completion-legacy-logprobs-echo.json"
@@ -453,3 +458,88 @@ def test_a_reply_that_stays_bad_fails_only_its_own_sample(case: str, sim: Firewo
     assert sorted(error.errors) == [1] and isinstance(failed, MalformedResponseError) and failed.attempts == 3
     assert [r.seed for r in error.rollouts] == [0, 2, 3, 4]
     assert len(read_cache(tmp_path / "cache", error.rollouts[0].prompt)) == 4
+
+
+# -- a reply too large is refused as it streams in -------------------------------------------------------------
+
+MiB = 1 << 20
+
+
+@pytest.fixture(params=["http", "openai"])
+def transport_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The transport the clients of a test build: the default, or ``AsyncOpenAI.post`` (FW_ROLLOUTS_TRANSPORT)."""
+    kind: str = request.param
+    if kind == "openai":
+        monkeypatch.setenv("FW_ROLLOUTS_TRANSPORT", "openai")
+    else:
+        monkeypatch.delenv("FW_ROLLOUTS_TRANSPORT", raising=False)
+    return kind
+
+
+def huge_record(sim: FireworksSimulator) -> Any:
+    """The simulator's record of the ``Fault.huge`` reply, once the client has closed its connection."""
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        records = [r for r in sim.requests if r.fault == "huge"]
+        if records:
+            return records[-1]
+        time.sleep(0.01)
+    raise AssertionError("the simulator never finished the huge reply")
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_a_body_over_max_response_bytes_is_refused_without_reading_it(
+    transport_path: str, chunked: bool, sim: FireworksSimulator, tmp_path: Path
+) -> None:
+    sim.faults.push(Fault.huge(64 * MiB, chunked=chunked))
+
+    async def main() -> tuple[MalformedResponseError, int]:
+        async with client(sim, tmp_path, max_response_bytes=MiB, max_retries=0) as c:
+            tracemalloc.start()
+            try:
+                with pytest.raises(MalformedResponseError) as info:
+                    await c.generate("Count to three")
+                return info.value, tracemalloc.get_traced_memory()[1]
+            finally:
+                tracemalloc.stop()
+
+    error, peak = asyncio.run(main())
+    assert "max_response_bytes=1,048,576 (1 MiB)" in str(error) and "raise max_response_bytes" in str(error)
+    if chunked:
+        assert "bytes read, the rest was not read" in str(error)  # learnt only by reading, and stopped
+    else:
+        assert "it declared 67,108,864 bytes (Content-Length)" in str(error)  # refused before reading the body
+    assert peak < 16 * MiB  # the client (and the simulator, in this process) held a few MiB, not 64
+    record = huge_record(sim)
+    assert sim.status_counts["client_closed"] == 1 and record.body_bytes < 32 * MiB  # it hung up, not drained
+
+
+def test_a_huge_reply_among_many_is_retried_and_one_within_the_cap_is_read(
+    transport_path: str, sim: FireworksSimulator, tmp_path: Path
+) -> None:
+    sim.faults.push(Fault.ok(), Fault.huge(64 * MiB, chunked=True), Fault.huge(MiB + MiB // 2))
+
+    async def main() -> FwRollouts:
+        async with client(sim, tmp_path, max_response_bytes=2 * MiB) as c:
+            return await c.generate("Count to three", n_samples=4)
+
+    rollouts = asyncio.run(main())
+    assert [r.seed for r in rollouts] == list(range(4))
+    requests = [r for r in sim.requests if r.path.endswith("/completions")]
+    assert [r.fault for r in requests] == [None, "huge", "huge", None, None]  # refused, retried; then 1.5 MiB read
+    assert [r.body_bytes for r in requests][2] == MiB + MiB // 2
+    assert len(read_cache(tmp_path / "cache", rollouts[0].prompt)) == 4
+
+
+def test_an_error_body_is_read_only_up_to_a_limit(transport_path: str, sim: FireworksSimulator, tmp_path: Path) -> None:
+    sim.faults.push(Fault.body(b"<html>" + b"x" * (8 * MiB), status=502, content_type="text/html"))
+
+    async def main() -> ServerError:
+        async with client(sim, tmp_path, max_retries=0) as c:
+            with pytest.raises(ServerError) as info:
+                await c.generate("Count to three")
+            return info.value
+
+    error = asyncio.run(main())
+    assert error.status_code == 502 and str(error).startswith("HTTP 502: <html>xxx")
+    assert isinstance(error.body, str) and len(error.body) <= ERROR_BODY_LIMIT  # not the 8 MiB sent

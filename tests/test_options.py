@@ -1,16 +1,32 @@
-"""The option table is the one source: signatures, Settings, bodies, messages and the docs agree with it."""
+"""The option table is the one source: signatures, Settings, bodies, messages and the docs agree with it.
+
+Also the limits among the client options: ``connect_timeout`` (over a port that never accepts) and the
+validation of ``max_response_bytes`` (its effect is in test_impossible_replies.py).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import inspect
 import re
+import socket
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from fw_rollouts import AsyncFireworks, Fireworks, FireworksClient, Settings, ValidationError
+from fw_rollouts import (
+    APITimeoutError,
+    AsyncFireworks,
+    Fireworks,
+    FireworksClient,
+    InvalidTypeError,
+    Settings,
+    ValidationError,
+)
 from fw_rollouts._options import CALL_OPTIONS, CLIENT_OPTIONS, OPTIONS, REQUIRED, SENT_OPTIONS, options_markdown
 from fw_rollouts._services import SEAMS
 
@@ -101,8 +117,9 @@ class TestSettingsDerive:
     def test_every_option_has_a_doc_line_and_a_scope(self) -> None:
         for option in OPTIONS:
             assert option.doc.strip() and option.scope in ("client", "call") and option.annotation, option.name
-        assert {"api_key", "base_url", "timeout", "max_retries", "max_concurrency", "requests_per_minute",
-                "tokens_per_minute", "cache_dir"} == CLIENT_OPTIONS  # fmt: skip
+        assert {"api_key", "base_url", "timeout", "connect_timeout", "max_response_bytes", "max_retries",
+                "max_concurrency", "requests_per_minute", "tokens_per_minute",
+                "cache_dir"} == CLIENT_OPTIONS  # fmt: skip
 
 
 class TestMessages:
@@ -123,3 +140,80 @@ def test_docs_options_table_is_the_table() -> None:
         "docs/usage.md's options table is out of date: paste the output of "
         "`python -c 'from fw_rollouts._options import options_markdown; print(options_markdown())'`"
     )
+
+
+# -- the connection and reply limits ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "error"),
+    [
+        ("connect_timeout", 0, ValidationError),
+        ("connect_timeout", -1.0, ValidationError),
+        ("connect_timeout", None, InvalidTypeError),
+        ("connect_timeout", "10", InvalidTypeError),
+        ("connect_timeout", True, InvalidTypeError),
+        ("connect_timeout", float("nan"), InvalidTypeError),
+        ("max_response_bytes", 0, ValidationError),
+        ("max_response_bytes", -1, ValidationError),
+        ("max_response_bytes", 1.5, InvalidTypeError),
+        ("max_response_bytes", "64MB", InvalidTypeError),
+        ("max_response_bytes", True, InvalidTypeError),
+    ],
+)
+def test_limits_are_validated_naming_the_option(name: str, value: Any, error: type[Exception]) -> None:
+    with pytest.raises(error, match=name):
+        Settings.create(model="qwen-15b", **{name: value})
+
+
+def test_limit_defaults_and_no_cap() -> None:
+    settings = Settings.create(model="qwen-15b")
+    assert settings.connect_timeout == 10.0 and settings.max_response_bytes == 256 * 2**20
+    assert Settings.create(model="qwen-15b", max_response_bytes=None, connect_timeout=2).max_response_bytes is None
+    assert Settings.create(model="qwen-15b", connect_timeout=2).connect_timeout == 2.0
+
+
+@pytest.fixture
+def unanswered_port() -> Iterator[int]:
+    """A port whose accept queue is full: the kernel drops new SYNs, so a connect hangs until it times out."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    filler = socket.create_connection(("127.0.0.1", port))  # the one connection the queue holds
+    try:
+        yield port
+    finally:
+        filler.close()
+        listener.close()
+
+
+@pytest.mark.parametrize("transport", ["http", "openai"])
+def test_connect_timeout_bounds_connecting_and_a_sibling_has_its_own(
+    transport: str, unanswered_port: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if transport == "openai":
+        monkeypatch.setenv("FW_ROLLOUTS_TRANSPORT", "openai")
+    else:
+        monkeypatch.delenv("FW_ROLLOUTS_TRANSPORT", raising=False)
+    base_url = f"http://127.0.0.1:{unanswered_port}/v1"
+
+    async def fail(client: AsyncFireworks) -> tuple[APITimeoutError, float]:
+        started = time.monotonic()
+        with pytest.raises(APITimeoutError) as info:
+            await client.generate("hi")
+        return info.value, time.monotonic() - started
+
+    async def main() -> list[tuple[APITimeoutError, float]]:
+        options: dict[str, Any] = {"api_key": "k", "base_url": base_url, "cache_dir": str(tmp_path)}
+        options.update(max_retries=0, progress_bar=False)
+        async with AsyncFireworks("qwen-15b", connect_timeout=0.2, timeout=30, **options) as c:
+            sibling = c.with_options(connect_timeout=0.6)  # a transport of its own, not the parent's
+            try:
+                return [await fail(c), await fail(sibling)]
+            finally:
+                await sibling.aclose()
+
+    (own, own_s), (sibling, sibling_s) = asyncio.run(main())
+    assert "within 0.2s (connect_timeout)" in str(own) and own.connected is False and 0.2 <= own_s < 2
+    assert "within 0.6s (connect_timeout)" in str(sibling) and sibling.connected is False and 0.6 <= sibling_s < 3

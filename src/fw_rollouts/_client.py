@@ -25,7 +25,9 @@ from ._lookup import cached_samples
 from ._models import FwResponse, FwRollouts
 from ._options import (
     DEFAULT_CACHE_DIR,
+    DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_MAX_CONCURRENCY,
+    DEFAULT_MAX_RESPONSE_BYTES,
     DEFAULT_MAX_RETRIES,
     DEFAULT_TIMEOUT,
     OPTIONS,
@@ -120,6 +122,8 @@ class AsyncFireworks:
         api_key: str | None = None,
         base_url: str | None = None,
         timeout: float = DEFAULT_TIMEOUT,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        max_response_bytes: int | None = DEFAULT_MAX_RESPONSE_BYTES,
         max_retries: int = DEFAULT_MAX_RETRIES,
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
         requests_per_minute: float | None = None,

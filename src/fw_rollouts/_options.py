@@ -32,7 +32,9 @@ __all__ = [
     "CLIENT_OPTIONS",
     "DEFAULT_BASE_URL",
     "DEFAULT_CACHE_DIR",
+    "DEFAULT_CONNECT_TIMEOUT",
     "DEFAULT_MAX_CONCURRENCY",
+    "DEFAULT_MAX_RESPONSE_BYTES",
     "DEFAULT_MAX_RETRIES",
     "DEFAULT_TIMEOUT",
     "OPTIONS",
@@ -53,6 +55,17 @@ DEFAULT_CACHE_DIR: Final = ".fw_rollouts"
 DEFAULT_MAX_CONCURRENCY: Final = 64
 DEFAULT_MAX_RETRIES: Final = 8
 DEFAULT_TIMEOUT: Final = 300.0
+DEFAULT_CONNECT_TIMEOUT: Final = 10.0
+"""Seconds to establish a connection: an unreachable host fails in seconds, not at ``timeout``."""
+DEFAULT_MAX_RESPONSE_BYTES: Final = 256 * 1024 * 1024
+"""The largest reply body accepted (256 MiB), far above any reply the defaults can produce.
+
+A legacy-format position with ``logprobs=5`` (the token, its logprob, six alternatives, its
+offset and id) takes about 180 bytes of JSON (183 on the simulator); allow 256. 256 MiB then
+holds 1,048,576 positions: the largest ``n`` (128 samples per request) times 4,096 generated
+tokens plus a 4,096-token echoed prompt each. 64 MiB would refuse ``samples_per_request=128``
+at the default ``max_tokens`` (128 x 4,108 x 183 B = 96 MB).
+"""
 
 Scope = Literal["client", "call"]
 
@@ -194,7 +207,13 @@ OPTIONS: Final[tuple[Option, ...]] = (
     _client("base_url", None, v.base_url,
             "Completions server; default `FIREWORKS_BASE_URL`, else the Fireworks inference URL.", "str | None"),
     _client("timeout", DEFAULT_TIMEOUT, v.positive("timeout", allow_none=False),
-            "Seconds one request may take, end to end.", "float"),
+            "Seconds one attempt may take, end to end (the read timeout): connecting, sending, waiting, reading.",
+            "float"),
+    _client("connect_timeout", DEFAULT_CONNECT_TIMEOUT, v.positive("connect_timeout", allow_none=False),
+            "Seconds to establish a connection, at most `timeout` (raise it on a slow network).", "float"),
+    _client("max_response_bytes", DEFAULT_MAX_RESPONSE_BYTES, v.integer("max_response_bytes", 1, allow_none=True),
+            "Largest reply body accepted (256 MiB); a larger one is refused as it streams in. None: no cap.",
+            "int | None"),
     _client("max_retries", DEFAULT_MAX_RETRIES, v.integer("max_retries", 0, allow_none=False),
             "Retries after the first attempt, for transient failures.", "int"),
     _client("max_concurrency", DEFAULT_MAX_CONCURRENCY, v.integer("max_concurrency", 1, allow_none=False),

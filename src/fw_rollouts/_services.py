@@ -30,7 +30,7 @@ SEAMS = ("cache", "budget", "transport", "clock")
 
 # Settings each default service is built from: a sibling that changes none of them shares the parent's.
 # A service the user gave is shared by every sibling whatever changes (the options do not apply to it).
-_TRANSPORT_INPUTS = ("api_key", "base_url", "max_concurrency")
+_TRANSPORT_INPUTS = ("api_key", "base_url", "max_concurrency", "connect_timeout", "max_response_bytes")
 _BUDGET_INPUTS = ("max_concurrency", "requests_per_minute", "tokens_per_minute")
 _STORE_INPUTS = ("cache_dir",)
 
@@ -205,6 +205,8 @@ def _transports(settings: Settings, transport: Transport | None) -> LoopLocal[Tr
             base_url=settings.resolved_base_url,
             api_key=settings.require_api_key(),
             max_connections=settings.max_concurrency,
+            connect_timeout=settings.connect_timeout,
+            max_response_bytes=settings.max_response_bytes,
         )
 
     async def close(value: Transport) -> None:

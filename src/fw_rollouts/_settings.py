@@ -62,6 +62,8 @@ class Settings:
     api_key: str | None = field(repr=False)
     base_url: str | None
     timeout: float
+    connect_timeout: float
+    max_response_bytes: int | None
     max_retries: int
     max_concurrency: int
     requests_per_minute: float | None

@@ -10,6 +10,12 @@ connection pool; the reply bytes are parsed by us, never into pydantic models.
 Every failure leaves this module as an exception of our own tree, built complete: the
 status, request id, the service's message and any Retry-After the server sent, with the
 API key redacted from every field before the error exists.
+
+A reply body larger than ``max_response_bytes`` is refused as it streams in: a declared
+``Content-Length`` over the cap is refused before a byte of the body is read, any other body
+as soon as the bytes read (after decompression) pass it, and the connection is closed rather
+than drained. Error bodies are read only up to :data:`ERROR_BODY_LIMIT` (they are a message,
+not data).
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import math
 import os
 import ssl
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -36,10 +42,13 @@ from ._exceptions import (
     APIConnectionError,
     APIStatusError,
     APITimeoutError,
+    MalformedResponseError,
     status_error_class,
 )
+from ._options import DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_RESPONSE_BYTES
 
 __all__ = [
+    "ERROR_BODY_LIMIT",
     "HTTPTransport",
     "OpenAITransport",
     "Reply",
@@ -51,9 +60,12 @@ __all__ = [
 ]
 
 COMPLETIONS_PATH = "/completions"
-CONNECT_TIMEOUT = 10.0
-"""Seconds to establish a connection (within ``timeout``): an unreachable host fails fast, not at ``timeout``."""
+CONNECT_TIMEOUT = DEFAULT_CONNECT_TIMEOUT
+"""Seconds to establish a connection (within ``timeout``) unless the client's ``connect_timeout`` says otherwise."""
+ERROR_BODY_LIMIT = 1024 * 1024
+"""Bytes of an error reply's body read at most (or ``max_response_bytes`` if smaller); the rest is not read."""
 REDACTED = "[REDACTED]"
+_RAW_RESPONSE_HEADER = "X-Stainless-Raw-Response"  # openai's switch for a response it returns unread
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,12 +263,28 @@ _CONNECT_FAILURES: tuple[type[BaseException], ...] = (
 )
 
 
-def _connection_error(exc: BaseException, url: str, redact: Callable[[Any], Any]) -> APIConnectionError:
+def _causes(exc: BaseException) -> list[BaseException]:
+    """``exc`` and its causes (``__cause__``, else ``__context__``), outermost first."""
+    chain = [exc]
+    while len(chain) < 32:
+        nxt = chain[-1].__cause__ or chain[-1].__context__
+        if nxt is None or nxt in chain:
+            break
+        chain.append(nxt)
+    return chain
+
+
+def _connection_error(
+    exc: BaseException, url: str, redact: Callable[[Any], Any], connect_timeout: float = CONNECT_TIMEOUT
+) -> APIConnectionError:
     root = _root_cause(exc)
     detail = redact(f"{type(root).__name__}: {root}" if str(root) else type(root).__name__)
     connected = not (isinstance(exc, _CONNECT_FAILURES) or isinstance(root, _CONNECT_FAILURES))
-    if isinstance(exc, aiohttp.ConnectionTimeoutError) or isinstance(root, aiohttp.ConnectionTimeoutError):
-        return APITimeoutError(f"could not connect to {url} within {CONNECT_TIMEOUT:g}s", connected=False)
+    # Anywhere in the chain: the openai path wraps aiohttp's error twice (in httpx2's, then in openai's).
+    if any(isinstance(e, aiohttp.ConnectionTimeoutError) for e in _causes(exc)):
+        return APITimeoutError(
+            f"could not connect to {url} within {connect_timeout:g}s (connect_timeout)", connected=False
+        )
     # The aiohttp bridge reports a dropped connection as a ConnectTimeout: trust the root cause.
     if isinstance(root, _TIMEOUT_ROOTS):
         return APITimeoutError(f"request to {url} timed out ({detail})", connected=connected)
@@ -271,14 +299,37 @@ class HTTPTransport:
     (see docs/performance.md), so completions are posted through the same pool with the
     headers it computed once. The pool is made on the event loop of the first request
     (aiohttp sessions belong to one loop); the client keeps one transport per loop.
+    ``connect_timeout`` bounds establishing a connection (within each request's ``timeout``);
+    ``max_response_bytes`` (None: no cap) the reply body, refused as it streams in.
     """
 
-    __slots__ = ("_api_key", "_base_url", "_client", "_headers", "_max_connections", "_redact", "_session", "_url")
+    __slots__ = (
+        "_api_key",
+        "_base_url",
+        "_client",
+        "_connect_timeout",
+        "_headers",
+        "_max_connections",
+        "_max_response_bytes",
+        "_redact",
+        "_session",
+        "_url",
+    )
 
-    def __init__(self, *, base_url: str, api_key: str, max_connections: int) -> None:
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        api_key: str,
+        max_connections: int,
+        connect_timeout: float = CONNECT_TIMEOUT,
+        max_response_bytes: int | None = DEFAULT_MAX_RESPONSE_BYTES,
+    ) -> None:
         self._base_url = base_url
         self._api_key = api_key
         self._max_connections = max_connections
+        self._connect_timeout = connect_timeout
+        self._max_response_bytes = max_response_bytes
         self._redact = redactor(api_key)
         self._url = URL(base_url.rstrip("/") + COMPLETIONS_PATH)
         self._session: aiohttp.ClientSession | None = None
@@ -300,31 +351,40 @@ class HTTPTransport:
                 api_key=self._api_key,
                 base_url=self._base_url,
                 max_retries=0,
-                http_client=_http_client(self._session, self._base_url),
+                http_client=_http_client(self._session, self._base_url, self._error_limit),
             )
             headers = {**self._client.default_headers, **self._client.auth_headers, "Content-Type": "application/json"}
             self._headers = CIMultiDict({k: v for k, v in headers.items() if isinstance(v, str)})
             self._url = URL(str(self._client.base_url).rstrip("/") + COMPLETIONS_PATH)
         return self._session, self._headers
 
+    @property
+    def _error_limit(self) -> int:
+        cap = self._max_response_bytes
+        return ERROR_BODY_LIMIT if cap is None else min(cap, ERROR_BODY_LIMIT)
+
     async def post_completions(self, body: bytes, *, timeout: float) -> Reply:
         """POST a JSON ``body`` to ``/completions``; the whole exchange must finish within ``timeout`` seconds."""
         session, headers = self._open()
+        connect = min(timeout, self._connect_timeout)
         try:
             async with session.post(
                 self._url,
                 data=body,
                 headers=headers,
-                timeout=aiohttp.ClientTimeout(total=timeout, sock_connect=min(timeout, CONNECT_TIMEOUT)),
+                timeout=aiohttp.ClientTimeout(total=timeout, sock_connect=connect),
             ) as response:
-                content = await response.read()
                 status, response_headers = response.status, response.headers
+                if status >= 400:
+                    content = await _read_aiohttp(response, self._error_limit, truncate=True)
+                else:
+                    content = await _read_aiohttp(response, self._max_response_bytes)
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
-            raise _connection_error(exc, str(self._url), self._redact) from None
+            raise _connection_error(exc, str(self._url), self._redact, connect) from None
         except asyncio.TimeoutError:
             raise APITimeoutError(f"no complete response from {self._url} within {timeout:g}s") from None
         except (aiohttp.ClientError, OSError) as exc:
-            raise _connection_error(exc, str(self._url), self._redact) from None
+            raise _connection_error(exc, str(self._url), self._redact, connect) from None
         if status >= 400:
             raise error_from_response(status, response_headers, content, url=str(self._url), redact=self._redact)
         return Reply(content, self._redact(_request_id(response_headers)), response_headers)
@@ -344,32 +404,43 @@ class HTTPTransport:
 
 class OpenAITransport(HTTPTransport):
     """Every request through ``AsyncOpenAI.post`` (about 1 ms more client CPU per request than
-    :class:`HTTPTransport`; the same pool, headers and errors). Chosen by default when the
-    environment sets ``FW_ROLLOUTS_TRANSPORT=openai``."""
+    :class:`HTTPTransport`; the same pool, headers, limits and errors). Chosen by default when the
+    environment sets ``FW_ROLLOUTS_TRANSPORT=openai``.
+
+    The reply is asked for unread (openai's streamed raw response) so that its body is read here,
+    under ``max_response_bytes``; an error body, which openai reads itself, stops at
+    :data:`ERROR_BODY_LIMIT` bytes on the wire.
+    """
 
     __slots__ = ()
 
     async def post_completions(self, body: bytes, *, timeout: float) -> Reply:
         """POST ``body`` through ``AsyncOpenAI.post``."""
         self._open()
-        assert self._client is not None
+        client = self._client
+        assert client is not None
+        connect = min(timeout, self._connect_timeout)
+        options: Any = {
+            "headers": {"Content-Type": "application/json", _RAW_RESPONSE_HEADER: "stream"},
+            "timeout": httpx2.Timeout(None, connect=connect),
+        }
+
+        async def exchange() -> tuple[bytes, httpx2.Headers]:
+            response = await client.post(COMPLETIONS_PATH, content=body, cast_to=httpx2.Response, options=options)
+            try:
+                return await _read_httpx(response, self._max_response_bytes), response.headers
+            finally:
+                await response.aclose()
+
         try:
-            response = await asyncio.wait_for(
-                self._client.post(
-                    COMPLETIONS_PATH,
-                    content=body,
-                    cast_to=httpx2.Response,
-                    options={"headers": {"Content-Type": "application/json"}},
-                ),
-                timeout,
-            )
+            content, headers = await asyncio.wait_for(exchange(), timeout)
         except asyncio.TimeoutError:
             raise APITimeoutError(f"no complete response from {self._url} within {timeout:g}s") from None
         except openai.APIStatusError as exc:
             raise self._status_error(exc) from None
         except (openai.APIConnectionError, httpx2.HTTPError, OSError) as exc:
-            raise _connection_error(exc, str(self._url), self._redact) from None
-        return Reply(response.content, self._redact(_request_id(response.headers)), response.headers)
+            raise _connection_error(exc, str(self._url), self._redact, connect) from None
+        return Reply(content, self._redact(_request_id(headers)), headers)
 
     def _status_error(self, exc: openai.APIStatusError) -> APIStatusError:
         response = exc.response
@@ -385,14 +456,127 @@ class OpenAITransport(HTTPTransport):
         return f"OpenAITransport(url={str(self._url)!r})"
 
 
-def default_transport(*, base_url: str, api_key: str, max_connections: int) -> HTTPTransport:
+# -- reading bodies under a cap ----------------------------------------------------------------------------
+
+
+def _too_large(cap: int, *, declared: int | None = None, read: int | None = None) -> MalformedResponseError:
+    seen = f"it declared {declared:,} bytes (Content-Length)" if declared is not None else f"{read:,} bytes read"
+    return MalformedResponseError(
+        f"response body is larger than max_response_bytes={cap:,} ({cap / 2**20:g} MiB): {seen}, the rest was not "
+        "read; raise max_response_bytes (None: no cap) if replies this large are expected"
+    )
+
+
+def _plain(headers: Mapping[str, str]) -> bool:
+    """No Content-Encoding: the declared length is the length of the body as we get it."""
+    return headers.get("Content-Encoding", "identity").strip().lower() in ("", "identity")
+
+
+async def _read_aiohttp(response: aiohttp.ClientResponse, cap: int | None, *, truncate: bool = False) -> bytes:
+    """The body, at most ``cap`` bytes: beyond that the connection is closed and the reply refused
+    (:class:`MalformedResponseError`), or with ``truncate`` the first ``cap`` bytes kept."""
+    if cap is None:
+        return await response.read()
+    declared = response.content_length
+    if declared is not None and declared <= cap and _plain(response.headers):
+        return await response.read()  # every ordinary reply: one read of a length known to fit
+    if declared is not None and declared > cap and not truncate:
+        response.close()
+        raise _too_large(cap, declared=declared)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_any():  # decompressed: the cap is on what we would hold
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > cap:
+            response.close()
+            if truncate:
+                break
+            raise _too_large(cap, read=size)
+    return b"".join(chunks)[:cap]
+
+
+async def _read_httpx(response: httpx2.Response, cap: int | None) -> bytes:
+    """:func:`_read_aiohttp` for the unread response openai returns (closed by the caller)."""
+    if cap is None:
+        return await response.aread()
+    length = response.headers.get("Content-Length")
+    declared = int(length) if length is not None and length.strip().isdigit() else None
+    if declared is not None and declared > cap:
+        raise _too_large(cap, declared=declared)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():  # decoded bytes
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > cap:
+            raise _too_large(cap, read=size)
+    return b"".join(chunks)
+
+
+class _TruncatedStream(httpx2.AsyncByteStream):
+    """At most ``limit`` bytes of ``inner``; the rest is never read."""
+
+    def __init__(self, inner: httpx2.AsyncByteStream, limit: int) -> None:
+        self._inner = inner
+        self._limit = limit
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        left = self._limit
+        async for chunk in self._inner:
+            if len(chunk) >= left:
+                yield chunk[:left]
+                break
+            left -= len(chunk)
+            yield chunk
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+class _LimitedErrorBodies(httpx2.AsyncBaseTransport):
+    """openai reads an error reply's body itself: let it see only the first ``limit`` bytes."""
+
+    def __init__(self, inner: httpx2.AsyncBaseTransport, limit: int) -> None:
+        self._inner = inner
+        self._limit = limit
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        response = await self._inner.handle_async_request(request)
+        if response.status_code < 400 or not isinstance(response.stream, httpx2.AsyncByteStream):
+            return response
+        return httpx2.Response(
+            response.status_code,
+            headers=response.headers,
+            stream=_TruncatedStream(response.stream, self._limit),
+            extensions=response.extensions,
+        )
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+def default_transport(
+    *,
+    base_url: str,
+    api_key: str,
+    max_connections: int,
+    connect_timeout: float = CONNECT_TIMEOUT,
+    max_response_bytes: int | None = DEFAULT_MAX_RESPONSE_BYTES,
+) -> HTTPTransport:
     """The transport a client makes for itself: :class:`HTTPTransport`, or :class:`OpenAITransport`
     when ``FW_ROLLOUTS_TRANSPORT=openai``."""
     cls = OpenAITransport if os.environ.get("FW_ROLLOUTS_TRANSPORT", "").lower() == "openai" else HTTPTransport
-    return cls(base_url=base_url, api_key=api_key, max_connections=max_connections)
+    return cls(
+        base_url=base_url,
+        api_key=api_key,
+        max_connections=max_connections,
+        connect_timeout=connect_timeout,
+        max_response_bytes=max_response_bytes,
+    )
 
 
-def _http_client(session: aiohttp.ClientSession, base_url: str) -> httpx2.AsyncClient:
+def _http_client(session: aiohttp.ClientSession, base_url: str, error_limit: int) -> httpx2.AsyncClient:
     """openai's aiohttp-backed HTTP client, on ``session`` so that both paths share one pool."""
     try:
         from openai._vendor.httpx_aiohttp import AiohttpTransport
@@ -402,7 +586,8 @@ def _http_client(session: aiohttp.ClientSession, base_url: str) -> httpx2.AsyncC
     # per process, and for a plain-HTTP server give it a bare context with no certificates (it would
     # refuse any TLS connection, which a plain-HTTP base URL never makes).
     verify = _tls_context() if base_url.startswith("https:") else ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    return httpx2.AsyncClient(transport=AiohttpTransport(client=session, verify=verify), timeout=httpx2.Timeout(None))
+    transport = _LimitedErrorBodies(AiohttpTransport(client=session, verify=verify), error_limit)
+    return httpx2.AsyncClient(transport=transport, timeout=httpx2.Timeout(None))
 
 
 @functools.cache
