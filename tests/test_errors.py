@@ -315,3 +315,36 @@ class TestExceptionTree:
         assert names == sorted(names)
         for name in names:
             assert hasattr(_exceptions, name), name
+
+
+# -- hostile error bodies --------------------------------------------------------------------------------------
+
+SECRET = "fw-KEY-abcdef0123456789"
+
+
+def test_an_error_body_echoing_the_key_json_escaped_is_scrubbed_in_every_field() -> None:
+    from fw_rollouts._redact import redactor
+
+    escaped = "".join(f"\\u{ord(c):04x}" for c in SECRET)
+    body = (
+        '{"error": {"message": "key %s is wrong", "code": "%s", "param": "%s", "type": "%s"}, "request_id": "%s"}'
+        % ((escaped,) * 5)
+    ).encode()
+    error = error_from_response(401, {}, body, redact=redactor(SECRET))
+    fields = [error.message, error.code, error.param, error.type, error.request_id, repr(error.body), str(error)]
+    assert all(field is not None and SECRET not in field for field in fields)
+    assert error.message == "key [REDACTED] is wrong" and error.request_id == "[REDACTED]"
+    # Cut to length after scrubbing, never before: no piece of the key is left at the cut.
+    long = json.dumps({"error": {"detail": "x" * 490 + SECRET}}).encode()
+    cut = error_from_response(500, {}, long, redact=redactor(SECRET))
+    assert SECRET[:8] not in cut.message
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"[" * 100_000 + b"]" * 100_000, b'{"detail": [{"loc": 5, "msg": 1}]}', b'{"detail": [{"loc": [{"a": 1}]}]}'],
+    ids=["nested past the parser", "loc a number", "loc of objects"],
+)
+def test_a_hostile_error_body_still_becomes_our_status_error(body: bytes) -> None:
+    error = error_from_response(400, {}, body)
+    assert type(error) is BadRequestError and error.status_code == 400 and error.message

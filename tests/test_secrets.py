@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import pickle
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from _virtual_time import VirtualTime
-from fw_rollouts import AsyncFireworks, AuthenticationError, Fireworks, FireworksClient, FwRolloutsError
+from fw_rollouts import (
+    APIStatusError,
+    AsyncFireworks,
+    AuthenticationError,
+    Fireworks,
+    FireworksClient,
+    FwRolloutsError,
+)
 from fw_rollouts.testing import Fault, FireworksSimulator
 
 KEY = "fw-SECRET-0123456789abcdef"
@@ -105,3 +113,104 @@ def test_sync_and_dropin_reprs_hide_the_key(tmp_path: Path) -> None:
     for text in (repr(sync), repr(sync.settings), repr(dropin), str(vars(dropin))):
         assert KEY not in text
     sync.close()
+
+
+# -- a server that echoes the key back -------------------------------------------------------------------------
+
+
+def escaped(text: str) -> str:
+    """``text`` as JSON \\u escapes: the bytes never contain it, the parsed value does."""
+    return "".join(f"\\u{ord(c):04x}" for c in text)
+
+
+def echoing(template: str) -> str:
+    """``template`` with each ``@`` replaced by the key, JSON-escaped."""
+    return template.replace("@", escaped(KEY))
+
+
+ECHOES: dict[str, tuple[int, dict[str, str], str]] = {
+    "every field of a JSON error, escaped": (
+        401,
+        {"x-request-id": f"req-{KEY}"},
+        echoing('{"error": {"message": "bad key @", "code": "@", "param": "@", "type": "auth @", '
+                '"extra": [[{"k": "@"}]]}, "request_id": "@"}'),
+    ),
+    "a raw key in an HTML body": (400, {}, f"<html><body>Bad request from {KEY}</body></html>"),
+    "a request id echoing the key, retried": (500, {"x-request-id": KEY}, echoing('{"error": {"message": "@"}}')),
+    "a 2xx body that is not a completion": (200, {"x-request-id": KEY}, echoing('{"detail": "@", "choices": 5}')),
+    "a flat detail list": (422, {}, echoing('{"detail": [{"loc": ["body", "@"], "msg": "@"}]}')),
+}  # fmt: skip
+
+
+async def echo_server(status: int, headers: dict[str, str], body: str) -> tuple[asyncio.AbstractServer, str]:
+    """A completions server that answers every request with exactly this reply (and closes the connection)."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(
+            (int(line.split(b":", 1)[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")),
+            0,
+        )
+        await reader.readexactly(length)
+        data = body.encode()
+        lines = [f"HTTP/1.1 {status} X", f"Content-Length: {len(data)}", "Content-Type: application/json",
+                 "Connection: close", *(f"{k}: {v}" for k, v in headers.items())]  # fmt: skip
+        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + data)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    return server, f"http://127.0.0.1:{port}/v1"
+
+
+def every_text_of(error: FwRolloutsError) -> list[str]:
+    texts = [str(error), repr(error), error.message, repr(vars(error)), repr(pickle.dumps(error))]
+    for each in error.errors.values():
+        texts += every_text_of(each)
+    return texts
+
+
+@pytest.mark.parametrize("case", list(ECHOES))
+def test_a_server_echoing_the_key_back_anywhere_never_gets_it_into_an_error_or_a_log(
+    case: str, all_logs: Collect, tmp_path: Path
+) -> None:
+    status, headers, body = ECHOES[case]
+    assert KEY not in body or "HTML" in case  # the escaped cases hide it from any byte-level scrubbing
+
+    async def main() -> FwRolloutsError:
+        server, base_url = await echo_server(status, headers, body)
+        options: dict[str, Any] = {"max_retries": 2, "progress_bar": False, "clock": VirtualTime()}
+        async with server, AsyncFireworks("qwen-15b", api_key=KEY, base_url=base_url, cache_dir=str(tmp_path),
+                                          **options) as client:  # fmt: skip
+            with pytest.raises(FwRolloutsError) as info:
+                await client.generate("Tell me my key", n_samples=2)
+            return info.value
+
+    error = asyncio.run(main())
+    texts = every_text_of(error)
+    if status >= 400:
+        assert "[REDACTED]" in " ".join(texts)  # the echo was there, and was replaced
+    for text in [*texts, *all_logs.lines]:
+        assert KEY not in text, text
+    if isinstance(error, APIStatusError):
+        for field in (error.code, error.param, error.type, error.request_id, repr(error.body)):
+            assert field is None or KEY not in field
+
+
+def test_every_sdk_logger_scrubs_the_key_at_every_level(all_logs: Collect) -> None:
+    import logging as stdlib_logging
+
+    AsyncFireworks("qwen-15b", api_key=KEY)  # a client remembers its key for the log filter
+    names = [n for n in stdlib_logging.Logger.manager.loggerDict if n == "fw_rollouts" or n.startswith("fw_rollouts.")]
+    names = [n for n in names if not n.startswith("fw_rollouts.testing")]  # the simulator is not the SDK
+    assert {"fw_rollouts", "fw_rollouts.retry", "fw_rollouts.cache"} <= set(names)
+    for name in names:
+        logger = stdlib_logging.getLogger(name)
+        for level in (stdlib_logging.DEBUG, stdlib_logging.INFO, stdlib_logging.WARNING, stdlib_logging.ERROR):
+            logger.log(level, "echo %s and %r", KEY, {"key": KEY})
+        try:
+            raise RuntimeError(f"inside {KEY}")
+        except RuntimeError:
+            logger.exception("failed")
+    assert len(all_logs.lines) >= 5 * len(names) and all(KEY not in line for line in all_logs.lines)

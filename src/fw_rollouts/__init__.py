@@ -34,6 +34,7 @@ from ._models import FwResponse, FwRollouts, Usage
 from ._options import DEFAULT_BASE_URL, DEFAULT_CACHE_DIR
 from ._prompts import MODEL_ALIASES, resolve_model
 from ._ratelimit import Limiter
+from ._redact import install_log_filter as _install_log_filter
 from ._settings import Settings
 from ._store import DiskStore, SampleStore, StoreStats
 from ._sync import Fireworks
@@ -131,3 +132,7 @@ def _publish() -> None:
 
 _publish()
 del _publish
+
+# Every SDK logger exists now (each module makes its own at import): each gets the key-scrubbing filter.
+_install_log_filter()
+del _install_log_filter

@@ -37,6 +37,7 @@ from ._parsing import ResponseSpec
 from ._plan import Plan
 from ._progress import progress_bar as make_progress_bar
 from ._prompts import MODEL_ALIASES, RenderedPrompt, model_hint, render_prompt
+from ._redact import redactor, remember_secret, scrub_error
 from ._run import Job, RunResult, SampleRun
 from ._services import SEAMS, Services
 from ._settings import Settings
@@ -144,6 +145,7 @@ class AsyncFireworks:
         self._init(settings, services)
 
     def _init(self, settings: Settings, services: Services) -> None:
+        remember_secret(settings.api_key)  # for the log filter, which sees records, not clients
         self._settings = settings
         self._services = services
         self._closed = False
@@ -263,7 +265,9 @@ class AsyncFireworks:
             settings=settings.sampling_summary(),
         )
         if outcome.errors or outcome.fatal is not None:
-            raise _failure(outcome, rollouts)
+            # The transport scrubs what it builds; this catches what any layer (or a custom transport)
+            # let through, in every field of the error and of each per-seed error it carries.
+            raise scrub_error(_failure(outcome, rollouts), redactor(settings.api_key))
         return rollouts
 
     async def aclose(self) -> None:

@@ -46,6 +46,7 @@ from ._exceptions import (
     status_error_class,
 )
 from ._options import DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_RESPONSE_BYTES
+from ._redact import redactor, scrub_error
 
 __all__ = [
     "ERROR_BODY_LIMIT",
@@ -56,7 +57,6 @@ __all__ = [
     "default_transport",
     "error_from_response",
     "parse_retry_after",
-    "redactor",
 ]
 
 COMPLETIONS_PATH = "/completions"
@@ -64,7 +64,6 @@ CONNECT_TIMEOUT = DEFAULT_CONNECT_TIMEOUT
 """Seconds to establish a connection (within ``timeout``) unless the client's ``connect_timeout`` says otherwise."""
 ERROR_BODY_LIMIT = 1024 * 1024
 """Bytes of an error reply's body read at most (or ``max_response_bytes`` if smaller); the rest is not read."""
-REDACTED = "[REDACTED]"
 _RAW_RESPONSE_HEADER = "X-Stainless-Raw-Response"  # openai's switch for a response it returns unread
 
 
@@ -99,23 +98,6 @@ class Transport(Protocol):
     async def aclose(self) -> None:
         """Release connections."""
         ...
-
-
-def redactor(secret: str | None) -> Callable[[Any], Any]:
-    """A function that replaces ``secret`` in a string, or in every string inside JSON-like data."""
-
-    def redact(value: Any) -> Any:
-        if not secret:
-            return value
-        if isinstance(value, str):
-            return value.replace(secret, REDACTED) if secret in value else value
-        if isinstance(value, Mapping):
-            return {redact(k): redact(v) for k, v in value.items()}
-        if isinstance(value, (list, tuple)):
-            return [redact(item) for item in value]
-        return value
-
-    return redact
 
 
 def parse_retry_after(headers: Mapping[str, str], *, now: Callable[[], float] = time.time) -> float | None:
@@ -212,24 +194,25 @@ def error_from_response(
     now: Callable[[], float] = time.time,
     redact: Callable[[Any], Any] | None = None,
 ) -> APIStatusError:
-    """Our exception for an HTTP error response (pure: no I/O); ``redact`` cleans every field first."""
-    text = content.decode("utf-8", "replace") if isinstance(content, bytes) else (content or "")
-    if redact is not None:
-        text = redact(text)
+    """Our exception for an HTTP error response (pure: no I/O); ``redact`` cleans every field of it."""
+    clean = redact if redact is not None else _unchanged
+    # Scrubbed as text and again once parsed (a key echoed JSON-escaped, "\\u0066w-...", is only the key
+    # once decoded), both before any message is cut to length, which could leave part of a key behind.
+    text = clean(content.decode("utf-8", "replace") if isinstance(content, bytes) else (content or ""))
     body: Any
     try:
-        body = json.loads(text) if text.strip() else None
-    except ValueError:
+        body = clean(json.loads(text)) if text.strip() else None
+    except (ValueError, RecursionError):  # not JSON, or nested past what the parser will follow: kept as text
         body = text
-    message, code, param, error_type = _error_message(body, status)
-    request_id = _request_id(headers, body)
-    if redact is not None:  # headers too: a server may echo the key anywhere
-        request_id = redact(request_id)
+    try:
+        message, code, param, error_type = _error_message(body, status)
+    except Exception:  # a hostile shape (a "loc" that is a number...): the body as text is message enough
+        message, code, param, error_type = _error_message(text, status)
     cls = status_error_class(status)
-    return cls(
+    error = cls(
         message,
         status_code=status,
-        request_id=request_id,
+        request_id=_request_id(headers, body),
         body=body,
         code=code,
         param=param,
@@ -238,6 +221,11 @@ def error_from_response(
         should_retry=_should_retry_header(headers),
         url=url,
     )
+    return error if redact is None else scrub_error(error, redact)  # headers too: the request id
+
+
+def _unchanged(value: Any) -> Any:
+    return value
 
 
 def _root_cause(exc: BaseException) -> BaseException:
