@@ -253,7 +253,7 @@ def test_a_call_never_answered_ends_when_one_sample_has_used_its_retries() -> No
     assert not reach.ends_the_call(status(500, attempts=9))
     error = reach.unanswered_error(silent(), "http://127.0.0.1:9/v1/completions")
     assert type(error) is APITimeoutError and error.connected and error.attempts == 9
-    assert "accepted connections but answered none of this call's 9 attempts over 2700.0s" in error.message
+    assert "accepted connections but answered none of this call's 9 attempts" in error.message
     assert "http://127.0.0.1:9/v1/completions" in error.message and "timeout=" in error.message
 
 

@@ -109,14 +109,13 @@ class Reachability:
     no better, so the call ends after one sample's retries instead of every sample's in turn.
     """
 
-    __slots__ = ("_attempts", "_clock", "_first", "_silent", "_silent_since", "answered", "reached")
+    __slots__ = ("_attempts", "_clock", "_first", "_silent", "answered", "reached")
 
     def __init__(self, clock: Callable[[], float]) -> None:
         self._clock = clock
         self._first: float | None = None
         self._attempts = 0
         self._silent = 0  # attempts that connected and got no HTTP response
-        self._silent_since: float | None = None
         self.reached = False
         """True once any attempt got a connection (or an HTTP response)."""
         self.answered = False
@@ -130,8 +129,6 @@ class Reachability:
         if exc.connected:
             self.reached = True
             self._silent += 1
-            if self._silent_since is None:
-                self._silent_since = self._clock()
             return
         self._attempts += 1
         if self._first is None:
@@ -160,11 +157,10 @@ class Reachability:
     def unanswered_error(self, exc: APIConnectionError, url: str) -> APIConnectionError:
         """The one error a call raises when its server took connections but never answered any attempt."""
         where = "" if url in exc.message else f" ({url})"
-        elapsed = self._clock() - (self._silent_since if self._silent_since is not None else self._clock())
         return exc._evolve(
             message=f"{exc.message}; the server{where} accepted connections but answered none of this call's "
-            f"{self._silent + self._attempts} attempts over {elapsed:.1f}s, so the call stops here instead of "
-            "waiting as long for every other sample: check the server, or raise timeout= if it is only slow"
+            f"{self._silent + self._attempts} attempts, so the call stops here instead of waiting as long for "
+            "every other sample: check the server, or raise timeout= if it is only slow"
         )
 
 
