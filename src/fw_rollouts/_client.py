@@ -174,7 +174,8 @@ class AsyncFireworks:
         """A sibling client with ``options`` changed (any option, the client's own included).
 
         It shares with this client every service its changes leave valid: the connection
-        pool unless ``api_key``, ``base_url`` or ``max_concurrency`` change, the rate budget
+        pool unless ``api_key``, ``base_url``, ``max_concurrency``, ``connect_timeout`` or
+        ``max_response_bytes`` change, the rate budget
         unless the limits change, the cache unless ``cache_dir`` changes. Closing the sibling
         closes only what it made; closing this client closes what they share.
         """
