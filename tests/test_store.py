@@ -35,7 +35,7 @@ def value(i: int, size: int = 40) -> bytes:
 def path(request: pytest.FixtureRequest, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> pathlib.Path:
     """A cache directory; every test using it runs on the fast path and on the public-API fallback."""
     if request.param == "public API":
-        monkeypatch.setattr(_store, "_knows_layout", lambda connection: False)
+        monkeypatch.setattr(_store, "knows_layout", lambda connection: False)
     return tmp_path / "cache"
 
 
@@ -249,13 +249,13 @@ class TestTransactions:
     def test_a_failed_call_writes_nothing(self, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
         store = DiskStore(tmp_path / "c")
         set_many(store, [(key(0), b"before")])
-        real = _store._write_rows
+        real = _store.write_rows
 
         def write_then_fail(cache: diskcache.Cache, items: dict[str, bytes]) -> None:
             real(cache, items)
             raise OSError("disk full")
 
-        monkeypatch.setattr(_store, "_write_rows", write_then_fail)
+        monkeypatch.setattr(_store, "write_rows", write_then_fail)
         with pytest.raises(ConfigurationError, match=r"cannot write to the cache database .*cache\.db: disk full"):
             set_many(store, [(key(0), b"after"), (key(1), b"new"), (key(2), b"x" * ROW_LIMIT)])
         monkeypatch.undo()
