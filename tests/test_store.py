@@ -12,7 +12,7 @@ from typing import Any
 import diskcache
 import pytest
 
-from fw_rollouts import _store
+from fw_rollouts import _diskcache_rows, _store
 from fw_rollouts._exceptions import ConfigurationError
 from fw_rollouts._store import DiskStore, SampleStore, StoreStats
 
@@ -249,7 +249,7 @@ class TestTransactions:
     def test_a_failed_call_writes_nothing(self, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
         store = DiskStore(tmp_path / "c")
         set_many(store, [(key(0), b"before")])
-        real = _store.write_rows
+        real = _diskcache_rows.write_rows
 
         def write_then_fail(cache: diskcache.Cache, items: dict[str, bytes]) -> None:
             real(cache, items)
