@@ -45,3 +45,15 @@ def make_client(sim: FireworksSimulator, tmp_path: Path) -> MakeClient:
         return AsyncFireworks(**settings)
 
     return make
+
+
+@pytest.fixture(params=["http", "openai"])
+def transport_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Which transport the clients of a test build: the default, or every request through ``AsyncOpenAI.post``
+    (``FW_ROLLOUTS_TRANSPORT=openai``, see fw_rollouts._transport.default_transport)."""
+    kind: str = request.param
+    if kind == "openai":
+        monkeypatch.setenv("FW_ROLLOUTS_TRANSPORT", "openai")
+    else:
+        monkeypatch.delenv("FW_ROLLOUTS_TRANSPORT", raising=False)
+    return kind

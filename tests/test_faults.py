@@ -34,16 +34,8 @@ from fw_rollouts import (
 from fw_rollouts._store import DiskStore
 from fw_rollouts.testing import DEFAULT_RANDOM_KINDS, Fault, FireworksSimulator
 
-
-@pytest.fixture(autouse=True, params=["http", "openai"])
-def transport_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Which transport the clients of this test build (see fw_rollouts._transport.default_transport)."""
-    kind: str = request.param
-    if kind == "openai":
-        monkeypatch.setenv("FW_ROLLOUTS_TRANSPORT", "openai")
-    else:
-        monkeypatch.delenv("FW_ROLLOUTS_TRANSPORT", raising=False)
-    return kind
+# Every test here runs over both transports.
+pytestmark = pytest.mark.usefixtures("transport_path")
 
 
 def make(sim: FireworksSimulator, tmp_path: Path, clock: VirtualTime | None = None, **options: Any) -> AsyncFireworks:

@@ -465,15 +465,6 @@ def test_a_reply_that_stays_bad_fails_only_its_own_sample(case: str, sim: Firewo
 MiB = 1 << 20
 
 
-@pytest.fixture(params=["http", "openai"])
-def transport_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """The transport the clients of a test build: the default, or ``AsyncOpenAI.post`` (FW_ROLLOUTS_TRANSPORT)."""
-    kind: str = request.param
-    if kind == "openai":
-        monkeypatch.setenv("FW_ROLLOUTS_TRANSPORT", "openai")
-    else:
-        monkeypatch.delenv("FW_ROLLOUTS_TRANSPORT", raising=False)
-    return kind
 
 
 def huge_record(sim: FireworksSimulator) -> Any:

@@ -209,6 +209,31 @@ def test_reachability_never_gives_up_after_any_http_answer(answer: BaseException
     assert reach.reached and not reach.gives_up(refused())
 
 
+def test_reachability_waits_for_the_attempts_already_on_their_way() -> None:
+    # 128 connections at once to a server slow to accept: a few connects time out, the rest are still going.
+    clock = Ticker()
+    reach = Reachability(clock)
+    attempts = [reach.start() for _ in range(128)]
+    reach.record(refused(), attempts[0])
+    retry = reach.start()
+    reach.record(refused(), retry)
+    clock.time += 10 * UNREACHABLE_AFTER
+    assert not reach.gives_up(refused())  # 127 of the first attempts may still connect
+    for attempt in attempts[1:-1]:
+        reach.record(refused(), attempt)
+    assert not reach.gives_up(refused())
+    reach.abandon(attempts[-1])  # cancelled: ended, with nothing learnt
+    assert reach.gives_up(refused()) and not reach.reached
+    # The same start, where one of those attempts got through instead.
+    other = Reachability(clock)
+    first = [other.start() for _ in range(3)]
+    other.record(refused(), first[0])
+    other.record(refused(), first[1])
+    clock.time += 10 * UNREACHABLE_AFTER
+    other.record(None, first[2])
+    assert other.reached and not other.gives_up(refused())
+
+
 def test_a_reset_connection_never_counts_as_unreachable() -> None:
     clock = Ticker()
     reach = Reachability(clock)

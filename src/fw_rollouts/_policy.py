@@ -102,6 +102,10 @@ class Reachability:
     and :data:`UNREACHABLE_AFTER` seconds have passed since the first: a closed port or an
     unreachable host then ends the call in about two seconds instead of retrying every sample.
 
+    Attempts that were already on their way when the first connect failed must all have ended
+    (failed) before that verdict: a server slow to accept many connections at once refuses none of
+    them, it only lets a few time out while the others get through.
+
     A server that accepts connections but never sends an HTTP response (each attempt times out,
     or the connection is dropped) is not given that benefit of a quick verdict, since a slow
     server looks the same for a while; but once one sample has failed for good that way and
@@ -109,20 +113,36 @@ class Reachability:
     no better, so the call ends after one sample's retries instead of every sample's in turn.
     """
 
-    __slots__ = ("_attempts", "_clock", "_first", "_silent", "answered", "reached")
+    __slots__ = ("_attempts", "_clock", "_first", "_horizon", "_next", "_open", "_silent", "answered", "reached")
 
     def __init__(self, clock: Callable[[], float]) -> None:
         self._clock = clock
         self._first: float | None = None
         self._attempts = 0
         self._silent = 0  # attempts that connected and got no HTTP response
+        self._next = 0  # the number the next attempt gets from start()
+        self._open: set[int] = set()  # attempts started and not yet recorded
+        self._horizon: frozenset[int] = frozenset()  # those that were open at the first failed connect
         self.reached = False
         """True once any attempt got a connection (or an HTTP response)."""
         self.answered = False
         """True once any attempt got an HTTP response (a success or an error status)."""
 
-    def record(self, exc: BaseException | None) -> None:
-        """Note the outcome of one attempt (None: it succeeded)."""
+    def start(self) -> int:
+        """Note that an attempt is being sent; its number, for :meth:`record`."""
+        attempt = self._next
+        self._next += 1
+        self._open.add(attempt)
+        return attempt
+
+    def abandon(self, attempt: int) -> None:
+        """Note that an attempt ended without an outcome to learn from (cancelled)."""
+        self._open.discard(attempt)
+
+    def record(self, exc: BaseException | None, attempt: int | None = None) -> None:
+        """Note the outcome of one attempt (None: it succeeded), numbered by :meth:`start` if it was started so."""
+        if attempt is not None:
+            self._open.discard(attempt)
         if not isinstance(exc, APIConnectionError):
             self.reached = self.answered = True  # an HTTP answer: a success, an error status, a bad body
             return
@@ -133,10 +153,15 @@ class Reachability:
         self._attempts += 1
         if self._first is None:
             self._first = self._clock()
+            # An attempt still on its way may yet connect: the verdict waits for those (a server slow to
+            # accept, with many connections at once, fails a few connects while the rest get through).
+            self._horizon = frozenset(self._open)
 
     def gives_up(self, exc: BaseException) -> bool:
         """Whether to stop retrying ``exc`` because the server has never been reachable."""
         if self.reached or not isinstance(exc, APIConnectionError) or exc.connected or self._first is None:
+            return False
+        if self._horizon and not self._horizon.isdisjoint(self._open):
             return False
         return self._attempts >= 2 and self._clock() - self._first >= UNREACHABLE_AFTER
 

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 from ._budget import Budget, Cost
 from ._clock import Clock
-from ._exceptions import APIConnectionError, APIError, FwRolloutsError, MalformedResponseError, NotFoundError
+from ._exceptions import APIConnectionError, APIError, FwRolloutsError, NotFoundError
 from ._models import FwResponse
 from ._parsing import ResponseSpec, decode_body, parse_completion
 from ._plan import Plan
@@ -172,8 +172,10 @@ class SampleRun:
 
     async def _attempt(self, model: str, seed: int) -> list[FwResponse]:
         k = self.job.plan.k
+        reachability = self.reachability
+        ticket = await self.budget.acquire(Cost(self.prompt_tokens, self.job.max_tokens, k))
+        attempt = reachability.start()
         try:
-            ticket = await self.budget.acquire(Cost(self.prompt_tokens, self.job.max_tokens, k))
             try:
                 reply = await self.transport.post_completions(
                     self._template(model) + b"%d}" % seed, timeout=self.job.timeout
@@ -181,12 +183,13 @@ class SampleRun:
             finally:
                 self.budget.release(ticket)
             choices = parse_completion(decode_body(reply.content), self.job.spec, range(seed, seed + k))
-            if len(choices) < k:
-                raise MalformedResponseError(f"asked for n={k} choices, the response has {len(choices)}")
         except APIError as exc:
-            self.reachability.record(exc)
+            reachability.record(exc, attempt)
             raise
-        self.reachability.record(None)
+        except BaseException:  # cancelled, or a bug: no outcome to learn from, but no longer on its way
+            reachability.abandon(attempt)
+            raise
+        reachability.record(None, attempt)
         return choices
 
     async def _request(self, seed: int) -> list[FwResponse]:
