@@ -228,17 +228,6 @@ def _unchanged(value: Any) -> Any:
     return value
 
 
-def _root_cause(exc: BaseException) -> BaseException:
-    seen = set()
-    while id(exc) not in seen:
-        seen.add(id(exc))
-        nxt = exc.__cause__ or exc.__context__
-        if nxt is None:
-            break
-        exc = nxt
-    return exc
-
-
 _TIMEOUT_ROOTS: tuple[type[BaseException], ...] = (asyncio.TimeoutError, TimeoutError, httpx2.TimeoutException)
 
 
@@ -265,7 +254,7 @@ def _causes(exc: BaseException) -> list[BaseException]:
 def _connection_error(
     exc: BaseException, url: str, redact: Callable[[Any], Any], connect_timeout: float = CONNECT_TIMEOUT
 ) -> APIConnectionError:
-    root = _root_cause(exc)
+    root = _causes(exc)[-1]
     detail = redact(f"{type(root).__name__}: {root}" if str(root) else type(root).__name__)
     connected = not (isinstance(exc, _CONNECT_FAILURES) or isinstance(root, _CONNECT_FAILURES))
     # Anywhere in the chain: the openai path wraps aiohttp's error twice (in httpx2's, then in openai's).
