@@ -460,17 +460,13 @@ async def _read_aiohttp(response: aiohttp.ClientResponse, cap: int | None, *, tr
     if declared is not None and declared > cap and not truncate:
         response.close()
         raise _too_large(cap, declared=declared)
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in response.content.iter_any():  # decompressed: the cap is on what we would hold
-        chunks.append(chunk)
-        size += len(chunk)
-        if size > cap:
-            response.close()
-            if truncate:
-                break
-            raise _too_large(cap, read=size)
-    return b"".join(chunks)[:cap]
+    # Decompressed: the cap is on what we would hold.
+    data, over = await _collect(response.content.iter_any(), cap)
+    if over is not None:
+        response.close()
+        if not truncate:
+            raise _too_large(cap, read=over)
+    return data[:cap]
 
 
 async def _read_httpx(response: httpx2.Response, cap: int | None) -> bytes:
@@ -481,14 +477,22 @@ async def _read_httpx(response: httpx2.Response, cap: int | None) -> bytes:
     declared = int(length) if length is not None and length.strip().isdigit() else None
     if declared is not None and declared > cap:
         raise _too_large(cap, declared=declared)
-    chunks: list[bytes] = []
+    data, over = await _collect(response.aiter_bytes(), cap)  # decoded bytes
+    if over is not None:
+        raise _too_large(cap, read=over)
+    return data
+
+
+async def _collect(chunks: AsyncIterator[bytes], cap: int) -> tuple[bytes, int | None]:
+    """The bytes of ``chunks`` until more than ``cap`` have come (then the count read so far, and no more read)."""
+    parts: list[bytes] = []
     size = 0
-    async for chunk in response.aiter_bytes():  # decoded bytes
-        chunks.append(chunk)
+    async for chunk in chunks:
+        parts.append(chunk)
         size += len(chunk)
         if size > cap:
-            raise _too_large(cap, read=size)
-    return b"".join(chunks)
+            return b"".join(parts), size
+    return b"".join(parts), None
 
 
 class _TruncatedStream(httpx2.AsyncByteStream):
