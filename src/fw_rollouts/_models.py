@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -224,6 +225,26 @@ class FwRollouts(Sequence[FwResponse]):
             "prompt_text": self.prompt_text,
             "settings": dict(self.settings),
         }
+
+    def to_jsonl(self, path: str | os.PathLike[str]) -> None:
+        """Write these samples, with the call's settings and every logprob, to ``path`` as JSON Lines.
+
+        :meth:`from_jsonl` reads them back exactly. The file is replaced whole (written under a
+        temporary name, then renamed), so an interrupted write never leaves half a file.
+        """
+        from ._jsonl import write_rollouts  # the format lives beside its reader, which imports this module
+
+        write_rollouts(self, path)
+
+    @classmethod
+    def from_jsonl(cls, path: str | os.PathLike[str]) -> FwRollouts:
+        """The samples :meth:`to_jsonl` wrote to ``path``, equal to the ones written, logprobs included.
+
+        Reading runs nothing from the file; a file that is not one raises :class:`ValidationError`.
+        """
+        from ._jsonl import read_rollouts
+
+        return read_rollouts(path)
 
     def __repr__(self) -> str:
         return (
