@@ -214,3 +214,14 @@ def test_every_sdk_logger_scrubs_the_key_at_every_level(all_logs: Collect) -> No
         except RuntimeError:
             logger.exception("failed")
     assert len(all_logs.lines) >= 5 * len(names) and all(KEY not in line for line in all_logs.lines)
+
+
+def test_a_key_too_short_to_be_real_does_not_mangle_messages(all_logs: Collect) -> None:
+    import logging as stdlib_logging
+
+    from fw_rollouts._redact import MIN_SECRET_LENGTH, redactor
+
+    AsyncFireworks("qwen-15b", api_key="k")  # a test's placeholder key
+    stdlib_logging.getLogger("fw_rollouts.cache").warning("the disk is full")
+    assert any("the disk is full" in line for line in all_logs.lines)
+    assert redactor("k")("disk") == "disk" and redactor("k" * MIN_SECRET_LENGTH)("k" * 9) == "[REDACTED]k"

@@ -18,12 +18,24 @@ from typing import Any, Final, TypeVar
 
 from ._exceptions import FwRolloutsError
 
-__all__ = ["REDACTED", "SecretFilter", "install_log_filter", "redactor", "remember_secret", "scrub_error"]
+__all__ = [
+    "MIN_SECRET_LENGTH",
+    "REDACTED",
+    "SecretFilter",
+    "install_log_filter",
+    "redactor",
+    "remember_secret",
+    "scrub_error",
+]
 
 E = TypeVar("E", bound=FwRolloutsError)
 
 REDACTED: Final = "[REDACTED]"
 """What a secret is replaced with."""
+
+MIN_SECRET_LENGTH: Final = 8
+"""Shorter keys are not scrubbed: no real API key is that short, and replacing a test's ``"k"`` everywhere would
+mangle every message and log line (``"disk"`` -> ``"dis[REDACTED]"``)."""
 
 _MAX_DEPTH: Final = 64  # deeper than any honest error body; what lies below is dropped, not searched
 _TOO_DEEP: Final = "[nested too deep]"
@@ -35,7 +47,7 @@ _secrets_lock = threading.Lock()
 def remember_secret(secret: str | None) -> None:
     """Add ``secret`` to the keys every SDK log record is scrubbed of (for the life of the process)."""
     global _secrets
-    if not secret or secret in _secrets:
+    if not secret or len(secret) < MIN_SECRET_LENGTH or secret in _secrets:
         return
     with _secrets_lock:
         if secret not in _secrets:
@@ -44,9 +56,10 @@ def remember_secret(secret: str | None) -> None:
 
 
 def redactor(*secrets: str | None) -> Callable[[Any], Any]:
-    """A function that replaces each of ``secrets`` in a string, or in every string (keys included) of
-    JSON-like data (mappings, lists, tuples); other values pass through unchanged."""
-    wanted = tuple(sorted({s for s in secrets if s}, key=len, reverse=True))
+    """A function that replaces each of ``secrets`` (of at least :data:`MIN_SECRET_LENGTH` characters) in a
+    string, or in every string (keys included) of JSON-like data (mappings, lists, tuples); other values pass
+    through unchanged."""
+    wanted = tuple(sorted({s for s in secrets if s and len(s) >= MIN_SECRET_LENGTH}, key=len, reverse=True))
 
     def text(value: str) -> str:
         for secret in wanted:
