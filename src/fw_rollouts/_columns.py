@@ -15,14 +15,14 @@ pass each (types, sum, max), so that refusing them costs a few microseconds per 
 from __future__ import annotations
 
 import math
-import os
 import sys
-import threading
 from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from itertools import accumulate, chain, pairwise
 from typing import Any, Final
+
+from ._locks import ForkSafeLock
 
 __all__ = ["LOGPROB_TOLERANCE", "Columns", "ImpossibleValue"]
 
@@ -67,19 +67,9 @@ def _plausible(values: list[Any]) -> bool:
 # token strings at most.
 _VOCAB: dict[str, int] = {}
 _STRINGS: list[str] = []
-_VOCAB_LOCK = threading.Lock()
-
-
-def _new_lock_after_fork() -> None:
-    # A thread of the parent may have held the lock at fork(); in the child that thread does not exist and
-    # the lock would stay held for good. The tables stay usable: a string appended without its index is
-    # simply appended again.
-    global _VOCAB_LOCK
-    _VOCAB_LOCK = threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_new_lock_after_fork)
+# A ForkSafeLock: after a fork in the middle of _add_token the tables stay usable (a string appended without its
+# index is simply appended again).
+_VOCAB_LOCK = ForkSafeLock()
 
 
 def _add_token(token: str) -> int:

@@ -8,15 +8,14 @@ and builds each list view the first time it is read.
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
-import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, NamedTuple, TypeVar, cast
 
 from ._columns import _STRINGS as _STRINGS  # re-exported: the bench measures the vocabulary through this module
 from ._columns import _VOCAB as _VOCAB
 from ._columns import Columns
+from ._locks import ForkSafeLock
 from ._packing import pack, peek_attributes, read_header, unpack
 
 __all__ = ["Logprobs", "TokenLogprob"]
@@ -25,17 +24,7 @@ _T = TypeVar("_T")
 
 # Guards only the creation of an instance's view dict, so that two threads reading a view for the
 # first time agree on the list they return.
-_VIEWS_LOCK = threading.Lock()
-
-
-def _new_lock_after_fork() -> None:
-    # A parent thread may have held the lock at fork(); the child would wait on it for ever.
-    global _VIEWS_LOCK
-    _VIEWS_LOCK = threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_new_lock_after_fork)
+_VIEWS_LOCK = ForkSafeLock()
 
 
 class TokenLogprob(NamedTuple):

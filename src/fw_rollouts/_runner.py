@@ -17,6 +17,8 @@ import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
+from ._locks import ForkSafeLock
+
 __all__ = ["LoopThread", "get_runner"]
 
 T = TypeVar("T")
@@ -105,7 +107,7 @@ class LoopThread:
 
 
 _runner: LoopThread | None = None
-_runner_lock = threading.Lock()
+_runner_lock = ForkSafeLock()
 
 
 def get_runner() -> LoopThread:
@@ -127,9 +129,8 @@ def _shutdown() -> None:
 
 def _forget_after_fork() -> None:
     # The child has no loop thread: the parent's loop object must not be touched there.
-    global _runner, _runner_lock
+    global _runner
     _runner = None
-    _runner_lock = threading.Lock()
 
 
 atexit.register(_shutdown)

@@ -35,7 +35,6 @@ import contextlib
 import logging
 import os
 import sqlite3
-import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Sequence
@@ -47,6 +46,7 @@ import diskcache
 
 from ._diskcache_rows import MAX_ROW_BYTES, BytesDisk, knows_layout, read_public, read_rows, write_rows
 from ._exceptions import ConfigurationError, FwRolloutsError
+from ._locks import ForkSafeLock
 
 __all__ = ["DiskStore", "SampleStore", "StoreStats"]
 
@@ -159,7 +159,8 @@ class DiskStore:
         self._executor: ThreadPoolExecutor | None = None
         self._pid = 0
         self._closed = False
-        self._lock = threading.Lock()  # for starting and ending the worker: loops in several threads may race
+        # For starting and ending the worker: loops in several threads may race (and one may fork meanwhile).
+        self._lock = ForkSafeLock()
 
     @staticmethod
     def check(directory: str | os.PathLike[str], *, read_only: bool = False) -> str:
