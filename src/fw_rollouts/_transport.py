@@ -60,8 +60,6 @@ __all__ = [
 ]
 
 COMPLETIONS_PATH = "/completions"
-CONNECT_TIMEOUT = DEFAULT_CONNECT_TIMEOUT
-"""Seconds to establish a connection (within ``timeout``) unless the client's ``connect_timeout`` says otherwise."""
 ERROR_BODY_LIMIT = 1024 * 1024
 """Bytes of an error reply's body read at most (or ``max_response_bytes`` if smaller); the rest is not read."""
 _RAW_RESPONSE_HEADER = "X-Stainless-Raw-Response"  # openai's switch for a response it returns unread
@@ -252,7 +250,7 @@ def _causes(exc: BaseException) -> list[BaseException]:
 
 
 def _connection_error(
-    exc: BaseException, url: str, redact: Callable[[Any], Any], connect_timeout: float = CONNECT_TIMEOUT
+    exc: BaseException, url: str, redact: Callable[[Any], Any], connect_timeout: float
 ) -> APIConnectionError:
     root = _causes(exc)[-1]
     detail = redact(f"{type(root).__name__}: {root}" if str(root) else type(root).__name__)
@@ -299,7 +297,7 @@ class HTTPTransport:
         base_url: str,
         api_key: str,
         max_connections: int,
-        connect_timeout: float = CONNECT_TIMEOUT,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         max_response_bytes: int | None = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         self._base_url = base_url
@@ -542,7 +540,7 @@ def default_transport(
     base_url: str,
     api_key: str,
     max_connections: int,
-    connect_timeout: float = CONNECT_TIMEOUT,
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
     max_response_bytes: int | None = DEFAULT_MAX_RESPONSE_BYTES,
 ) -> HTTPTransport:
     """The transport a client makes for itself: :class:`HTTPTransport`, or :class:`OpenAITransport`
