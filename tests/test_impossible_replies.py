@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from _helpers import R1_PROMPT, load_json_fixture, read_cache
+from _helpers import R1_PROMPT, MakeClient, load_json_fixture, read_cache
 from _virtual_time import VirtualTime
 from fw_rollouts import (
     AsyncFireworks,
@@ -401,30 +401,22 @@ BAD_REPLIES: dict[str, tuple[object, int]] = {  # body, samples_per_request
 }
 
 
-def client(sim: FireworksSimulator, tmp_path: Path, **options: Any) -> AsyncFireworks:
-    settings: dict[str, Any] = {
-        "model": "qwen-15b",
-        "base_url": sim.base_url,
-        "api_key": sim.api_key,
-        "cache_dir": str(tmp_path / "cache"),
-        "progress_bar": False,
-        "max_tokens": 8,
-        "max_concurrency": 1,  # scripted faults reach the requests in seed order
-        "clock": VirtualTime(),
-        **options,
-    }
-    return AsyncFireworks(**settings)
+def client(make_client: MakeClient, **options: Any) -> AsyncFireworks:
+    """A client of this test's simulator, one request at a time (scripted faults reach the requests in seed
+    order), on virtual time."""
+    settings: dict[str, Any] = {"max_tokens": 8, "max_concurrency": 1, "clock": VirtualTime(), **options}
+    return make_client(**settings)
 
 
 @pytest.mark.parametrize("case", list(BAD_REPLIES))
 def test_one_bad_reply_among_many_is_retried_and_every_sample_comes_back(
-    case: str, sim: FireworksSimulator, tmp_path: Path
+    case: str, sim: FireworksSimulator, make_client: MakeClient, tmp_path: Path
 ) -> None:
     body, per_request = BAD_REPLIES[case]
     sim.faults.push(Fault.ok(), Fault.ok(), Fault.body(body))  # the third request's first attempt
 
     async def main() -> FwRollouts:
-        async with client(sim, tmp_path, samples_per_request=per_request) as c:
+        async with client(make_client, samples_per_request=per_request) as c:
             return await c.generate("Count to three", n_samples=8)
 
     rollouts = asyncio.run(main())
@@ -442,12 +434,14 @@ def test_one_bad_reply_among_many_is_retried_and_every_sample_comes_back(
 
 
 @pytest.mark.parametrize("case", ["NaN logprob", "nested beyond reason", "tokens as a string"])
-def test_a_reply_that_stays_bad_fails_only_its_own_sample(case: str, sim: FireworksSimulator, tmp_path: Path) -> None:
+def test_a_reply_that_stays_bad_fails_only_its_own_sample(
+    case: str, sim: FireworksSimulator, make_client: MakeClient, tmp_path: Path
+) -> None:
     body, _ = BAD_REPLIES[case]
     sim.faults.push(Fault.ok(), *[Fault.body(body)] * 3)  # the second request, on all three attempts
 
     async def main() -> BaseException:
-        async with client(sim, tmp_path, max_retries=2) as c:
+        async with client(make_client, max_retries=2) as c:
             with pytest.raises(MalformedResponseError) as info:
                 await c.generate("Count to three", n_samples=5)
             return info.value
@@ -480,12 +474,12 @@ def huge_record(sim: FireworksSimulator) -> Any:
 
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
 def test_a_body_over_max_response_bytes_is_refused_without_reading_it(
-    transport_path: str, chunked: bool, sim: FireworksSimulator, tmp_path: Path
+    transport_path: str, chunked: bool, sim: FireworksSimulator, make_client: MakeClient, tmp_path: Path
 ) -> None:
     sim.faults.push(Fault.huge(64 * MiB, chunked=chunked))
 
     async def main() -> tuple[MalformedResponseError, int]:
-        async with client(sim, tmp_path, max_response_bytes=MiB, max_retries=0) as c:
+        async with client(make_client, max_response_bytes=MiB, max_retries=0) as c:
             tracemalloc.start()
             try:
                 with pytest.raises(MalformedResponseError) as info:
@@ -506,12 +500,12 @@ def test_a_body_over_max_response_bytes_is_refused_without_reading_it(
 
 
 def test_a_huge_reply_among_many_is_retried_and_one_within_the_cap_is_read(
-    transport_path: str, sim: FireworksSimulator, tmp_path: Path
+    transport_path: str, sim: FireworksSimulator, make_client: MakeClient, tmp_path: Path
 ) -> None:
     sim.faults.push(Fault.ok(), Fault.huge(64 * MiB, chunked=True), Fault.huge(MiB + MiB // 2))
 
     async def main() -> FwRollouts:
-        async with client(sim, tmp_path, max_response_bytes=2 * MiB) as c:
+        async with client(make_client, max_response_bytes=2 * MiB) as c:
             return await c.generate("Count to three", n_samples=4)
 
     rollouts = asyncio.run(main())
@@ -522,11 +516,13 @@ def test_a_huge_reply_among_many_is_retried_and_one_within_the_cap_is_read(
     assert len(read_cache(tmp_path / "cache", rollouts[0].prompt)) == 4
 
 
-def test_an_error_body_is_read_only_up_to_a_limit(transport_path: str, sim: FireworksSimulator, tmp_path: Path) -> None:
+def test_an_error_body_is_read_only_up_to_a_limit(
+    transport_path: str, sim: FireworksSimulator, make_client: MakeClient
+) -> None:
     sim.faults.push(Fault.body(b"<html>" + b"x" * (8 * MiB), status=502, content_type="text/html"))
 
     async def main() -> ServerError:
-        async with client(sim, tmp_path, max_retries=0) as c:
+        async with client(make_client, max_retries=0) as c:
             with pytest.raises(ServerError) as info:
                 await c.generate("Count to three")
             return info.value
