@@ -48,6 +48,10 @@ class SampleSink(Protocol):
         """Take one sample under its cache key; never waits."""
         ...
 
+    async def room(self) -> None:
+        """Wait until the sink is not too far behind (what keeps a long run's memory flat)."""
+        ...
+
     async def drain(self) -> None:
         """Finish storing everything taken so far."""
         ...
@@ -466,6 +470,8 @@ class SampleRun:
                     sink.add(key(s), response)  # every choice is cached as its own sample, wanted now or not
                 if s in state.wanted:
                     await events.sample(job, s, response)
+            if sink is not None:
+                await sink.room()
 
     async def run(self) -> FwRolloutsError | None:
         """Fetch every job's seeds; the error that ended the whole run early, if one did.
