@@ -62,6 +62,9 @@ Prompt = str | Sequence[Mapping[str, Any]]
 AFFINITY_HEADER = "x-session-affinity"
 """The header that sends samples of one prompt to one replica, which then serves them from its prompt cache."""
 
+_LOOKUP_CHUNK = 64
+"""Items whose cache lookups go to the store together."""
+
 
 @dataclass(frozen=True, slots=True)
 class _Prepared:
@@ -455,35 +458,40 @@ class AsyncFireworks:
         store = services.store.get() if cached else None
         writer = WriteBehind(store, clock=services.clock.now) if store is not None else None
 
+        async def lookup(p: _Prepared) -> dict[int, FwResponse]:
+            if store is None or p.keyer is None:
+                return {}
+            return await cached_samples(store, [p.cache_key(s) for s in p.seeds], p.seeds, p.rendered.text, p.spec)
+
         async def jobs() -> AsyncIterator[Job]:
             key_checked = services.transport_given
-            for p in prepared:
-                found: dict[int, FwResponse] = {}
-                if store is not None and p.keyer is not None:
-                    found = await cached_samples(
-                        store, [p.cache_key(s) for s in p.seeds], p.seeds, p.rendered.text, p.spec
-                    )
+            for start in range(0, len(prepared), _LOOKUP_CHUNK):
+                chunk = prepared[start : start + _LOOKUP_CHUNK]
+                # The lookups of a chunk of items at once: the store's thread takes them one after
+                # another without a round trip to the event loop between them.
+                found_all = await asyncio.gather(*(lookup(p) for p in chunk))
+                for p, found in zip(chunk, found_all, strict=True):
                     for response in found.values():
                         response.item = p.index  # a fresh object, the call's own
                     await events.hits(p.index, found)
-                missing = tuple(s for s in p.seeds if s not in found)
-                if not missing:
-                    continue
-                if not key_checked:
-                    p.settings.require_api_key()  # before any request: the clear error, not a 401
-                    key_checked = True
-                settings = p.settings
-                yield Job(
-                    item=p.index,
-                    body=settings.body(p.rendered.text),
-                    spec=p.spec,
-                    plan=p.plan,
-                    seeds=missing,
-                    prompt_tokens=max(1, len(p.rendered.text) // 4),  # until the server tells us
-                    max_tokens=settings.max_tokens,
-                    headers={AFFINITY_HEADER: p.affinity},
-                    cache_key=p.cache_key if p.keyer is not None and writer is not None else None,
-                )
+                    missing = tuple(s for s in p.seeds if s not in found)
+                    if not missing:
+                        continue
+                    if not key_checked:
+                        p.settings.require_api_key()  # before any request: the clear error, not a 401
+                        key_checked = True
+                    settings = p.settings
+                    yield Job(
+                        item=p.index,
+                        body=settings.body(p.rendered.text),
+                        spec=p.spec,
+                        plan=p.plan,
+                        seeds=missing,
+                        prompt_tokens=max(1, len(p.rendered.text) // 4),  # until the server tells us
+                        max_tokens=settings.max_tokens,
+                        headers={AFFINITY_HEADER: p.affinity},
+                        cache_key=p.cache_key if p.keyer is not None and writer is not None else None,
+                    )
 
         settings = prepared[0].settings
         run = SampleRun(
