@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ._budget import Budget, Cost
+from ._budget import Budget, Cost, Spent
 from ._clock import Clock
 from ._exceptions import APIConnectionError, APIError, FwRolloutsError, NotFoundError
 from ._models import FwResponse
@@ -176,13 +176,20 @@ class SampleRun:
         ticket = await self.budget.acquire(Cost(self.prompt_tokens, self.job.max_tokens, k))
         attempt = reachability.start()
         try:
+            spent: Spent | None = None
+            headers: Mapping[str, str] | None = None
             try:
                 reply = await self.transport.post_completions(
                     self._template(model) + b"%d}" % seed, timeout=self.job.timeout
                 )
+                headers = reply.headers
+                choices = parse_completion(decode_body(reply.content), self.job.spec, range(seed, seed + k))
+                usage = choices[0].usage
+                spent = Spent(
+                    usage.prompt_tokens, usage.cached_tokens or 0, sum(c.usage.completion_tokens for c in choices), k
+                )
             finally:
-                self.budget.release(ticket)
-            choices = parse_completion(decode_body(reply.content), self.job.spec, range(seed, seed + k))
+                self.budget.release(ticket, spent, headers)
         except APIError as exc:
             reachability.record(exc, attempt)
             raise
@@ -207,7 +214,6 @@ class SampleRun:
         usage = choices[0].usage
         if usage.prompt_tokens:
             self.prompt_tokens = usage.prompt_tokens
-        self.budget.observe(usage.prompt_tokens, usage.completion_tokens)
         self.succeeded = True
         return choices
 
