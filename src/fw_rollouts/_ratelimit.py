@@ -89,6 +89,9 @@ class ServiceLimits:
 # total of all tokens has none.
 _SUFFIXES: Final = ("requests", "tokens-prompt", "tokens-cache-adjusted-prompt", "tokens-generated", None)
 _PREFIX = "x-ratelimit-"
+_LIMIT_KEYS: Final = tuple(f"limit-{s}" if s else "" for s in _SUFFIXES)
+_REMAINING_KEYS: Final = tuple(f"remaining-{s}" if s else "" for s in _SUFFIXES)
+_NOTHING: Final[tuple[float | None, ...]] = (None,) * len(METERS)
 
 
 def _number(value: object) -> float | None:
@@ -115,26 +118,27 @@ def read_ratelimit_headers(headers: Mapping[str, str]) -> ServiceLimits | None:
     found: dict[str, float] = {}
     over_limit: bool | None = None
     for name, value in headers.items():
-        if not isinstance(name, str) or name[:12].lower() != _PREFIX:
+        # Most headers are not ours: one character tells, before any slicing or lowering.
+        if not isinstance(name, str) or name[:1] not in "xX" or name[:12].lower() != _PREFIX:
             continue
-        key = name.lower()[len(_PREFIX) :]
+        key = name[12:].lower()
         if key == "over-limit":
             flag = value.strip().lower() if isinstance(value, str) else ""
             over_limit = True if flag == "yes" else False if flag == "no" else over_limit
             continue
         number = _number(value)
         if number is not None:
-            found[key] = min(number, found.get(key, number))
-    if not found and over_limit is None:
-        return None
-    limits = [found.get(f"limit-{s}") if s else None for s in _SUFFIXES]
-    remaining = [found.get(f"remaining-{s}") if s else None for s in _SUFFIXES]
+            known = found.get(key)
+            found[key] = number if known is None else min(known, number)
+    if not found:
+        return None if over_limit is None else ServiceLimits(_NOTHING, _NOTHING, over_limit)
+    limits = [found.get(key) if key else None for key in _LIMIT_KEYS]
+    remaining = [found.get(key) if key else None for key in _REMAINING_KEYS]
     per_second = limits[_UNCACHED] is not None or any(
         (limit := limits[m]) is not None and (left := remaining[m]) is not None and left > limit
         for m in _TOKEN_METERS
     )
-    for m in range(len(METERS)):
-        limit = limits[m]
+    for m, limit in enumerate(limits):
         if limit is not None:
             if per_second and m != _REQUESTS:
                 limit *= 60.0
@@ -181,6 +185,7 @@ class Limiter:
         "_clock",
         "_completion_estimate",
         "_in_flight",
+        "_limits",
         "_narrowed_at",
         "_queue",
         "_records",
@@ -238,6 +243,7 @@ class Limiter:
         user[_PROMPT], user[_GENERATED] = prompt_tokens_per_minute, generated_tokens_per_minute
         self._user: tuple[float | None, ...] = tuple(user)
         self._service: list[float | None] = [None] * len(METERS)
+        self._limits = self._user  # in force: ours, or the service's where lower (kept up to date by _set_service)
         # Counted whether or not a limit is set, so that a limit the service announces later applies to
         # the minute already spent.
         self._records: deque[_Record] = deque()
@@ -323,24 +329,24 @@ class Limiter:
     @property
     def limits(self) -> dict[str, float | None]:
         """The per-minute limits in force, by :data:`METERS` name: ours, or the service's where it is lower."""
-        return {name: self._limit(m) for m, name in enumerate(METERS)}
+        return dict(zip(METERS, self._limits, strict=True))
 
     def used(self) -> dict[str, float]:
         """What the last minute's requests are charged, by :data:`METERS` name (reservations of those in flight)."""
         self._expire(self._clock.now())
         return dict(zip(METERS, self._used, strict=True))
 
-    def _limit(self, m: int) -> float | None:
-        user, service = self._user[m], self._service[m]
-        if user is None:
-            return service
-        return user if service is None else min(user, service)
+    def _set_service(self, m: int, limit: float) -> None:
+        self._service[m] = limit
+        self._limits = tuple(
+            service if user is None else user if service is None else min(user, service)
+            for user, service in zip(self._user, self._service, strict=True)
+        )
 
     def _life(self, record: _Record) -> float:
         """How long a record counts: a minute, or as many minutes as it is larger than a limit."""
         longest = 1.0
-        for m, amount in enumerate(record.amounts):
-            limit = self._limit(m)
+        for amount, limit in zip(record.amounts, self._limits, strict=True):
             if limit is not None and amount > limit:
                 longest = max(longest, amount / limit)
         return WINDOW * longest + _MARGIN
@@ -361,15 +367,16 @@ class Limiter:
         """Seconds until ``amounts`` fit under every limit (0: now), with what is counted now."""
         self._expire(now)
         need: list[float] = []  # per meter: how much must leave the minute first
-        for m, amount in enumerate(amounts):
-            limit = self._limit(m)
+        short = False
+        for amount, limit, used in zip(amounts, self._limits, self._used, strict=True):
             if limit is None:
                 need.append(0.0)
                 continue
             # A request larger than the limit goes when nothing else counts.
-            target = limit - amount if amount <= limit else 0.0
-            need.append(self._used[m] - target)
-        if all(n <= 1e-9 for n in need):
+            excess = used - (limit - amount if amount <= limit else 0.0)
+            need.append(excess)
+            short = short or excess > 1e-9
+        if not short:
             return 0.0
         ready = now
         for record in self._records:
@@ -475,16 +482,16 @@ class Limiter:
         raised = False
         for m, limit in enumerate(said.limits):
             if limit is not None and limit != self._service[m]:
-                old = self._limit(m)
-                self._service[m] = limit
-                new = self._limit(m)
+                old = self._limits[m]
+                self._set_service(m, limit)
+                new = self._limits[m]
                 if new != old:
                     log.debug("the service's %s limit: %g a minute; ours now %s", METERS[m], limit, new)
                     raised = raised or old is None or (new is not None and new > old)
         # The service counts more than we do (another client on the account): our minute is that full too.
         phantom = [0.0] * len(METERS)
         for m, left in enumerate(said.remaining):
-            server_limit = said.limits[m] if said.limits[m] is not None else self._limit(m)
+            server_limit = said.limits[m] if said.limits[m] is not None else self._limits[m]
             if left is None or server_limit is None:
                 continue
             phantom[m] = max(0.0, (server_limit - left) - self._used[m])
