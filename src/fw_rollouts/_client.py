@@ -142,6 +142,8 @@ class AsyncFireworks:
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
         requests_per_minute: float | None = None,
         tokens_per_minute: float | None = None,
+        prompt_tokens_per_minute: float | None = None,
+        generated_tokens_per_minute: float | None = None,
         cache_dir: str = DEFAULT_CACHE_DIR,
         cache: SampleStore | None = None,
         budget: Budget | None = None,

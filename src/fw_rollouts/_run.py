@@ -26,7 +26,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ._budget import Budget, Cost
+from ._budget import Budget, Cost, Spent
 from ._clock import Clock
 from ._exceptions import APIConnectionError, APIError, FwRolloutsError, NotFoundError
 from ._models import FwResponse
@@ -343,9 +343,7 @@ class SampleRun:
         assert self.transport is not None
         body = state.template(model, echo) + b"%d}" % seed
         if self._sends_headers and state.job.headers:
-            return await self.transport.post_completions(  # type: ignore[call-arg]
-                body, timeout=self.target.timeout, headers=state.job.headers
-            )
+            return await self.transport.post_completions(body, timeout=self.target.timeout, headers=state.job.headers)
         return await self.transport.post_completions(body, timeout=self.target.timeout)
 
     async def _attempt(self, state: _JobState, model: str, seed: int, echo: bool) -> list[FwResponse]:
@@ -355,14 +353,19 @@ class SampleRun:
         reachability = self.reachability
         ticket = await self.budget.acquire(Cost(state.prompt_tokens, job.max_tokens, k))
         attempt = reachability.start()
+        spent: Spent | None = None
+        headers: Mapping[str, str] | None = None
         try:
             try:
                 self.requests += 1
                 reply = await self._post(state, model, seed, echo)
+                headers = reply.headers
+                spec = job.spec if echo or state.echo_once is None else state.plain_spec
+                choices = parse_completion(decode_body(reply.content), spec, range(seed, seed + k))
+                spent = _spent(choices)
             finally:
-                self.budget.release(ticket)
-            spec = job.spec if echo or state.echo_once is None else state.plain_spec
-            choices = parse_completion(decode_body(reply.content), spec, range(seed, seed + k))
+                # Exactly one release per acquire: with what the request used when it succeeded.
+                self.budget.release(ticket, spent, headers)
         except APIError as exc:
             reachability.record(exc, attempt)
             raise
@@ -387,7 +390,6 @@ class SampleRun:
         usage = choices[0].usage
         if usage.prompt_tokens:
             state.prompt_tokens = usage.prompt_tokens
-        self.budget.observe(usage.prompt_tokens, usage.completion_tokens)  # type: ignore[union-attr]
         state.succeeded = self.succeeded = True
         return self._share(state, choices, echo)
 
@@ -507,6 +509,14 @@ class SampleRun:
                 # Whatever arrived is stored before we return or give up, even when interrupted.
                 await self.sink.drain()
         return self.fatal
+
+
+def _spent(choices: list[FwResponse]) -> Spent:
+    """What one request used, as the server reported it: the prompt once (each choice carries the
+    request's prompt count), the generated tokens of every choice."""
+    usage = choices[0].usage
+    completion = sum(c.usage.completion_tokens for c in choices)
+    return Spent(usage.prompt_tokens, usage.cached_tokens or 0, completion, len(choices))
 
 
 def _takes_headers(transport: Transport) -> bool:
