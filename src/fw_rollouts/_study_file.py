@@ -627,6 +627,8 @@ def _read_parquet(where: str) -> Iterator[tuple[int, FwResponse]]:
                     item = row["item"]
                     if type(item) is not int or not 0 <= item < items:
                         raise ValueError(f"item {item!r} is not an index of the header's {items} items")
+                    if type(row["seed"]) is not int:
+                        raise ValueError(f"its seed is {row['seed']!r}, not an integer")
                     response = _from_row(row)
                 except (KeyError, TypeError, ValueError) as exc:
                     raise _part_error("path", where, part, exc) from None
@@ -659,7 +661,7 @@ def load_study(path: str | os.PathLike[str]) -> list[FwRollouts]:
     # Seed -> sample per item: a pair written twice (StudyWriter never does) comes back once, the first.
     responses: list[dict[int, FwResponse]] = [{} for _ in header["items"]]
     for item, response in read_samples(where):
-        responses[item].setdefault(response.seed or 0, response)
+        responses[item].setdefault(response.seed or 0, response)  # readers refuse a sample without a seed
     studies = []
     for number, (fields, by_seed) in enumerate(zip(header["items"], responses, strict=True)):
         samples = [by_seed[seed] for seed in sorted(by_seed)]
