@@ -469,12 +469,9 @@ def test_a_100k_line_study_streams_back_in_flat_memory(tmp_path: Path) -> None:
         count, last = 0, None
         for _, last in read_samples(path):  # noqa: B007 (the last one is checked below)
             count += 1
-            if count == 1_000:
-                tracemalloc.reset_peak()
-                warm, _ = tracemalloc.get_traced_memory()
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
     assert count == lines and last is not None and last.seed == lines - 1
     # One line and its sample at a time: nothing grows with the file.
-    assert peak - warm < 64 * 1024 and size > 40_000_000, (peak - warm, size)
+    assert peak < 256 * 1024 and size > 40_000_000, (peak, size)
