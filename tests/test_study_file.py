@@ -416,6 +416,8 @@ def test_concurrent_adds_from_many_tasks_all_arrive_once(tmp_path: Path) -> None
                     await asyncio.sleep(0.0005 * (item % 3))
 
         await asyncio.gather(*(producer(item) for item in range(items)))
+        await writer.drain()
+        assert writer.backlog == 0 and writer.pending == 0
         await writer.aclose()
 
     asyncio.run(main())
@@ -435,14 +437,16 @@ def test_add_never_makes_the_loop_wait_for_the_disk(tmp_path: Path) -> None:
 
     async def main() -> list[float]:
         writer = await StudyWriter.open(tmp_path / "s.jsonl", header=header(items=1), batch=len(big))
-        costs = []
+        costs, backlog = [], 0
         for n in range(3 * len(big)):
             response = dataclasses.replace(big[n % len(big)], seed=n)
             t = time.perf_counter()
             writer.add(0, response)
             costs.append(time.perf_counter() - t)
+            backlog = max(backlog, writer.backlog)
             await asyncio.sleep(0)
         await writer.aclose()
+        assert backlog >= 1 and writer.backlog == 0  # batches were in the writer's hands while the loop went on
         return costs
 
     costs = sorted(asyncio.run(main()))

@@ -690,6 +690,7 @@ class StudyWriter:
     """
 
     __slots__ = (
+        "_backlog",
         "_batch",
         "_closed",
         "_done",
@@ -732,6 +733,7 @@ class StudyWriter:
         self._last: asyncio.Future[None] | None = None
         self._error: BaseException | None = None
         self._closed = False
+        self._backlog = 0
 
     @classmethod
     async def open(
@@ -796,6 +798,12 @@ class StudyWriter:
         """Samples added but not yet handed to the writer thread."""
         return len(self._pending)
 
+    @property
+    def backlog(self) -> int:
+        """Batches handed to the writer thread and not yet written: a caller whose samples arrive faster
+        than the disk takes them can hold requests back while this is high (memory stays flat only then)."""
+        return self._backlog
+
     def add(self, item: int, response: FwResponse) -> None:
         """Queue sample ``response`` of item ``item`` for the file; never waits (call it on the writer's loop).
 
@@ -828,11 +836,13 @@ class StudyWriter:
 
     def _submit(self, function: Any, *args: Any) -> None:
         future = self._loop.run_in_executor(self._executor, function, *args)
+        self._backlog += 1
         future.add_done_callback(self._finished)
         self._last = future
 
     def _finished(self, future: asyncio.Future[None]) -> None:
         # Retrieved here, so none is left for "Future exception was never retrieved"; drain raises it.
+        self._backlog -= 1
         if not future.cancelled():
             error = future.exception()
             if error is not None and self._error is None:
