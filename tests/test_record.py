@@ -333,10 +333,16 @@ class TestMalformedFields:
     def sample(self) -> FwResponse:
         return full_sample(logprobs=None)
 
-    @pytest.mark.parametrize("flags", [64, 128, 255])
+    @pytest.mark.parametrize("flags", [128, 255])
     def test_unknown_flags(self, flags: int) -> None:
         fields = {**fields_of(self.sample()), "flags": flags}
         with pytest.raises(RecordError, match="unknown flags"):
+            decode_record(forge(fields, body_of(self.sample())), "p")
+
+    @pytest.mark.parametrize("flags", [64, 64 | 32, 64 | 1])
+    def test_shared_prompt_flag_without_echoed_logprobs(self, flags: int) -> None:
+        fields = {**fields_of(self.sample()), "flags": flags}
+        with pytest.raises(RecordError, match="shares a prompt part but has no echoed logprobs"):
             decode_record(forge(fields, body_of(self.sample())), "p")
 
     @pytest.mark.parametrize(("field", "delta"), [("full_bytes", 1), ("model_bytes", -1), ("logprobs_bytes", 3)])
