@@ -355,6 +355,28 @@ class Columns:
         off = None if self.off is None else _int_column([o + delta for o in self.off])
         return dataclasses.replace(self, off=off, off_base=self.off_base + delta)
 
+    def after(self, prefix: Columns) -> Columns:
+        """These columns, the positions that follow ``prefix``, shaped as those positions of the joined run.
+
+        The joined run has sampling logprobs if either part does (None where one lacks them) and
+        token ids only if every position has one: so a part without sampling logprobs gets them,
+        all None, when the prefix has some, and ids only the prefix has, or only these have, go
+        (an empty part gets an empty column when the prefix has ids). Slicing the joined run
+        would give exactly these columns' lists.
+        """
+        n = len(self.tok)
+        samp, samp_none = self.samp, self.samp_none
+        if samp is None and prefix.samp is not None:
+            samp, samp_none = array("f", bytes(4 * n)), tuple(range(n))
+        ids = self.ids
+        if prefix.ids is None:
+            ids = None
+        elif ids is None and not n:
+            ids = array("i")
+        if samp is self.samp and ids is self.ids:
+            return self
+        return dataclasses.replace(self, samp=samp, samp_none=samp_none, ids=ids)
+
     def nbytes(self) -> int:
         """Bytes held by this object and its arrays (not the shared vocabulary)."""
         size = sys.getsizeof(self)

@@ -448,8 +448,9 @@ def share_prefix(part: SharedPrefix, rest: Logprobs, start: int | None = None) -
 
     ``rest`` is a plain run of generated positions (no echo, no shared part of its own); with
     ``start``, its text offsets are moved so that the first one is ``start`` (the offset of
-    the first generated token in the echoed text); without, they are taken as they are, and
-    ``rest`` stays packed if it is (a cache hit). The result reads exactly as the whole run would:
+    the first generated token in the echoed text) and its columns shaped as the joined run's
+    (:meth:`Columns.after`); without, they are taken as they are (as a cache record stored them,
+    already so), and ``rest`` stays packed if it is (a cache hit). The result reads exactly as the whole run would:
     echo on, ``num_prompt_tokens`` and ``prompt_length`` those of the prefix.
     """
     prefix = part.logprobs
@@ -461,7 +462,8 @@ def share_prefix(part: SharedPrefix, rest: Logprobs, start: int | None = None) -
     if start is not None:
         columns = rest._cols
         if len(columns):
-            own._cols, own._packed = columns.shifted(start - columns.offset_at(0)), None
+            columns = columns.shifted(start - columns.offset_at(0))
+        own._cols, own._packed = columns.after(prefix._cols), None
     self = Logprobs.__new__(Logprobs)
     self._part, self._views = part, None
     packed = own._packed
