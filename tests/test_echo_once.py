@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from _helpers import R1_PROMPT, legacy_logprobs, load_json_fixture
+from _helpers import R1_PROMPT, completion_body, legacy_logprobs, load_json_fixture
 from fw_rollouts import FwResponse
 from fw_rollouts._cache_key import CacheKeyer
 from fw_rollouts._echo import PromptPart, prompt_part, with_prompt
@@ -192,8 +192,6 @@ def test_llamacpp_offsets_counted_from_the_prompt_length_stay_in_place() -> None
 @pytest.mark.parametrize("first_offset", [0, 8], ids=["from-0", "from-prompt-length"])
 def test_a_bos_echoed_ahead_of_the_prompt_moves_the_generated_offsets(first_offset: int) -> None:
     # The echoed text starts with a BOS that is not in the prompt: the generation starts at 3 + len(prompt).
-    from _helpers import completion_body
-
     prompt = "Hi there"
     echo_body = completion_body(
         "Hi there! ok", legacy_logprobs(["<s>", "Hi", " there", "!", " ok"], [None, -1.0, -2.0, -0.5, -0.25],
