@@ -121,14 +121,22 @@ def client_options(sim: Any, cache_dir: Path, concurrency: int) -> dict[str, Any
 
 
 def read_cache(cache_dir: Path, prompt: str = "") -> dict[str, Any]:
-    """Every entry of a cache directory, through a fresh diskcache handle; each must be one whole sample."""
+    """Every sample entry of a cache directory, through a fresh diskcache handle; each must be one whole sample.
+
+    A prompt-part record (the echoed prompt stored once for its samples) is not a sample: it is read
+    first and given to the samples that hold only their generated positions (one prompt per directory).
+    """
     import diskcache
 
-    from fw_rollouts._record import decode_record
+    from fw_rollouts._record import decode_prompt_record, decode_record
 
     with diskcache.Cache(str(cache_dir)) as cache:
         assert cache.check() == []  # SQLite integrity, and no value file missing or left over
-        entries = {key: decode_record(cache[key], prompt) for key in cache.iterkeys()}
+        records = {key: cache[key] for key in cache.iterkeys()}
+    parts = [decode_prompt_record(data, prompt, key) for key, data in records.items() if data[:4] == b"FWPR"]
+    assert len(parts) <= 1, "read_cache reads directories of one prompt"
+    part = parts[0] if parts else None
+    entries = {key: decode_record(data, prompt, key, part) for key, data in records.items() if data[:4] != b"FWPR"}
     for sample in entries.values():
         assert sample.logprobs is not None and sample.finish_reason in ("stop", "length")
         assert len(sample.logprobs.tokens) == len(sample.logprobs.token_logprobs) > 0

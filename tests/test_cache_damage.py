@@ -30,7 +30,8 @@ from fw_rollouts.testing import Fault, FireworksSimulator
 
 PROMPT = "Tell me about the sea."
 N = 16
-OPTIONS: dict[str, Any] = {"logprobs": 3, "echo": True, "max_tokens": 12}
+# echo_once off: every record holds a whole sample (the prompt part's own record is tested apart below).
+OPTIONS: dict[str, Any] = {"logprobs": 3, "echo": True, "max_tokens": 12, "echo_once": False}
 VOLATILE = ("response_id", "created")  # what a sample fetched again does not share with the first fetch
 
 
@@ -136,7 +137,7 @@ async def generate(client: AsyncFireworks, n: int = N, seed: int = 0) -> FwRollo
 
 def run_one(make_client: MakeClient, directory: Path, n: int = N, **options: Any) -> FwRollouts:
     async def main() -> FwRollouts:
-        async with make_client(cache_dir=str(directory), **OPTIONS, **options) as client:
+        async with make_client(cache_dir=str(directory), **{**OPTIONS, **options}) as client:
             return await generate(client, n)
 
     return asyncio.run(main())
@@ -243,6 +244,32 @@ def test_flipped_bytes_in_records_are_misses_refetched_and_overwritten(
         (warning,) = cache_warnings(caplog)  # one per call, counting them
         assert f"{damaged} cache entries in {directory} could not be read and are fetched again" in warning
         again = run_one(make_client, directory)  # overwritten: every sample is a hit now, exactly as last fetched
+        assert check(again, {r.seed: view(r) for r in first if r.seed is not None}) == N
+
+
+def test_a_damaged_prompt_record_makes_its_samples_misses_never_wrong(
+    make_client: MakeClient, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With echo paid once, the prompt's positions live in one record of their own; damage there must not
+    give any sample another prompt part or a broken one: its samples are fetched again, and stored again."""
+    source = tmp_path / "shared"
+    reference = {r.seed: view(r) for r in run_one(make_client, source, echo_once=True) if r.seed is not None}
+    assert entries(source) == N + 1  # the samples' generated positions, and the prompt part once
+    (record,) = [value for value in stored_records(source).values() if value[:4] == b"FWPR"]
+    clean = (source / "cache.db").read_bytes()
+    offset, length = clean.find(record), len(record)
+    assert offset >= 0, "the prompt record should sit whole in one page"
+    for trial, relative in enumerate((0, 4, 6, 9, length // 3, length // 2, length - 5, length - 1)):
+        data = bytearray(clean)
+        data[offset + relative] ^= (0x01, 0x80, 0xFF)[trial % 3]
+        directory = copy_of(source, tmp_path / f"p{trial}", bytes(data))
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            first = run_one(make_client, directory, echo_once=True)
+        assert check(first, reference) == 0  # none served from the cache, all fetched again...
+        (warning,) = cache_warnings(caplog)
+        assert "could not be read" in warning
+        again = run_one(make_client, directory, echo_once=True)  # ...and stored again, prompt record included
         assert check(again, {r.seed: view(r) for r in first if r.seed is not None}) == N
 
 

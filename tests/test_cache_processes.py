@@ -121,21 +121,22 @@ def test_overlapping_seed_ranges_from_three_processes(sim: FireworksSimulator, t
     assert len(union) <= len(asked) <= sum(n for _, n in ranges)
     assert sim.status_counts == {200: len(asked)}
 
-    entries = read_cache(tmp_path / "shared")
-    assert len(entries) == len(union) and sorted(s.seed for s in entries.values()) == list(union)
-
     sim.reset()
     with Fireworks(**opts) as client:
         rollouts = client.generate(PROMPT, n_samples=len(union), seed=0)
         keyer = CacheKeyer(client.settings.resolved_base_url, client.settings.key_body(rollouts.prompt_text))
     assert completions(sim) == []  # not a single request: every seed came from the cache
+
+    entries = read_cache(tmp_path / "shared", rollouts.prompt_text)  # the samples, beside the prompt's part
+    assert len(entries) == len(union) and sorted(s.seed for s in entries.values()) == list(union)
     assert set(entries) == {keyer(seed) for seed in union}
     assert [r.seed for r in rollouts] == list(union) and all(r.cached for r in rollouts)
     assert [fingerprint(r) for r in rollouts] == [fetched[seed][0] for seed in union]
 
 
 def test_different_prompts_from_three_processes(sim: FireworksSimulator, tmp_path: Path) -> None:
-    opts = client_options(sim, tmp_path / "shared", CONCURRENCY)
+    # Whole samples in every record, so that read_cache can read a directory of several prompts.
+    opts = {**client_options(sim, tmp_path / "shared", CONCURRENCY), "echo_once": False}
     n = 200
     prompts = [f"{PROMPT} Variant {i}." for i in range(3)]
     # Each child writes its own prompt; the last one then reads back what the first wrote meanwhile.

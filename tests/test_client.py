@@ -65,10 +65,12 @@ def test_generate_five_samples_with_logprobs_and_echo(sim: FireworksSimulator, t
     assert rollouts.model == R1_MODEL and rollouts.prompt_text == R1_PROMPT
     bodies = sorted((r.body for r in completions(sim)), key=lambda b: b["seed"])
     assert [b["seed"] for b in bodies] == [0, 1, 2, 3, 4]
+    # The prompt's logprobs are paid for once: one request echoes, the others do not.
+    assert sorted(b["echo"] for b in bodies) == [False, False, False, False, True]
     for body in bodies:
         assert body["model"] == R1_MODEL
         assert body["prompt"] == R1_PROMPT
-        assert body["logprobs"] == 5 and body["echo"] is True
+        assert body["logprobs"] == 5
         assert body["temperature"] == 0.7 and body["max_tokens"] == 24
         assert set(body) <= {
             "model", "prompt", "max_tokens", "temperature", "top_p", "presence_penalty",

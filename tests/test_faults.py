@@ -89,7 +89,7 @@ def test_2000_samples_through_a_20_percent_fault_storm(sim: FireworksSimulator, 
     assert counts[429] > 0 and counts["reset"] > 0 and counts[503] > 0
     # Faults of every class were met and survived; retries waited on virtual time only.
     assert clock.sleeps and elapsed < 60
-    assert cache_entries(tmp_path / "cache") == 2000  # exactly the successes, nothing else
+    assert cache_entries(tmp_path / "cache") == 2000 + 1  # exactly the successes and the prompt's part, nothing else
 
     sim.reset()
 
@@ -120,7 +120,7 @@ def test_failures_are_never_cached_and_a_rerun_fetches_only_the_missing(
     failed = set(error.errors)  # type: ignore[attr-defined]
     assert succeeded | failed == set(range(200)) and not succeeded & failed
     assert 20 < len(failed) < 120
-    assert cache_entries(tmp_path / "cache") == len(succeeded)
+    assert cache_entries(tmp_path / "cache") == len(succeeded) + 1  # and the prompt's echoed part, once
     assert "samples failed" in str(error) and "re-run" in str(error)
 
     sim.reset()

@@ -42,6 +42,8 @@ SLOW = 4
 STOPPED_WITHIN = 1.0
 """The issue's bound: in-flight requests stop within a second of the interruption."""
 PROMPT = "Name a prime number and say why it is prime."
+RENDERED = f"<｜begin▁of▁sentence｜><｜User｜>{PROMPT}<｜Assistant｜><think>\n"
+"""The prompt string sent for PROMPT (qwen-15b's chat template), which the prompt's cached part is of."""
 
 
 @pytest.fixture
@@ -86,15 +88,16 @@ async def until(condition: Callable[[], bool], what: str, timeout: float = 60.0)
 
 
 def count_entries(cache_dir: Path) -> int:
+    """Samples in the cache (not the prompt's echoed part, stored once beside them)."""
     if not (cache_dir / "cache.db").exists():
         return 0
     with diskcache.Cache(str(cache_dir)) as cache:
-        return len(cache)
+        return sum(1 for key in cache.iterkeys() if cache[key][:4] != b"FWPR")
 
 
 def read_cache(cache_dir: Path) -> dict[str, FwResponse]:
     """Every entry of the cache, each one whole sample, with no seed twice."""
-    entries: dict[str, FwResponse] = shared_read_cache(cache_dir, PROMPT)
+    entries: dict[str, FwResponse] = shared_read_cache(cache_dir, RENDERED)
     assert len({sample.seed for sample in entries.values()}) == len(entries)
     return entries
 

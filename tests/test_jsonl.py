@@ -51,7 +51,8 @@ def test_samples_from_the_server_round_trip_exactly(make_client: MakeClient, tmp
     same(rollouts, back)
     assert [r.seed for r in back] == list(range(7, 13)) and back.settings == rollouts.settings
     lines = path.read_text(encoding="ascii").splitlines()
-    assert len(lines) == 1 + 6 and json.loads(lines[0])["format"] == FORMAT  # a header, then a line per sample
+    # A header, the prompt's echoed part once (its samples share it), then a line per sample.
+    assert len(lines) == 1 + 1 + 6 and json.loads(lines[0])["format"] == FORMAT
 
 
 def awkward_sample() -> FwResponse:

@@ -352,7 +352,7 @@ def test_a_given_store_gets_every_sample_once_and_serves_a_rerun(sim: FireworksS
 
     first, again = run(main())
     assert len(completions(sim)) == 5
-    assert len(store.written) == len(set(store.written)) == 5
+    assert len(store.written) == len(set(store.written)) == 5 + 1  # and the prompt's echoed part, once
     assert all(r.cached for r in again) and [r.full for r in again] == [r.full for r in first]
     assert again[0].logprobs == first[0].logprobs
     assert first.cache_dir == again.cache_dir == "memory://test"
@@ -372,7 +372,8 @@ def test_a_given_store_never_gets_errors_written(sim: FireworksSimulator, tmp_pa
     error = run(main())
     assert error.rollouts is not None and [r.seed for r in error.rollouts] == [0]
     assert list(error.errors) == [1]
-    assert len(store.written) == 1  # seed 0 only: seed 1 failed, seed 2 was never requested
+    # Seed 0 and the prompt's echoed part only: seed 1 failed, seed 2 was never requested.
+    assert len(store.written) == 2
     assert len(completions(sim)) == 2
 
 
@@ -501,10 +502,10 @@ def test_a_sibling_with_another_cache_dir_writes_there(sim: FireworksSimulator, 
             again = await parent.generate(PROMPT, n_samples=3)  # not in the parent's cache
             assert not any(r.cached for r in again)
         async with DiskStore(tmp_path / "b") as b, DiskStore(tmp_path / "a") as a:
-            assert (await a.stats()).entries == 3
+            assert (await a.stats()).entries == 3 + 1  # and the prompt's echoed part
             return (await b.stats()).entries
 
-    assert run(main()) == 3
+    assert run(main()) == 3 + 1
     assert len(completions(sim)) == 6
 
 

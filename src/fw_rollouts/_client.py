@@ -16,15 +16,16 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from ._budget import Budget
 from ._cache_key import CacheKeyer
 from ._clock import Clock
+from ._echo import PromptPart, with_prompt
 from ._exceptions import ConfigurationError, FwRolloutsError, InvalidTypeError, ValidationError
-from ._lookup import cached_samples
+from ._lookup import CacheHits, cached_hits
 from ._models import FwResponse, FwRollouts
 from ._options import (
     DEFAULT_CACHE_DIR,
@@ -41,7 +42,7 @@ from ._plan import Plan
 from ._progress import StudyProgress
 from ._prompts import MODEL_ALIASES, RenderedPrompt, model_hint, render_prompt
 from ._redact import redactor, remember_secret, scrub_error
-from ._run import Job, SampleRun, Target
+from ._run import EchoOnce, Job, SampleRun, Target
 from ._services import SEAMS, Services
 from ._settings import Settings
 from ._store import SampleStore
@@ -65,6 +66,18 @@ AFFINITY_HEADER = "x-session-affinity"
 _LOOKUP_CHUNK = 64
 """Items whose cache lookups go to the store together."""
 
+_PARTS_KEPT = 256
+"""Prompt parts a study keeps at once, for later items of the same prompt."""
+
+
+def _take_part(response: FwResponse) -> object | None:
+    return PromptPart.of(response)
+
+
+def _attach_part(response: FwResponse, part: object) -> FwResponse:
+    assert isinstance(part, PromptPart)
+    return with_prompt(response, part)
+
 
 @dataclass(frozen=True, slots=True)
 class _Prepared:
@@ -78,7 +91,9 @@ class _Prepared:
     plan: Plan
     seeds: tuple[int, ...]
     keyer: CacheKeyer | None
-    affinity: str
+    affinity: str | None
+    prompt_id: str | None
+    """The prompt's identity (its prompt-part cache key) when its echo is paid once, else None."""
 
     def cache_key(self, seed: int) -> str:
         assert self.keyer is not None
@@ -133,6 +148,8 @@ class AsyncFireworks:
         chat_template_kwargs: Mapping[str, Any] | None = None,
         use_cache: bool = True,
         progress_bar: bool = True,
+        echo_once: bool = True,
+        session_affinity: bool = True,
         api_key: str | None = None,
         base_url: str | None = None,
         timeout: float = DEFAULT_TIMEOUT,
@@ -432,10 +449,17 @@ class AsyncFireworks:
                 stop=settings.stop,
                 split_reasoning=rendered.split_reasoning,
             )
-            keyer = None
-            if settings.use_cache:
+            keyer = prompt_id = affinity = None
+            once = spec.echo and settings.echo_once
+            if settings.use_cache or once:
                 keyer = CacheKeyer(settings.resolved_base_url, settings.key_body(rendered.text))
-            affinity = item.affinity or hashlib.sha256(rendered.text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+                prompt_id = keyer.prompt_key() if once else None
+                keyer = keyer if settings.use_cache else None
+            if settings.session_affinity:
+                # One key per distinct prompt (or the item's own, for items that share a prefix): a hash,
+                # so that no prompt text goes into a header.
+                text = rendered.text.encode("utf-8", "surrogatepass")
+                affinity = item.affinity or hashlib.sha256(text).hexdigest()[:32]
             prepared.append(
                 _Prepared(
                     index=index,
@@ -447,6 +471,7 @@ class AsyncFireworks:
                     seeds=seeds,
                     keyer=keyer,
                     affinity=affinity,
+                    prompt_id=prompt_id,
                 )
             )
         del services
@@ -460,10 +485,31 @@ class AsyncFireworks:
         store = services.store.get() if cached else None
         writer = WriteBehind(store, clock=services.clock.now) if store is not None else None
 
-        async def lookup(p: _Prepared) -> dict[int, FwResponse]:
+        # The prompt parts of the study's recent prompts (items with the same prompt share one; a bounded
+        # number, so a stream of a million distinct prompts does not keep them all).
+        parts: dict[str, PromptPart] = {}
+
+        def known(p: _Prepared) -> PromptPart | None:
+            return parts.get(p.prompt_id) if p.prompt_id is not None else None
+
+        def learned(prompt_id: str) -> Callable[[object], None]:
+            def keep(part: object) -> None:
+                assert isinstance(part, PromptPart)
+                if len(parts) >= _PARTS_KEPT:
+                    parts.pop(next(iter(parts)))
+                parts[prompt_id] = part
+                if writer is not None:
+                    writer.add(prompt_id, part)  # before the samples that need it: the writer keeps the order
+
+            return keep
+
+        async def lookup(p: _Prepared) -> CacheHits:
             if store is None or p.keyer is None:
-                return {}
-            return await cached_samples(store, [p.cache_key(s) for s in p.seeds], p.seeds, p.rendered.text, p.spec)
+                return CacheHits({}, known(p), True)
+            keys = [p.cache_key(s) for s in p.seeds]
+            return await cached_hits(
+                store, keys, p.seeds, p.rendered.text, p.spec, prompt_key=p.prompt_id, part=known(p)
+            )
 
         async def jobs() -> AsyncIterator[Job]:
             key_checked = services.transport_given
@@ -472,7 +518,18 @@ class AsyncFireworks:
                 # The lookups of a chunk of items at once: the store's thread takes them one after
                 # another without a round trip to the event loop between them.
                 found_all = await asyncio.gather(*(lookup(p) for p in chunk))
-                for p, found in zip(chunk, found_all, strict=True):
+                for p, hits in zip(chunk, found_all, strict=True):
+                    found = hits.samples
+                    echo_once = None
+                    if p.prompt_id is not None:
+                        part = known(p) or hits.part
+                        if part is not None and not hits.part_stored and writer is not None:
+                            writer.add(p.prompt_id, part)  # the part came from an old record: store it apart
+                        if part is not None:
+                            parts.setdefault(p.prompt_id, part)
+                        echo_once = EchoOnce(
+                            part=part, take=_take_part, attach=_attach_part, keep=learned(p.prompt_id)
+                        )
                     for response in found.values():
                         response.item = p.index  # a fresh object, the call's own
                     await events.hits(p.index, found)
@@ -491,8 +548,9 @@ class AsyncFireworks:
                         seeds=missing,
                         prompt_tokens=max(1, len(p.rendered.text) // 4),  # until the server tells us
                         max_tokens=settings.max_tokens,
-                        headers={AFFINITY_HEADER: p.affinity},
+                        headers={AFFINITY_HEADER: p.affinity} if p.affinity is not None else {},
                         cache_key=p.cache_key if p.keyer is not None and writer is not None else None,
+                        echo_once=echo_once,
                     )
 
         settings = prepared[0].settings

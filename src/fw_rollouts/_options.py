@@ -202,6 +202,11 @@ OPTIONS: Final[tuple[Option, ...]] = (
     _call("use_cache", True, v.flag("use_cache"), "Read and write the cache.", "bool"),
     _call("progress_bar", True, v.flag("progress_bar"), "Show a progress bar for calls of more than one sample.",
           "bool"),
+    _call("echo_once", True, v.flag("echo_once"),
+          "With echo: fetch, hold and cache the prompt's logprobs once per prompt, not with every sample.", "bool"),
+    _call("session_affinity", True, v.flag("session_affinity"),
+          "Send each prompt's samples with an `x-session-affinity` key, so one replica serves them from its "
+          "prompt cache.", "bool"),
     # -- the client's own configuration ------------------------------------------------------------
     _client("api_key", None, v.api_key, "API key; default `FIREWORKS_API_KEY`. Never logged or cached.", "str | None"),
     _client("base_url", None, v.base_url,

@@ -24,11 +24,11 @@ import logging
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from ._budget import Budget, Cost, Spent
 from ._clock import Clock
-from ._exceptions import APIConnectionError, APIError, FwRolloutsError, NotFoundError
+from ._exceptions import APIConnectionError, APIError, FwRolloutsError, MissingLogprobsError, NotFoundError
 from ._models import FwResponse
 from ._parsing import ResponseSpec, decode_body, parse_completion
 from ._plan import Plan
@@ -44,8 +44,8 @@ log = logging.getLogger("fw_rollouts")
 class SampleSink(Protocol):
     """Where finished samples go as they arrive (the cache writer)."""
 
-    def add(self, key: str, response: FwResponse) -> None:
-        """Take one sample under its cache key; never waits."""
+    def add(self, key: str, response: Any) -> None:
+        """Take one sample (or a prompt part its samples share) under its cache key; never waits."""
         ...
 
     async def room(self) -> None:
@@ -163,12 +163,14 @@ class _JobState:
 
     __slots__ = (
         "carrier",
-        "deferred",
         "echo_once",
+        "in_flight",
         "job",
+        "parked",
         "part",
         "plain_spec",
         "prompt_tokens",
+        "queued",
         "stopped",
         "succeeded",
         "templates",
@@ -185,12 +187,15 @@ class _JobState:
         self.echo_once = job.echo_once
         self.part = job.echo_once.part if job.echo_once is not None else None
         self.plain_spec = dataclasses.replace(job.spec, echo=False)
-        self.carrier = False  # the echo request is on its way
-        self.deferred: deque[int] = deque()  # requests waiting for it
+        self.carrier = False  # a request asking for echo is on its way
+        self.queued = 0  # requests of this job in the queue
+        self.in_flight = 0  # requests of this job being sent (retries included)
+        # Samples that came back before the prompt's part was known: delivered once it is.
+        self.parked: list[tuple[int, list[FwResponse]]] = []
 
     @property
     def needs_echo(self) -> bool:
-        """Whether the next request must carry echo to learn the prompt's part."""
+        """Whether the prompt's part is still to learn (so some request must ask for echo)."""
         return self.echo_once is not None and self.part is None
 
     def template(self, model: str, echo: bool) -> bytes:
@@ -206,17 +211,26 @@ class _JobState:
         return template
 
 
+class _Request(NamedTuple):
+    """One request handed to a worker."""
+
+    state: _JobState
+    seed: int
+    echo: bool
+    """Whether it asks for echo (to learn the prompt's part)."""
+    extra: bool
+    """Whether it is sent only for the prompt's part (its samples came back already, without echo)."""
+
+
 class _Feed:
     """The request queue: jobs pulled from the source as it runs low, their requests interleaved."""
 
     def __init__(self, source: AsyncIterator[Job], low_water: int) -> None:
         self._source = source
         self._low_water = low_water
-        self._queue: deque[tuple[_JobState, int]] = deque()
+        self._queue: deque[tuple[_JobState, int, bool]] = deque()
         self._exhausted = False
         self._refilling = asyncio.Lock()
-        self._carriers = 0  # echo requests in flight that others of their job wait for
-        self._changed = asyncio.Event()
 
     @property
     def exhausted(self) -> bool:
@@ -233,45 +247,32 @@ class _Feed:
         await self._refill()
         return bool(self._queue)
 
-    async def next(self) -> tuple[_JobState, int, bool] | None:
-        """The next request (job, request seed, whether it carries echo), or None when all are handed out."""
+    async def next(self) -> _Request | None:
+        """The next request, or None when every one has been handed out."""
         while True:
             if len(self._queue) < self._low_water and not self._exhausted:
                 async with self._refilling:
                     if len(self._queue) < self._low_water and not self._exhausted:
                         await self._refill()
             while self._queue:
-                state, seed = self._queue.popleft()
+                state, seed, extra = self._queue.popleft()
+                state.queued -= 1
                 if state.stopped:
                     continue
-                if state.needs_echo:
-                    if state.carrier:
-                        state.deferred.append(seed)
-                        continue
+                # The first request of a prompt whose part is unknown asks for echo; the others go at
+                # once without it (their samples wait for the part, see SampleRun._share).
+                echo = extra or (state.needs_echo and not state.carrier)
+                if echo:
                     state.carrier = True
-                    self._carriers += 1
-                    return state, seed, True
-                return state, seed, False
-            if self._exhausted and self._carriers == 0:
+                state.in_flight += 1
+                return _Request(state, seed, echo, extra)
+            if self._exhausted:
                 return None
-            if not self._exhausted:
-                continue
-            # Requests wait on an echo request in flight: it hands them back, or one of them takes its place.
-            changed = self._changed
-            await changed.wait()
 
-    def carried(self, state: _JobState, ok: bool) -> None:
-        """The echo request of ``state`` ended: with ``ok`` its waiting requests go, else one takes its place."""
-        state.carrier = False
-        self._carriers -= 1
-        deferred = state.deferred
-        if ok or not state.needs_echo:
-            self._queue.extendleft((state, seed) for seed in reversed(deferred))
-            deferred.clear()
-        elif deferred:
-            self._queue.appendleft((state, deferred.popleft()))
-        self._changed.set()
-        self._changed = asyncio.Event()
+    def push_front(self, state: _JobState, seed: int, *, extra: bool = False) -> None:
+        """Put a request at the head of the queue."""
+        state.queued += 1
+        self._queue.appendleft((state, seed, extra))
 
     async def _refill(self) -> None:
         pulled: list[_JobState] = []
@@ -287,10 +288,12 @@ class _Feed:
             requests += len(job.plan.requests(list(job.seeds)))
         # Round robin over the jobs just pulled: the first request of each, then the second of each, ...
         lists = [deque(state.job.plan.requests(list(state.job.seeds))) for state in pulled]
+        for state, seeds in zip(pulled, lists, strict=True):
+            state.queued = len(seeds)
         while lists:
             for state, seeds in zip(pulled, lists, strict=True):
                 if seeds:
-                    self._queue.append((state, seeds.popleft()))
+                    self._queue.append((state, seeds.popleft(), False))
             pulled = [s for s, seeds in zip(pulled, lists, strict=True) if seeds]
             lists = [seeds for seeds in lists if seeds]
 
@@ -391,24 +394,51 @@ class SampleRun:
         if usage.prompt_tokens:
             state.prompt_tokens = usage.prompt_tokens
         state.succeeded = self.succeeded = True
-        return self._share(state, choices, echo)
+        return choices
 
-    def _share(self, state: _JobState, choices: list[FwResponse], echo: bool) -> list[FwResponse]:
-        """The samples with the prompt's part attached (learning it from an echo request)."""
+    def _share(self, request: _Request, choices: list[FwResponse]) -> list[tuple[int, list[FwResponse]]]:
+        """What to deliver now, by request seed: the samples with the prompt's part attached.
+
+        A reply to the echo request gives the part, and releases the samples parked while it was
+        on its way; a reply without echo before the part is known is parked.
+        """
+        state, seed = request.state, request.seed
         once = state.echo_once
         if once is None:
-            return choices
-        if echo:
+            return [(seed, choices)]
+        own = [] if request.extra else [(seed, choices)]
+        if request.echo:
+            state.carrier = False
             part = once.take(choices[0])
             if part is None:
-                # The server did not echo: nothing to share, so every request asks for echo itself.
+                # The server did not echo, so there is nothing to share: what came back is as it would be.
                 state.echo_once = None
-                return choices
+                ready, state.parked = own + state.parked, []
+                return ready
             state.part = part
             once.keep(part)
-        part = state.part
-        assert part is not None
-        return [once.attach(c, part) for c in choices]
+            ready, state.parked = own + state.parked, []
+        elif state.part is None:
+            state.parked.append((seed, choices))
+            return []
+        else:
+            ready = own
+        attach, part = once.attach, state.part
+        return [(s, [attach(c, part) for c in cs]) for s, cs in ready]
+
+    def _after(self, state: _JobState, error: FwRolloutsError | None) -> None:
+        """A request of ``state`` ended: ask for the prompt's part alone if its samples are all back without it."""
+        if not state.parked or not state.needs_echo or state.carrier or state.queued or state.in_flight:
+            return
+        if state.stopped or error is not None:
+            # No request is left to learn the part from: those samples cannot be given as asked (with the
+            # prompt's logprobs), so they fail with the error that stopped their echo request.
+            parked, state.parked = state.parked, []
+            cause = error or MissingLogprobsError("the prompt's echoed logprobs could not be fetched for this sample")
+            for seed, _ in parked:
+                self._fail(state, seed, cause._evolve())
+            return
+        self._feed.push_front(state, state.parked[0][0], extra=True)
 
     def _fail(self, state: _JobState, seed: int, exc: FwRolloutsError) -> None:
         """Report ``exc`` for the wanted samples of the request sent with ``seed``, each its own instance."""
@@ -450,28 +480,33 @@ class SampleRun:
             request = await feed.next()
             if request is None:
                 return
-            state, seed, echo = request
+            state = request.state
             job = state.job
             try:
-                choices = await self._request(state, seed, echo)
+                choices = await self._request(state, request.seed, request.echo)
             except FwRolloutsError as exc:
-                if echo:
-                    feed.carried(state, ok=False)
-                self._fail(state, seed, exc)
+                state.in_flight -= 1
+                if request.echo:
+                    state.carrier = False
+                if request.extra:
+                    self._after(state, exc)
+                    continue
+                self._fail(state, request.seed, exc)
+                self._after(state, exc if state.stopped else None)
                 continue
             except BaseException:
-                if echo:
-                    feed.carried(state, ok=False)
+                state.in_flight -= 1
                 raise
-            if echo:
-                feed.carried(state, ok=True)
+            state.in_flight -= 1
             sink, key = self.sink, job.cache_key
-            for offset, response in enumerate(choices):
-                s = seed + offset
-                if sink is not None and key is not None:
-                    sink.add(key(s), response)  # every choice is cached as its own sample, wanted now or not
-                if s in state.wanted:
-                    await events.sample(job, s, response)
+            for seed, ready in self._share(request, choices):
+                for offset, response in enumerate(ready):
+                    s = seed + offset
+                    if sink is not None and key is not None:
+                        sink.add(key(s), response)  # every choice is cached as its own sample, wanted now or not
+                    if s in state.wanted:
+                        await events.sample(job, s, response)
+            self._after(state, None)
             if sink is not None:
                 await sink.room()
 

@@ -59,6 +59,8 @@ class Settings:
     chat_template_kwargs: dict[str, Any] | None
     use_cache: bool
     progress_bar: bool
+    echo_once: bool
+    session_affinity: bool
     api_key: str | None = field(repr=False)
     base_url: str | None
     timeout: float

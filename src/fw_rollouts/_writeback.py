@@ -7,8 +7,9 @@ import logging
 import time
 from collections.abc import Callable
 
+from ._echo import PromptPart
 from ._models import FwResponse
-from ._record import RecordError, encode_record
+from ._record import RecordError, encode_prompt_record, encode_record
 from ._store import SampleStore, describe_failure
 
 __all__ = ["WriteBehind"]
@@ -61,7 +62,7 @@ class WriteBehind:
         self._max_in_flight = max_in_flight
         self._clock = clock
         self._last = clock()
-        self._pending: list[tuple[str, FwResponse]] = []
+        self._pending: list[tuple[str, FwResponse | PromptPart]] = []
         # Strong references: the event loop keeps only weak ones to running tasks.
         self._in_flight: set[asyncio.Task[None]] = set()
         self._uncached = 0  # samples not cached since the last drain
@@ -72,8 +73,12 @@ class WriteBehind:
         """Samples queued but not yet handed to the store."""
         return len(self._pending)
 
-    def add(self, key: str, response: FwResponse) -> None:
-        """Queue one sample for the store (call it from a coroutine: it may start a write task)."""
+    def add(self, key: str, response: FwResponse | PromptPart) -> None:
+        """Queue one sample (or the prompt part its samples share) for the store.
+
+        Call it from a coroutine: it may start a write task. Entries go to the store in the
+        order added, so a prompt part added before its samples is never stored after them.
+        """
         self._pending.append((key, response))
         if len(self._pending) >= self._batch or self._clock() - self._last >= self._interval:
             self._flush()
@@ -112,7 +117,7 @@ class WriteBehind:
             self._in_flight.add(task)
             task.add_done_callback(self._in_flight.discard)
 
-    async def _write(self, items: list[tuple[str, FwResponse]]) -> None:
+    async def _write(self, items: list[tuple[str, FwResponse | PromptPart]]) -> None:
         # Every exception is retrieved here, so none is left for "Task exception was never retrieved".
         try:
             # Encoding off the event loop, a batch at a time, as the loop goes on with the requests.
@@ -136,14 +141,17 @@ class WriteBehind:
         )
 
 
-def _encode(items: list[tuple[str, FwResponse]]) -> tuple[list[tuple[str, bytes]], list[RecordError]]:
+def _encode(items: list[tuple[str, FwResponse | PromptPart]]) -> tuple[list[tuple[str, bytes]], list[RecordError]]:
     """The records of ``items``, and why any could not be encoded (a sample that cannot be stored is still a
     sample: it is returned, just not cached)."""
     records: list[tuple[str, bytes]] = []
     failures: list[RecordError] = []
     for key, response in items:
         try:
-            records.append((key, encode_record(response, key)))
+            if isinstance(response, PromptPart):
+                records.append((key, encode_prompt_record(response, key)))
+            else:
+                records.append((key, encode_record(response, key)))
         except RecordError as exc:
             failures.append(exc)
     return records, failures
