@@ -76,6 +76,7 @@ _EMA_WEIGHT = 0.2
 _DEFAULT_MAX_TOKENS = 16
 # Shortest wait: float rounding can leave a shortfall too small to move the clock on.
 _MIN_WAIT = 1e-3
+_SLACK = 1e-6
 # The window narrows at most this often on over-limit replies (a burst of them is one signal).
 _OVER_LIMIT_PERIOD = 1.0
 # Header values outside this range per minute are garbled, not limits: below one a minute would stall the client.
@@ -268,49 +269,54 @@ class _Bucket(AsyncLimiter):
 
 # -- what the service counts -------------------------------------------------------------------------------
 
-_SLOTS = 64  # seconds kept, at least a span and two partial seconds
-_SLOT_MASK = _SLOTS - 1
-
-
 class _Tally:
-    """What this client sent in each of the last :data:`_SLOTS` whole seconds, per meter: only to read the
-    service's ``remaining`` counts (whatever the service counts beyond it, others on the account spent) and
-    to start the bucket of a limit announced mid-run. The buckets, not this, decide when a request starts."""
+    """What this client sent in each second of the last span, per meter, and their sum: only to read the service's
+    ``remaining`` counts (whatever the service counts beyond it, others on the account spent) and to start the
+    bucket of a limit announced mid-run. The buckets, not this, decide when a request starts."""
 
-    __slots__ = ("_keys", "_slots")
+    __slots__ = ("_by_second", "_seconds", "_total")
 
     def __init__(self) -> None:
-        self._keys = [-1] * _SLOTS
-        self._slots = [[0.0] * len(METERS) for _ in range(_SLOTS)]
+        self._seconds: deque[int] = deque()  # in order, each once
+        self._by_second: dict[int, list[float]] = {}
+        self._total = [0.0] * len(METERS)
 
     def add(self, now: float, amounts: list[float]) -> int:
         """Count ``amounts`` at ``now``; the second they are counted in (for :meth:`adjust`)."""
         second = int(now)
-        i = second & _SLOT_MASK
-        slot = self._slots[i]
-        if self._keys[i] != second:
-            self._keys[i] = second
-            slot[:] = amounts
+        slot = self._by_second.get(second)
+        if slot is None:
+            self._expire(now)
+            self._seconds.append(second)
+            self._by_second[second] = list(amounts)
         else:
             for m, amount in enumerate(amounts):
                 slot[m] += amount
+        total = self._total
+        for m, amount in enumerate(amounts):
+            total[m] += amount
         return second
 
     def adjust(self, second: int, m: int, delta: float) -> None:
-        """Change what was counted in ``second`` (a settled reservation), if it is still kept."""
-        i = second & _SLOT_MASK
-        if self._keys[i] == second:
-            self._slots[i][m] += delta
+        """Change what was counted in ``second`` (a settled reservation), if it is still counted."""
+        slot = self._by_second.get(second)
+        if slot is not None:
+            slot[m] += delta
+            self._total[m] += delta
 
-    def within(self, now: float, seconds: float) -> list[float]:
-        """Per meter, what was counted in every second that overlaps the last ``seconds``."""
-        oldest = math.floor(now - seconds)
-        total = [0.0] * len(METERS)
-        for key, slot in zip(self._keys, self._slots, strict=True):
-            if key >= oldest:
-                for m, amount in enumerate(slot):
-                    total[m] += amount
-        return total
+    def _expire(self, now: float) -> None:
+        oldest = math.floor(now - _SPAN)  # the last second that overlaps the span is still counted
+        seconds, total = self._seconds, self._total
+        while seconds and seconds[0] < oldest:
+            for m, amount in enumerate(self._by_second.pop(seconds.popleft())):
+                total[m] -= amount
+        if not seconds:
+            self._total = [0.0] * len(METERS)  # no float dust left behind
+
+    def last_span(self, now: float) -> list[float]:
+        """Per meter, what was counted in every second that overlaps the last span."""
+        self._expire(now)
+        return list(self._total)
 
 
 class _Ticket:
@@ -498,7 +504,7 @@ class Limiter:
 
     def used(self) -> dict[str, float]:
         """What this client sent in the last minute, by :data:`METERS` name (reservations of those in flight)."""
-        return dict(zip(METERS, self._tally.within(self._clock.now(), _SPAN), strict=True))
+        return dict(zip(METERS, self._tally.last_span(self._clock.now()), strict=True))
 
     def _set_service(self, m: int, limit: float) -> None:
         self._service[m] = limit
@@ -513,7 +519,7 @@ class Limiter:
         # A new bucket starts as full as keeps every rolling minute under the new limit: with all that was
         # sent in the last span counted as if sent now, or with the old bucket's level plus what its faster
         # rate may have let through beyond the new one's over a span; both hold, the lower is kept.
-        level = self._tally.within(self._clock.now(), _SPAN)[m]
+        level = self._tally.last_span(self._clock.now())[m]
         bucket = self._buckets[m]
         if bucket is not None:
             fresh = _Bucket(new, self._clock)
@@ -526,7 +532,8 @@ class Limiter:
         for bucket, amount in zip(self._buckets, amounts, strict=True):
             if bucket is not None and amount > 0:
                 wait = max(wait, bucket.shortfall(amount))
-        return wait if wait <= 0 else max(wait, _MIN_WAIT)
+        # A little past the moment it fits: float rounding would otherwise leave a sliver to wait for again.
+        return wait if wait <= 0 else max(wait + _SLACK, _MIN_WAIT)
 
     async def _take(self, amounts: list[float]) -> _Ticket:
         if self._queue.locked() or self._shortfall(amounts) > 0:
@@ -548,8 +555,9 @@ class Limiter:
         wake: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._wake = wake
         sleeper = asyncio.ensure_future(self._clock.sleep(seconds))
+        sleeper.add_done_callback(lambda _: None if wake.done() else wake.set_result(None))
         try:
-            await asyncio.wait((wake, sleeper), return_when=asyncio.FIRST_COMPLETED)
+            await wake  # cheaper than asyncio.wait: a paced client sleeps here once a request
         finally:
             self._wake = None
             sleeper.cancel()
@@ -643,7 +651,7 @@ class Limiter:
                     raised = raised or old is None or (new is not None and new > old)
         # The service counts more than we sent (another client on the account): that much more is charged.
         if any(left is not None for left in said.remaining):
-            ours = self._tally.within(now, _SPAN)
+            ours = self._tally.last_span(now)
             phantom = [0.0] * len(METERS)
             for m, left in enumerate(said.remaining):
                 server_limit = said.limits[m] if said.limits[m] is not None else self._limits[m]
