@@ -2,12 +2,16 @@
 
 ``python -m bench.budget [--smoke]`` prints and returns (from :func:`measure`):
 
-* ``limiter_us_per_request_{none,limited}``: client CPU of one ``acquire`` + ``release`` of the
-  :class:`~fw_rollouts._ratelimit.Limiter` with no limit, and with all four limits set and a reply's
-  ``x-ratelimit-*`` headers to read, and their ratio (the baseline is the unlimited limiter, same run);
-* ``share_of_{generated,prompt}_limit``: generated (prompt) tokens per minute a client with that limit
-  got from a simulator enforcing the same limit, over loopback HTTP on virtual time, as a fraction of the
-  limit; ``429s`` must stay 0.
+* ``limiter_us_per_request_{none,limited,paced}``: client CPU of one ``acquire`` + ``release`` of the
+  :class:`~fw_rollouts._ratelimit.Limiter`, a request every virtual millisecond: with no limit; with all four
+  limits set and a reply's ``x-ratelimit-*`` headers to read, the limits far above that rate (the bookkeeping
+  alone); and paced, the headers' limits below it, so requests wait for the limiter (virtual time moving only
+  when they do); and each over the unlimited limiter (the baseline, same run);
+* ``share_of_{generated,prompt}_limit``: generated (prompt) tokens per minute of the run a client with that
+  limit got from a simulator enforcing the same limit (rolling 60 s), over loopback HTTP on virtual time, as a
+  fraction of the limit; ``429s`` must stay 0;
+* ``..._first_minute_whole``: the same with the last minute begun counted whole (tokens over elapsed minutes
+  plus one), which credits a limiter that sends a whole minute's worth at once.
 """
 
 from __future__ import annotations
@@ -51,8 +55,16 @@ class _Clock:
         await asyncio.sleep(0)
 
 
-def _limiter_cost(n: int, limited: bool) -> float:
-    """Microseconds of CPU per acquire + release (and header reading, when limited)."""
+# The same limits a thousand times higher: a request a millisecond stays far below them.
+FAR_ABOVE = {
+    name: str(int(value) * 1000) if "-limit-" in name or "-remaining-" in name else value
+    for name, value in HEADERS.items()
+}
+
+
+def _limiter_cost(n: int, mode: str) -> float:
+    """Microseconds of CPU per acquire + release (and header reading, when limited), in ``mode``: none,
+    limited or paced."""
 
     async def main() -> float:
         limits: dict[str, Any] = (
@@ -62,21 +74,25 @@ def _limiter_cost(n: int, limited: bool) -> float:
                 "prompt_tokens_per_minute": 1e12,
                 "generated_tokens_per_minute": 1e12,
             }
-            if limited
+            if mode != "none"
             else {}
         )
-        limiter = Limiter(max_concurrency=64, clock=_Clock(), **limits)
+        clock = _Clock()
+        limiter = Limiter(max_concurrency=64, clock=clock, **limits)
         cost, spent = Cost(100, 64), Spent(100, 0, 40, 1)
-        headers = HEADERS if limited else {"content-type": "application/json", "x-request-id": "r"}
+        headers = {"none": {"content-type": "application/json", "x-request-id": "r"}, "limited": FAR_ABOVE}.get(
+            mode, HEADERS
+        )
         start = time.process_time()
         for _ in range(n):
             limiter.release(await limiter.acquire(cost), spent, headers)
+            clock.time += 0.001
         return (time.process_time() - start) / n * 1e6
 
     return asyncio.run(main())
 
 
-def _share(limit_name: str, limit: float, field: str, n_samples: int) -> tuple[float, int]:
+def _share(limit_name: str, limit: float, field: str, n_samples: int) -> tuple[float, float, int]:
     clock = _Clock()
     with FireworksSimulator(clock=clock.now, **{limit_name: limit}) as sim, tempfile.TemporaryDirectory() as tmp:
 
@@ -97,24 +113,31 @@ def _share(limit_name: str, limit: float, field: str, n_samples: int) -> tuple[f
 
         used = asyncio.run(main())
         too_many = sim.status_counts[429]
-    minutes = clock.time / 60 + 1  # the last minute counted whole
-    return used / minutes / limit, too_many
+    minutes = clock.time / 60
+    return used / minutes / limit, used / (minutes + 1) / limit, too_many
 
 
 def measure(smoke: bool) -> dict[str, Any]:
     """Run the measurements (fewer with ``smoke``), print them, and return them."""
     n = 2_000 if smoke else 50_000
-    none = min(_limiter_cost(n, False) for _ in range(3))
-    limited = min(_limiter_cost(n, True) for _ in range(3))
+    none = min(_limiter_cost(n, "none") for _ in range(3))
+    limited = min(_limiter_cost(n, "limited") for _ in range(3))
+    paced = min(_limiter_cost(n, "paced") for _ in range(3))
     samples = 120 if smoke else 600
-    generated, generated_429 = _share("generated_tokens_per_minute", 3000, "completion_tokens", samples)
-    prompt, prompt_429 = _share("prompt_tokens_per_minute", 1000, "prompt_tokens", samples)
+    generated, generated_whole, generated_429 = _share(
+        "generated_tokens_per_minute", 3000, "completion_tokens", samples
+    )
+    prompt, prompt_whole, prompt_429 = _share("prompt_tokens_per_minute", 1000, "prompt_tokens", samples)
     figures = {
         "limiter_us_per_request_none": round(none, 2),
         "limiter_us_per_request_limited": round(limited, 2),
         "limited_over_none": round(limited / none, 2),
+        "limiter_us_per_request_paced": round(paced, 2),
+        "paced_over_none": round(paced / none, 2),
         "share_of_generated_limit": round(generated, 3),
         "share_of_prompt_limit": round(prompt, 3),
+        "share_of_generated_limit_first_minute_whole": round(generated_whole, 3),
+        "share_of_prompt_limit_first_minute_whole": round(prompt_whole, 3),
         "429s": generated_429 + prompt_429,
     }
     for name, value in figures.items():

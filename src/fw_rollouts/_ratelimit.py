@@ -5,24 +5,32 @@ that first waits on them, which is why the peer's process-global limiter broke o
 second ``asyncio.run``). It combines:
 
 * a concurrency window of at most ``max_concurrency`` requests in flight;
-* per-minute limits on the SDK's :class:`~fw_rollouts._clock.Clock`, each over a rolling
-  minute, the way the service counts: requests (a request with ``n`` choices counts ``n``,
-  as Fireworks counts them), prompt tokens, generated tokens and all tokens together;
+* an aiolimiter token bucket per per-minute limit, dripping on the SDK's
+  :class:`~fw_rollouts._clock.Clock`: requests (a request with ``n`` choices counts ``n``, as
+  Fireworks counts them), prompt tokens, generated tokens and all tokens together;
 * a cool-down shared by every request of the client: after a 429 (or 503) nobody starts a
   request until the server's Retry-After, or the backoff, has passed;
 * additive-increase / multiplicative-decrease of the window: each overload halves it (once
   per cool-down) and each success widens it by one, back up to ``max_concurrency``.
 
-Token limits work by reservation: a request reserves its prompt (estimated) and, for what it
-may generate, ``max_tokens`` per choice when it starts; when it is over, the reservation is
-settled to what the server reported (the unused part given back, an overrun charged), and a
-request that failed gives its tokens back. So the limits are never exceeded by what could
-still be generated, and what was not generated is free again at once.
+The service counts each limit over a rolling minute. A bucket of capacity ``C`` refilling at
+``r`` a second lets through at most ``r * W + C`` in any ``W`` seconds, so a bucket holding a
+whole minute's worth would let up to twice the limit into some rolling minute. Each bucket
+therefore holds only :data:`PERIOD` seconds' worth and refills at ``limit / (W + PERIOD)``,
+``W`` being the minute plus a margin for the service seeing a request a little after we send
+it: no rolling minute goes over the limit, and a client that keeps the bucket busy gets
+``60 / (W + PERIOD)`` of it (94.5%).
+
+Token limits work by reservation: a request takes its prompt (estimated) and ``max_tokens`` per
+choice from the buckets when it starts; when it is over, the reservation is settled to what the
+server reported, by changing the bucket's level: the unused part is given back, an overrun is
+charged, and a request that failed gives its tokens back. So what could still be generated
+never goes over a limit, and what was not generated is free again at once.
 
 The service's own limits are read from each successful reply's ``x-ratelimit-*`` headers where
 it sends them (:func:`read_ratelimit_headers`): a limit below ours becomes ours, a
-``remaining`` count lower than ours fills our minute up to it, and ``x-ratelimit-over-limit:
-yes`` narrows the window. Absent or unreadable headers change nothing.
+``remaining`` count lower than ours charges our buckets with the difference, and
+``x-ratelimit-over-limit: yes`` narrows the window. Absent or unreadable headers change nothing.
 
 Together these make a storm of 429s slow the whole client down instead of turning into a
 storm of retries.
@@ -38,10 +46,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
+from aiolimiter import AsyncLimiter
+
 from ._budget import Budget, Cost, Spent
 from ._clock import SYSTEM_CLOCK, Clock
 
-__all__ = ["METERS", "Limiter", "ServiceLimits", "read_ratelimit_headers"]
+__all__ = ["METERS", "PERIOD", "Limiter", "ServiceLimits", "read_ratelimit_headers"]
 
 log = logging.getLogger("fw_rollouts.ratelimit")
 
@@ -51,10 +61,14 @@ _REQUESTS, _PROMPT, _UNCACHED, _GENERATED, _TOKENS = range(len(METERS))
 _TOKEN_METERS: Final = (_PROMPT, _UNCACHED, _GENERATED, _TOKENS)
 
 WINDOW: Final = 60.0
-"""Seconds over which every limit counts: the service's limits are per minute."""
-# What the client counts stays counted a little longer than a minute: the service counts a request when it
-# arrives, a little after we let it start, and jitter between two requests must not put both in its minute.
+"""Seconds over which the service counts every limit: its limits are per minute."""
+PERIOD: Final = 3.0
+"""Seconds of its rate each bucket holds: the most a client sends at once, and the share of a limit it gives up
+(``WINDOW + _MARGIN + PERIOD`` seconds' worth of the rate is one minute's limit)."""
+# The service counts a request when it arrives, a little after we let it start: a bucket keeps any
+# window this much longer than a minute under the limit, so jitter cannot put an extra request in one.
 _MARGIN = 0.5
+_SPAN = WINDOW + _MARGIN
 # Weight of the newest observation in the running estimate of completion tokens per choice.
 _EMA_WEIGHT = 0.2
 # What a choice may generate when the request sets no max_tokens and no reply taught us better: the
@@ -62,6 +76,7 @@ _EMA_WEIGHT = 0.2
 _DEFAULT_MAX_TOKENS = 16
 # Shortest wait: float rounding can leave a shortfall too small to move the clock on.
 _MIN_WAIT = 1e-3
+_SLACK = 1e-6
 # The window narrows at most this often on over-limit replies (a burst of them is one signal).
 _OVER_LIMIT_PERIOD = 1.0
 # Header values outside this range per minute are garbled, not limits: below one a minute would stall the client.
@@ -149,49 +164,201 @@ def read_ratelimit_headers(headers: Mapping[str, str]) -> ServiceLimits | None:
     return ServiceLimits(tuple(limits), tuple(remaining), over_limit)
 
 
-# -- the rolling minute ------------------------------------------------------------------------------------
+# -- the buckets -------------------------------------------------------------------------------------------
 
 
-class _Record:
-    """What one request (or one reading of the service's count) is charged in the rolling minute."""
+class _Bucket(AsyncLimiter):
+    """An aiolimiter bucket for one per-minute limit that drips on a :class:`Clock`, its level settable.
 
-    __slots__ = ("amounts", "at", "live", "settled")
+    It holds :data:`PERIOD` seconds' worth of its rate, the rate being ``limit / (WINDOW + _MARGIN + PERIOD)``
+    (at least one unit, the rate then ``(limit - 1) / (WINDOW + _MARGIN)``, when the limit is 2 or more), so no
+    rolling minute (plus the margin) lets more than ``limit`` through: capacity plus a span of the rate.
 
-    def __init__(self, at: float, amounts: list[float], *, settled: bool) -> None:
-        self.at = at
+    aiolimiter internals this relies on (``test_the_aiolimiter_internals_the_bucket_relies_on`` pins them):
+    ``_leak()`` is the only place AsyncLimiter reads time, and both ``has_capacity()`` and ``acquire()`` call
+    it; it drains ``_level`` at ``_rate_per_sec`` since ``_last_check``; ``max_rate / time_period`` is that
+    rate; and ``acquire(amount)`` adds ``amount`` to ``_level`` and returns without waiting (nor touching the
+    loop's timers) when ``has_capacity(amount)`` is true. So we wait on the clock ourselves until there is
+    capacity and only then call ``acquire``; settling a request and the service's counts change ``_level``.
+
+    Two additions keep the bound where aiolimiter has nothing to say:
+
+    * A request larger than the bucket (``amount > max_rate``, which ``acquire`` refuses) goes once the
+      bucket has been empty for as long as its excess takes to drip, or nothing was taken for a whole
+      span, whichever comes first; then it fills the bucket above its capacity and the rest wait for it to
+      drain: no deadlock, and the long-run rate stays at the limit.
+    * Giving back an unused reservation is exact only while the bucket has not run empty since the
+      reservation was taken (an empty bucket has forgotten it, drips included): ``emptied`` counts the
+      times it ran empty, and a ticket taken before the last one gives nothing back.
+    """
+
+    __slots__ = ("_clock", "_idle_since", "_last_take", "emptied", "limit")
+
+    def __init__(self, limit: float, clock: Clock, level: float = 0.0) -> None:
+        capacity = limit * PERIOD / (_SPAN + PERIOD)
+        if capacity < 1.0 <= limit / 2:
+            # A bucket smaller than one request would make every request wait for an empty bucket and then its
+            # excess (half the rate lost at 5 a minute); one unit fits, and the rate is what is left of the limit.
+            capacity = 1.0
+        super().__init__(capacity, capacity * _SPAN / (limit - capacity))
+        self.limit = limit
+        self._clock = clock
+        self._last_check = clock.now()
+        self._level = max(level, 0.0)
+        self._idle_since = -math.inf if self._level == 0 else math.inf
+        self._last_take = -math.inf
+        self.emptied = 0
+
+    def _leak(self) -> None:
+        now = self._clock.now()
+        level = self._level
+        if level:
+            drained = (now - self._last_check) * self._rate_per_sec
+            if drained >= level:
+                self._level = 0.0
+                self._idle_since = self._last_check + level / self._rate_per_sec
+                self.emptied += 1
+            else:
+                self._level = level - drained
+        self._last_check = now
+
+    def level(self) -> float:
+        """How full the bucket is now."""
+        self._leak()
+        return self._level
+
+    def shortfall(self, amount: float) -> float:
+        """Seconds until ``amount`` may be taken (0: now)."""
+        self._leak()
+        rate = self._rate_per_sec
+        if amount <= self.max_rate:
+            return max(0.0, (self._level + amount - self.max_rate) / rate)
+        now = self._clock.now()
+        idle_at = now + self._level / rate if self._level else self._idle_since
+        ready = max(idle_at, min(idle_at + (amount - self.max_rate) / rate, self._last_take + _SPAN))
+        return max(0.0, ready - now)
+
+    async def take(self, amount: float) -> None:
+        """Take ``amount``, which :meth:`shortfall` said fits now; returns without yielding."""
+        self._last_take = self._clock.now()
+        if amount <= self.max_rate:
+            await self.acquire(amount)  # immediate: there is capacity and nothing yields in between
+        else:
+            await self.acquire(self.max_rate)
+            self._level += amount - self.max_rate
+
+    def charge(self, amount: float) -> None:
+        """Add ``amount`` to the level: an overrun, or what others spent of the service's minute."""
+        if amount > 0:
+            self._leak()
+            self._level += amount
+
+    def give_back(self, amount: float, emptied: int) -> None:
+        """Take ``amount`` off the level, if the bucket has not run empty since ``emptied`` was read."""
+        self._leak()
+        if emptied != self.emptied or amount <= 0:
+            return
+        level = self._level - amount
+        if level <= 0:
+            self._level = 0.0
+            self._idle_since = self._last_check
+            self.emptied += 1
+        else:
+            self._level = level
+
+
+# -- what the service counts -------------------------------------------------------------------------------
+
+class _Tally:
+    """What this client sent in each second of the last span, per meter, and their sum: only to read the service's
+    ``remaining`` counts (whatever the service counts beyond it, others on the account spent) and to start the
+    bucket of a limit announced mid-run. The buckets, not this, decide when a request starts."""
+
+    __slots__ = ("_by_second", "_seconds", "_total")
+
+    def __init__(self) -> None:
+        self._seconds: deque[int] = deque()  # in order, each once
+        self._by_second: dict[int, list[float]] = {}
+        self._total = [0.0] * len(METERS)
+
+    def add(self, now: float, amounts: list[float]) -> int:
+        """Count ``amounts`` at ``now``; the second they are counted in (for :meth:`adjust`)."""
+        second = int(now)
+        slot = self._by_second.get(second)
+        if slot is None:
+            self._expire(now)
+            self._seconds.append(second)
+            self._by_second[second] = list(amounts)
+        else:
+            for m, amount in enumerate(amounts):
+                slot[m] += amount
+        total = self._total
+        for m, amount in enumerate(amounts):
+            total[m] += amount
+        return second
+
+    def adjust(self, second: int, m: int, delta: float) -> None:
+        """Change what was counted in ``second`` (a settled reservation), if it is still counted."""
+        slot = self._by_second.get(second)
+        if slot is not None:
+            slot[m] += delta
+            self._total[m] += delta
+
+    def _expire(self, now: float) -> None:
+        oldest = math.floor(now - _SPAN)  # the last second that overlaps the span is still counted
+        seconds, total = self._seconds, self._total
+        while seconds and seconds[0] < oldest:
+            for m, amount in enumerate(self._by_second.pop(seconds.popleft())):
+                total[m] -= amount
+        if not seconds:
+            self._total = [0.0] * len(METERS)  # no float dust left behind
+
+    def last_span(self, now: float) -> list[float]:
+        """Per meter, what was counted in every second that overlaps the last span."""
+        self._expire(now)
+        return list(self._total)
+
+
+class _Ticket:
+    """One request's reservation: what it took, when, and each bucket's ``emptied`` count at that moment."""
+
+    __slots__ = ("amounts", "buckets", "second", "settled")
+
+    def __init__(self, amounts: list[float], buckets: tuple[tuple[_Bucket, int] | None, ...], second: int) -> None:
         self.amounts = amounts
-        self.live = True  # still counted (not yet past its minute)
-        self.settled = settled
+        self.buckets = buckets
+        self.second = second
+        self.settled = False
 
 
 class Limiter:
     """Admission control for one client on one event loop: the default :class:`~fw_rollouts._budget.Budget`.
 
-    Each limit counts over a rolling minute (plus half a second of margin): a request may start when
-    what the requests of the last minute were charged, plus its own reservation, fits under every
-    limit. The reservation is its prompt estimate per choice and ``max_tokens`` per choice for what
-    it generates (with no ``max_tokens``: a running average of what choices really generated, 16
-    until the first reply); it is settled to the reported usage when the request is over, and
-    given back when it failed (a request stays counted as requests: the service may have counted
-    it). A reply without any usage keeps its reservation.
+    Each limit in force has an aiolimiter bucket (:data:`PERIOD` seconds of its rate, see the module
+    docstring): a request may start when its reservation fits in every bucket, first come first served.
+    The reservation is its prompt estimate per choice and ``max_tokens`` per choice for what it generates
+    (with no ``max_tokens``: a running average of what choices really generated, 16 until the first
+    reply); it is settled to the reported usage when the request is over, and given back when it failed
+    (a request stays counted as requests: the service may have counted it). A reply without any usage
+    keeps its reservation.
 
-    A request larger than a whole minute of some limit (``n=128`` under 60 requests a minute, say)
-    is not refused and cannot deadlock: it waits until nothing else counts, goes alone, and then
-    counts for as many minutes as it is larger, so the long-run rate stays at the limit. Every wait
-    and reading of time goes through ``clock``.
+    A request larger than a bucket (``n=128`` under 60 requests a minute, say) is not refused and cannot
+    deadlock: it waits until the bucket has been empty long enough, goes, and the bucket then stays full
+    for as long as it is larger, so the long-run rate stays at the limit. Every wait and reading of time
+    goes through ``clock``.
     """
 
     __slots__ = (
+        "_buckets",
         "_clock",
         "_completion_estimate",
         "_in_flight",
         "_limits",
         "_narrowed_at",
         "_queue",
-        "_records",
         "_resume_at",
         "_service",
-        "_used",
+        "_tally",
         "_user",
         "_waiters",
         "_wake",
@@ -244,10 +411,10 @@ class Limiter:
         self._user: tuple[float | None, ...] = tuple(user)
         self._service: list[float | None] = [None] * len(METERS)
         self._limits = self._user  # in force: ours, or the service's where lower (kept up to date by _set_service)
-        # Counted whether or not a limit is set, so that a limit the service announces later applies to
-        # the minute already spent.
-        self._records: deque[_Record] = deque()
-        self._used = [0.0] * len(METERS)
+        self._buckets: list[_Bucket | None] = [
+            None if limit is None else _Bucket(limit, clock) for limit in self._limits
+        ]
+        self._tally = _Tally()  # kept whether or not a limit is set: a limit announced later starts from it
         self._queue = asyncio.Lock()  # first come, first served: only the head of the queue watches the clock
         self._wake: asyncio.Future[None] | None = None
 
@@ -324,87 +491,73 @@ class Limiter:
         """Seconds left of the current cool-down (0 if none)."""
         return max(0.0, self._resume_at - self._clock.now())
 
-    # -- the rolling minute ----------------------------------------------------
+    # -- the buckets -----------------------------------------------------------
 
     @property
     def limits(self) -> dict[str, float | None]:
         """The per-minute limits in force, by :data:`METERS` name: ours, or the service's where it is lower."""
         return dict(zip(METERS, self._limits, strict=True))
 
+    def levels(self) -> dict[str, float | None]:
+        """How full each limit's bucket is now, by :data:`METERS` name (None: no limit in force)."""
+        return {name: None if b is None else b.level() for name, b in zip(METERS, self._buckets, strict=True)}
+
     def used(self) -> dict[str, float]:
-        """What the last minute's requests are charged, by :data:`METERS` name (reservations of those in flight)."""
-        self._expire(self._clock.now())
-        return dict(zip(METERS, self._used, strict=True))
+        """What this client sent in the last minute, by :data:`METERS` name (reservations of those in flight)."""
+        return dict(zip(METERS, self._tally.last_span(self._clock.now()), strict=True))
 
     def _set_service(self, m: int, limit: float) -> None:
         self._service[m] = limit
+        old = self._limits[m]
         self._limits = tuple(
             service if user is None else user if service is None else min(user, service)
             for user, service in zip(self._user, self._service, strict=True)
         )
+        new = self._limits[m]
+        if new == old or new is None:
+            return
+        # A new bucket starts as full as keeps every rolling minute under the new limit: with all that was
+        # sent in the last span counted as if sent now, or with the old bucket's level plus what its faster
+        # rate may have let through beyond the new one's over a span; both hold, the lower is kept.
+        level = self._tally.last_span(self._clock.now())[m]
+        bucket = self._buckets[m]
+        if bucket is not None:
+            fresh = _Bucket(new, self._clock)
+            level = min(level, bucket.level() + _SPAN * max(0.0, bucket._rate_per_sec - fresh._rate_per_sec))
+        self._buckets[m] = _Bucket(new, self._clock, level)
 
-    def _life(self, record: _Record) -> float:
-        """How long a record counts: a minute, or as many minutes as it is larger than a limit."""
-        longest = 1.0
-        for amount, limit in zip(record.amounts, self._limits, strict=True):
-            if limit is not None and amount > limit:
-                longest = max(longest, amount / limit)
-        return WINDOW * longest + _MARGIN
+    def _shortfall(self, amounts: list[float]) -> float:
+        """Seconds until ``amounts`` fit in every bucket (0: now)."""
+        wait = 0.0
+        for bucket, amount in zip(self._buckets, amounts, strict=True):
+            if bucket is not None and amount > 0:
+                wait = max(wait, bucket.shortfall(amount))
+        # A little past the moment it fits: float rounding would otherwise leave a sliver to wait for again.
+        return wait if wait <= 0 else max(wait + _SLACK, _MIN_WAIT)
 
-    def _expire(self, now: float) -> None:
-        records, used = self._records, self._used
-        # In order of start: a record counted longer (larger than a limit) holds the later ones back with it.
-        while records and records[0].at + self._life(records[0]) <= now:
-            record = records.popleft()
-            record.live = False
-            for m, amount in enumerate(record.amounts):
-                used[m] -= amount
-        if not records:
-            for m in range(len(used)):
-                used[m] = 0.0  # no float dust left behind
-
-    def _shortfall(self, amounts: list[float], now: float) -> float:
-        """Seconds until ``amounts`` fit under every limit (0: now), with what is counted now."""
-        self._expire(now)
-        need: list[float] = []  # per meter: how much must leave the minute first
-        short = False
-        for amount, limit, used in zip(amounts, self._limits, self._used, strict=True):
-            if limit is None:
-                need.append(0.0)
-                continue
-            # A request larger than the limit goes when nothing else counts.
-            excess = used - (limit - amount if amount <= limit else 0.0)
-            need.append(excess)
-            short = short or excess > 1e-9
-        if not short:
-            return 0.0
-        ready = now
-        for record in self._records:
-            ready = max(ready, record.at + self._life(record))
-            for m, amount in enumerate(record.amounts):
-                need[m] -= amount
-            if all(n <= 1e-9 for n in need):
-                break
-        return max(ready - now, _MIN_WAIT)
-
-    async def _take(self, amounts: list[float]) -> _Record:
-        if self._queue.locked() or self._shortfall(amounts, self._clock.now()) > 0:
+    async def _take(self, amounts: list[float]) -> _Ticket:
+        if self._queue.locked() or self._shortfall(amounts) > 0:
             async with self._queue:
-                while (wait := self._shortfall(amounts, self._clock.now())) > 0:
+                while (wait := self._shortfall(amounts)) > 0:
                     await self._sleep_or_wake(wait)
-        record = _Record(self._clock.now(), amounts, settled=False)
-        self._records.append(record)
-        for m, amount in enumerate(amounts):
-            self._used[m] += amount
-        return record
+        held: list[tuple[_Bucket, int] | None] = []
+        for bucket, amount in zip(self._buckets, amounts, strict=True):
+            if bucket is None:
+                held.append(None)
+                continue
+            if amount > 0:
+                await bucket.take(amount)  # never yields: the buckets cannot change between the check and here
+            held.append((bucket, bucket.emptied))
+        return _Ticket(amounts, tuple(held), self._tally.add(self._clock.now(), amounts))
 
     async def _sleep_or_wake(self, seconds: float) -> None:
         """Sleep ``seconds`` on the clock, or less if a release gives room back (or a limit rises) meanwhile."""
         wake: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._wake = wake
         sleeper = asyncio.ensure_future(self._clock.sleep(seconds))
+        sleeper.add_done_callback(lambda _: None if wake.done() else wake.set_result(None))
         try:
-            await asyncio.wait((wake, sleeper), return_when=asyncio.FIRST_COMPLETED)
+            await wake  # cheaper than asyncio.wait: a paced client sleeps here once a request
         finally:
             self._wake = None
             sleeper.cancel()
@@ -418,7 +571,7 @@ class Limiter:
     # -- admission -------------------------------------------------------------
 
     async def acquire(self, cost: Cost) -> object:
-        """Wait for room in the window, the end of any cool-down and under every limit; return the ticket.
+        """Wait for room in the window, the end of any cool-down and in every bucket; return the ticket.
 
         The ticket holds the request's reservation; pass it to :meth:`release` when the request is over.
         """
@@ -428,13 +581,13 @@ class Limiter:
             choices = max(cost.choices, 1)
             prompt = float(max(cost.prompt_tokens, 0) * choices)
             generated = self._generation(cost.max_tokens) * choices
-            record = await self._take([float(choices), prompt, prompt, generated, prompt + generated])
-            # An overload reported while we waited for the limits holds us back too.
+            ticket = await self._take([float(choices), prompt, prompt, generated, prompt + generated])
+            # An overload reported while we waited for the buckets holds us back too.
             await self._cool_down()
         except BaseException:
             self._leave()
             raise
-        return record
+        return ticket
 
     async def _cool_down(self) -> None:
         while (delay := self._resume_at - self._clock.now()) > 0:
@@ -444,7 +597,7 @@ class Limiter:
         """The request is over (once per :meth:`acquire`): settle its reservation, read the service's headers
         and give back its place in the window. Never raises."""
         try:
-            if isinstance(ticket, _Record) and not ticket.settled:
+            if isinstance(ticket, _Ticket) and not ticket.settled:
                 self._settle(ticket, spent)
                 over_limit = self._read(headers) if headers is not None else False
                 if spent is not None and not over_limit:
@@ -454,22 +607,31 @@ class Limiter:
         finally:
             self._leave()
 
-    def _settle(self, record: _Record, spent: Spent | None) -> None:
-        record.settled = True
+    def _settle(self, ticket: _Ticket, spent: Spent | None) -> None:
+        ticket.settled = True
         if spent is None:
-            actual = [record.amounts[_REQUESTS], 0.0, 0.0, 0.0, 0.0]
+            actual = [ticket.amounts[_REQUESTS], 0.0, 0.0, 0.0, 0.0]
         elif spent.prompt_tokens or spent.completion_tokens:
             self._learn(spent)
             prompt = float(max(spent.prompt_tokens, 0))
             uncached = max(prompt - max(spent.cached_tokens, 0), 0.0)
             generated = float(max(spent.completion_tokens, 0))
-            actual = [record.amounts[_REQUESTS], prompt, uncached, generated, prompt + generated]
+            actual = [ticket.amounts[_REQUESTS], prompt, uncached, generated, prompt + generated]
         else:
             return  # no usage reported: the reservation is the best count there is
-        if record.live:
-            for m, amount in enumerate(actual):
-                self._used[m] += amount - record.amounts[m]
-        record.amounts = actual
+        for m, (amount, reserved) in enumerate(zip(actual, ticket.amounts, strict=True)):
+            delta = amount - reserved
+            if not delta:
+                continue
+            self._tally.adjust(ticket.second, m, delta)
+            bucket = self._buckets[m]
+            if bucket is None:
+                continue
+            if delta > 0:
+                bucket.charge(delta)
+            elif (held := ticket.buckets[m]) is not None and held[0] is bucket:
+                bucket.give_back(-delta, held[1])
+        ticket.amounts = actual
         self._room_changed()
 
     def _read(self, headers: Mapping[str, str]) -> bool:
@@ -478,7 +640,6 @@ class Limiter:
         if said is None:
             return False
         now = self._clock.now()
-        self._expire(now)
         raised = False
         for m, limit in enumerate(said.limits):
             if limit is not None and limit != self._service[m]:
@@ -488,17 +649,20 @@ class Limiter:
                 if new != old:
                     log.debug("the service's %s limit: %g a minute; ours now %s", METERS[m], limit, new)
                     raised = raised or old is None or (new is not None and new > old)
-        # The service counts more than we do (another client on the account): our minute is that full too.
-        phantom = [0.0] * len(METERS)
-        for m, left in enumerate(said.remaining):
-            server_limit = said.limits[m] if said.limits[m] is not None else self._limits[m]
-            if left is None or server_limit is None:
-                continue
-            phantom[m] = max(0.0, (server_limit - left) - self._used[m])
-        if any(phantom):
-            self._records.append(_Record(now, phantom, settled=True))
-            for m, amount in enumerate(phantom):
-                self._used[m] += amount
+        # The service counts more than we sent (another client on the account): that much more is charged.
+        if any(left is not None for left in said.remaining):
+            ours = self._tally.last_span(now)
+            phantom = [0.0] * len(METERS)
+            for m, left in enumerate(said.remaining):
+                server_limit = said.limits[m] if said.limits[m] is not None else self._limits[m]
+                if left is None or server_limit is None:
+                    continue
+                phantom[m] = extra = max(0.0, (server_limit - left) - ours[m])
+                bucket = self._buckets[m]
+                if bucket is not None:
+                    bucket.charge(extra)
+            if any(phantom):
+                self._tally.add(now, phantom)
         if raised:
             self._room_changed()
         if said.over_limit:
