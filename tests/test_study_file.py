@@ -219,7 +219,9 @@ async def main():
         writer.add(seed % 2, sample(seed, tokens=40))
         seed += 1
         if seed % 20 == 0:
-            await asyncio.sleep(0)
+            # A producer that waits now and then, as a run waits on its requests: a loop that never
+            # lets go of the GIL starves the writer's thread (a run holds back on writer.backlog).
+            await asyncio.sleep(0.001)
 
 asyncio.run(main())
 """
