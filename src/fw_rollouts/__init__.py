@@ -6,7 +6,7 @@
 ...     response.get_generation_logprobs().token_logprobs
 """
 
-from ._budget import Budget, Cost
+from ._budget import Budget, Cost, Spent
 from ._client import AsyncFireworks, SampleStream
 from ._clock import Clock, SystemClock
 from ._compat import FireworksClient
@@ -38,6 +38,7 @@ from ._redact import install_log_filter as _install_log_filter
 from ._settings import Settings
 from ._store import DiskStore, SampleStore, StoreStats
 from ._study import StudyItem
+from ._study_file import load_study
 from ._sync import Fireworks
 from ._templates import (
     ChatTemplate,
@@ -47,6 +48,7 @@ from ._templates import (
     Llama31Template,
 )
 from ._transport import HTTPTransport, OpenAITransport, Reply, Transport
+from ._usage import Budgets, Prices, PriceTable, StudyEstimate, UsageTotals
 from ._version import __version__
 
 __all__ = [
@@ -62,6 +64,7 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "Budget",
+    "Budgets",
     "ChatTemplate",
     "Clock",
     "ConfigurationError",
@@ -84,6 +87,8 @@ __all__ = [
     "MissingLogprobsError",
     "NotFoundError",
     "OpenAITransport",
+    "PriceTable",
+    "Prices",
     "RateLimitError",
     "Reply",
     "ResponseError",
@@ -91,14 +96,18 @@ __all__ = [
     "SampleStream",
     "ServerError",
     "Settings",
+    "Spent",
     "StoreStats",
+    "StudyEstimate",
     "StudyItem",
     "SystemClock",
     "TokenLogprob",
     "Transport",
     "Usage",
+    "UsageTotals",
     "ValidationError",
     "__version__",
+    "load_study",
     "resolve_model",
 ]
 

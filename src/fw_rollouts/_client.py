@@ -14,8 +14,11 @@ samples is ``_run``'s job.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
+import json
 import logging
+import os
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -47,8 +50,10 @@ from ._services import SEAMS, Services
 from ._settings import Settings
 from ._store import SampleStore
 from ._study import Collected, Streamed, StudyItem, coerce_items, is_single_prompt
+from ._study_file import StudyWriter, read_samples, study_format
 from ._templates import ChatTemplate, template_for_model
 from ._transport import Transport
+from ._usage import Budgets, ItemEstimate, Prices, PriceTable, StudyEstimate, UsageTotals, estimate, price_table
 from ._writeback import WriteBehind
 
 if TYPE_CHECKING:
@@ -181,6 +186,7 @@ class AsyncFireworks:
         self._settings = settings
         self._services = services
         self._closed = False
+        self._usage = UsageTotals()
 
     # -- public API ----------------------------------------------------------
 
@@ -193,6 +199,71 @@ class AsyncFireworks:
     def model(self) -> str:
         """The resolved model id."""
         return self._settings.model
+
+    @property
+    def usage(self) -> UsageTotals:
+        """Running totals of every call this client made: requests sent (retries included), samples
+        fetched and served from the local cache (counted apart), prompt, cached-prompt and generated tokens."""
+        return self._usage
+
+    def cost(self, prices: PriceTable | Mapping[str, Prices] | Prices) -> float:
+        """Dollars of :attr:`usage` at ``prices`` (per million tokens; see :class:`PriceTable`)."""
+        table = price_table(prices)
+        if table is None:
+            raise ValidationError("prices", prices, "a PriceTable, a mapping of model to Prices, or Prices")
+        return table.cost(self._usage, self._settings.model)
+
+    async def estimate(
+        self,
+        items: Sequence[Any],
+        /,
+        n_samples: int = 1,
+        *,
+        seed: int | None = None,
+        prices: PriceTable | Mapping[str, Prices] | Prices | None = None,
+        **sampling: Any,
+    ) -> StudyEstimate:
+        """What :meth:`generate_many` of the same arguments would cost, before anything is sent (a dry run).
+
+        Requests, prompt tokens (estimated at four characters per token), generated tokens (an
+        upper bound: ``max_tokens`` per sample), dollars at ``prices`` and minutes under the
+        client's rate limits (the one that binds is named). Samples already in the cache are
+        counted apart and cost nothing; the cache is read, nothing is written or sent.
+        """
+        self._check_open()
+        call = _call_options(sampling, raw=None, use_cache=None, progress_bar=None)
+        prepared = self._prepare(
+            coerce_items(items), call, n_samples=_check_n_samples(n_samples), seed=_check_seed(seed), where="items"
+        )
+        store = self._services.store.get() if any(p.keyer is not None for p in prepared) else None
+        estimates = []
+        for p in prepared:
+            cached = 0
+            if store is not None and p.keyer is not None:
+                keys = [p.cache_key(s) for s in p.seeds]
+                hits = await cached_hits(store, keys, p.seeds, p.rendered.text, p.spec, prompt_key=p.prompt_id)
+                cached = len(hits.samples)
+                missing = [s for s in p.seeds if s not in hits.samples]
+            else:
+                missing = list(p.seeds)
+            estimates.append(
+                ItemEstimate(
+                    prompt_tokens=max(1, len(p.rendered.text) // 4),
+                    n_samples=len(p.seeds),
+                    max_tokens=p.settings.max_tokens,
+                    samples_per_request=p.settings.samples_per_request,
+                    cached=cached,
+                    requests=len(p.plan.requests(missing)),
+                )
+            )
+        s = self._settings
+        budgets = Budgets(
+            requests_per_minute=s.requests_per_minute,
+            prompt_tokens_per_minute=s.prompt_tokens_per_minute,
+            generated_tokens_per_minute=s.generated_tokens_per_minute,
+            tokens_per_minute=s.tokens_per_minute,
+        )
+        return estimate(estimates, model=s.model, prices=prices, budgets=budgets)
 
     def with_options(
         self,
@@ -284,6 +355,7 @@ class AsyncFireworks:
         use_cache: bool | None = None,
         progress_bar: bool | None = None,
         on_error: Literal["raise", "return"] = "raise",
+        output: str | os.PathLike[str] | None = None,
         **sampling: Any,
     ) -> list[FwRollouts]:
         """Sample every item of a study under one budget and one bar: one :class:`FwRollouts` per item, in order.
@@ -301,6 +373,12 @@ class AsyncFireworks:
         the failed ones got; each one's ``errors`` maps its failed seeds to their errors).
         With ``on_error="return"`` that list is returned instead. Samples that arrived are
         cached either way, so a re-run requests only what is missing.
+
+        ``output`` also writes every sample to a study file as it arrives: JSON Lines for a
+        ``.jsonl`` path, Parquet for a ``.parquet`` one (a directory of parts; needs the
+        ``fw-rollouts[parquet]`` extra). Re-run with the same ``output`` after an interruption:
+        the samples already in the file are read back from it, not requested again (with or
+        without the cache), and the rest are appended. :func:`load_study` reads the file back.
         """
         self._check_open()
         if on_error not in ("raise", "return"):
@@ -311,8 +389,28 @@ class AsyncFireworks:
         )
         total = sum(len(p.seeds) for p in prepared)
         shown = self._settings.for_call(call).progress_bar if call else self._settings.progress_bar
-        collected = Collected(len(prepared), StudyProgress(total, enabled=shown and total > 1))
-        fatal = await self._run_study(prepared, collected)
+        fmt = study_format(output) if output is not None else None  # a bad path or a missing extra: before anything
+        writer = None
+        todo = prepared
+        if output is not None:
+            writer = await StudyWriter.open(output, header=_study_header(prepared), format=fmt)
+        try:
+            collected = Collected(len(prepared), StudyProgress(total, enabled=shown and total > 1), writer)
+            if writer is not None and writer.done:
+                # Resuming: what the file holds is read back from it, and only the rest is looked up or fetched.
+                await _read_back(output, collected)  # type: ignore[arg-type]
+                done = writer.done
+                todo = [
+                    dataclasses.replace(p, seeds=tuple(s for s in p.seeds if (p.index, s) not in done))
+                    for p in prepared
+                ]
+                todo = [p for p in todo if p.seeds]
+            fatal = await self._run_study(todo, collected) if todo else None
+            if not todo:
+                collected.progress.close()  # type: ignore[attr-defined]
+        finally:
+            if writer is not None:
+                await writer.aclose()
         results = []
         failed: dict[int, FwRolloutsError] = {}
         for p in prepared:
@@ -575,6 +673,7 @@ class AsyncFireworks:
             return await run.run()
         finally:
             events.progress.close()  # type: ignore[attr-defined]
+            self._usage = self._usage + events.totals(run.requests)
 
 
 class _Events:
@@ -687,6 +786,46 @@ class SampleStream:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
+
+
+def _study_header(prepared: Sequence[_Prepared]) -> dict[str, Any]:
+    """The study file's header: each item's call fields, and a fingerprint of what the study asks for (the
+    prompts sent, the output-shaping settings and the seeds), which a resumed run must match."""
+    items = []
+    digest = hashlib.sha256()
+    for p in prepared:
+        s = p.settings
+        items.append(
+            {
+                "prompt": p.prompt if isinstance(p.prompt, str) else [dict(m) for m in p.prompt],
+                "num_responses": len(p.seeds),
+                "temperature": s.temperature,
+                "top_p": s.top_p,
+                "max_tokens": s.max_tokens,
+                "model": s.model,
+                "logprobs_enabled": s.wants_logprobs,
+                "echo_enabled": s.wants_echo,
+                "logprobs": s.logprobs,
+                "prompt_text": p.rendered.text,
+                "settings": s.sampling_summary(),
+            }
+        )
+        key = json.dumps([s.resolved_base_url, s.key_body(p.rendered.text), p.seeds[0], len(p.seeds)], sort_keys=True)
+        digest.update(key.encode("utf-8", "surrogatepass") + b"\n")
+    return {"study": digest.hexdigest(), "items": items}
+
+
+async def _read_back(output: str | os.PathLike[str], collected: Collected) -> None:
+    """The samples a study file already holds, to ``collected`` as served (read on a worker thread)."""
+    samples = await asyncio.to_thread(lambda: list(read_samples(output)))
+    by_item: dict[int, dict[int, FwResponse]] = {}
+    for item, response in samples:
+        response.item = item  # a fresh object, the call's own
+        response.cached = True
+        if response.seed is not None:
+            by_item.setdefault(item, {})[response.seed] = response
+    for item, found in by_item.items():
+        await collected.hits(item, found)
 
 
 def _call_options(

@@ -86,6 +86,7 @@ def response_to_dict(response: FwResponse, part: int | None = None) -> dict[str,
     written on; the sample's own positions are then written alone, with that number, and no prompt.
     """
     data = {name: getattr(response, name) for name in _RESPONSE_FIELDS}
+    data["item"] = response.item
     data["usage"] = response.usage.to_dict()
     lp = response.logprobs
     if lp is not None and part is not None:
@@ -105,15 +106,28 @@ def response_from_dict(data: Mapping[str, Any], parts: Mapping[int, PromptPart] 
     if lp is None or "prompt_part" not in lp:
         logprobs = None if lp is None else _logprobs_from_dict(lp)
         return FwResponse(
-            **{name: data[name] for name in _RESPONSE_FIELDS}, usage=Usage(**data["usage"]), logprobs=logprobs
+            **{name: data[name] for name in _RESPONSE_FIELDS},
+            item=_item(data),
+            usage=Usage(**data["usage"]),
+            logprobs=logprobs,
         )
     number = lp["prompt_part"]
     if parts is None or type(number) is not int or number not in parts:
         raise ValueError(f"the sample refers to prompt part {number!r}, which no line above defines")
     part = parts[number]
     fields = {name: data[name] for name in _RESPONSE_FIELDS if name != "prompt"}
-    own = FwResponse(**fields, prompt=part.prompt, usage=Usage(**data["usage"]), logprobs=_logprobs_from_dict(lp))
+    own = FwResponse(
+        **fields, prompt=part.prompt, item=_item(data), usage=Usage(**data["usage"]), logprobs=_logprobs_from_dict(lp)
+    )
     return with_prompt(own, part)
+
+
+def _item(data: Mapping[str, Any]) -> int:
+    """The sample's item index (files written before samples knew theirs say nothing: 0)."""
+    item = data.get("item", 0)
+    if type(item) is not int or item < 0:
+        raise ValueError(f"item must be a non-negative integer, not {item!r}")
+    return item
 
 
 def _part_to_dict(part: PromptPart, number: int) -> dict[str, Any]:

@@ -6,9 +6,13 @@ import os
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, overload
+from typing import TYPE_CHECKING, Any, overload
 
+from ._exceptions import ValidationError
 from ._logprobs import Logprobs
+
+if TYPE_CHECKING:
+    from ._usage import UsageTotals
 
 __all__ = ["FwResponse", "FwRollouts", "Usage"]
 
@@ -170,6 +174,24 @@ class FwRollouts(Sequence[FwResponse]):
     def complete(self) -> bool:
         """Whether every requested sample came back."""
         return len(self.responses) == self.num_responses
+
+    @property
+    def usage(self) -> UsageTotals:
+        """What these samples used: requests (those the samples came from), samples fetched and served
+        from the local cache (counted apart), prompt, cached-prompt and generated tokens."""
+        from ._usage import UsageTotals
+
+        return UsageTotals.of_samples(self.responses)
+
+    def cost(self, prices: Any) -> float:
+        """Dollars these samples cost at ``prices`` (a :class:`PriceTable`, a mapping model -> :class:`Prices`,
+        or one :class:`Prices`); samples from the local cache cost nothing."""
+        from ._usage import price_table
+
+        table = price_table(prices)
+        if table is None:
+            raise ValidationError("prices", prices, "a PriceTable, a mapping of model to Prices, or Prices")
+        return table.cost(self.usage, self.model)
 
     def __len__(self) -> int:
         return len(self.responses)

@@ -16,8 +16,13 @@ from typing import Any, Protocol
 
 from ._exceptions import FwRolloutsError, InvalidTypeError, ValidationError
 from ._models import FwResponse
+from ._study_file import StudyWriter
+from ._usage import UsageTotals
 
 __all__ = ["Collected", "Streamed", "StudyItem", "coerce_items", "is_single_prompt"]
+
+# Batches the study file's thread may have in hand before the run waits for the disk.
+_WRITER_BACKLOG = 8
 
 # The fields an item mapping may carry besides sampling options.
 _ITEM_FIELDS = ("prompt", "messages", "n_samples", "seed", "affinity")
@@ -130,14 +135,46 @@ class Progress(Protocol):
 
 
 class _Outcomes:
-    """Per-item failures, kept by both collectors (failures are few; samples are what must not pile up)."""
+    """Per-item failures and the run's token counts, kept by both collectors (failures are few; samples are
+    what must not pile up), and the study file each sample goes to when there is one."""
 
-    def __init__(self, progress: Progress) -> None:
+    def __init__(self, progress: Progress, writer: StudyWriter | None = None) -> None:
         self.progress = progress
+        self.writer = writer
         self.errors: dict[int, dict[int, FwRolloutsError]] = {}
         self.stopped: dict[int, FwRolloutsError] = {}
         self.fetched = 0
         self.from_cache = 0
+        self.prompt_tokens = 0
+        self.cached_prompt_tokens = 0
+        self.generated_tokens = 0
+
+    def _count(self, response: FwResponse) -> None:
+        usage = response.usage
+        self.generated_tokens += usage.completion_tokens
+        if response.index == 0:  # the request's first choice carries its prompt count, once
+            self.prompt_tokens += usage.prompt_tokens
+            self.cached_prompt_tokens += usage.cached_tokens or 0
+
+    async def _write(self, item: int, response: FwResponse) -> None:
+        writer = self.writer
+        if writer is None:
+            return
+        writer.add(item, response)
+        while writer.backlog > _WRITER_BACKLOG:
+            # A disk slower than the service holds the run back, instead of samples piling up in memory.
+            await asyncio.sleep(0.005)
+
+    def totals(self, requests: int) -> UsageTotals:
+        """What the run used, as :class:`UsageTotals` (``requests`` sent, retries included)."""
+        return UsageTotals(
+            requests=requests,
+            samples=self.fetched,
+            cached_samples=self.from_cache,
+            prompt_tokens=self.prompt_tokens,
+            cached_prompt_tokens=min(self.cached_prompt_tokens, self.prompt_tokens),
+            generated_tokens=self.generated_tokens,
+        )
 
     def failed(self, item: int, seed: int, error: FwRolloutsError) -> None:
         self.errors.setdefault(item, {})[seed] = error
@@ -150,22 +187,26 @@ class _Outcomes:
 class Collected(_Outcomes):
     """A run's samples kept per item, for results returned all at once (``generate``, ``generate_many``)."""
 
-    def __init__(self, n_items: int, progress: Progress) -> None:
-        super().__init__(progress)
+    def __init__(self, n_items: int, progress: Progress, writer: StudyWriter | None = None) -> None:
+        super().__init__(progress, writer)
         self.results: list[dict[int, FwResponse]] = [{} for _ in range(n_items)]
 
     async def sample(self, item: int, seed: int, response: FwResponse) -> None:
         """A sample fetched from the service."""
         self.results[item][seed] = response
         self.fetched += 1
+        self._count(response)
         self.progress.fetched(1)
+        await self._write(item, response)
 
     async def hits(self, item: int, found: Mapping[int, FwResponse]) -> None:
-        """Samples of ``item`` served from the cache."""
+        """Samples of ``item`` served from the cache (or read back from the study file)."""
         if found:
             self.results[item].update(found)
             self.from_cache += len(found)
             self.progress.cached(len(found))
+            for response in found.values():
+                await self._write(item, response)
 
 
 class Streamed(_Outcomes):
@@ -182,6 +223,7 @@ class Streamed(_Outcomes):
     async def sample(self, item: int, seed: int, response: FwResponse) -> None:
         """A sample fetched from the service."""
         self.fetched += 1
+        self._count(response)
         self.progress.fetched(1)
         await self.queue.put(response)
 

@@ -374,6 +374,7 @@ def _read_jsonl(where: str) -> Iterator[tuple[int, FwResponse]]:
             response = response_from_dict(data)
         except (KeyError, TypeError, ValueError, RecursionError) as exc:
             raise _bad_file("path", where, f"line {number} is not a sample ({type(exc).__name__}: {exc})") from None
+        response.item = item  # the line's item is the sample's (a fresh object)
         yield item, response
 
 
@@ -632,6 +633,7 @@ def _read_parquet(where: str) -> Iterator[tuple[int, FwResponse]]:
                     response = _from_row(row)
                 except (KeyError, TypeError, ValueError) as exc:
                     raise _part_error("path", where, part, exc) from None
+                response.item = item  # the row's item is the sample's (a fresh object)
                 yield item, response
 
 

@@ -10,6 +10,7 @@ from ._client import AsyncFireworks
 from ._models import FwResponse
 from ._runner import get_runner
 from ._settings import Settings
+from ._usage import UsageTotals
 
 __all__ = ["Fireworks"]
 
@@ -89,6 +90,16 @@ class Fireworks:
 
     generate = blocking(AsyncFireworks.generate)
     generate_many = blocking(AsyncFireworks.generate_many)
+    estimate = blocking(AsyncFireworks.estimate)
+
+    @property
+    def usage(self) -> UsageTotals:
+        """:attr:`AsyncFireworks.usage`: running totals of every call this client made."""
+        return self._async.usage
+
+    def cost(self, prices: Any) -> float:
+        """:meth:`AsyncFireworks.cost`: dollars of :attr:`usage` at ``prices``."""
+        return self._async.cost(prices)
 
     def iter_generate(self, /, prompt_or_items: Any, n_samples: int = 1, **kwargs: Any) -> Iterator[FwResponse]:
         """Blocking :meth:`AsyncFireworks.iter_generate`: a plain iterator over each sample as it finishes.
