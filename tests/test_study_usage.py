@@ -181,3 +181,26 @@ def test_the_estimate_is_made_before_anything_is_sent(sim: FireworksSimulator, t
         assert guess.dollars is not None and guess.dollars == pytest.approx(
             (guess.prompt_tokens * 0.5 + guess.generated_tokens * 1.5) / 1e6
         )
+
+
+def test_the_worked_example_in_docs_runs_as_written_and_resumes(tmp_path: Path) -> None:
+    """docs/studies.md's example, run twice in a fresh directory: the second run sends nothing."""
+    import re
+    import subprocess
+    import sys
+
+    docs = Path(__file__).resolve().parent.parent / "docs" / "studies.md"
+    match = re.search(r"```python\n(.*?)```", docs.read_text(encoding="utf-8"), re.S)
+    assert match is not None
+    script = tmp_path / "example.py"
+    script.write_text(match.group(1), encoding="utf-8")
+    outputs = []
+    for _ in range(2):
+        done = subprocess.run(
+            [sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        outputs.append(done.stdout)
+    assert outputs[0].count("reach 391") == 4 and "requests=80" in outputs[0]
+    assert "requests=0" in outputs[1] and "cached_samples=80" in outputs[1]
+    assert (tmp_path / "trace-0.jsonl").exists()

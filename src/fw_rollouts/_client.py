@@ -406,8 +406,9 @@ class AsyncFireworks:
                 ]
                 todo = [p for p in todo if p.seeds]
             fatal = await self._run_study(todo, collected) if todo else None
-            if not todo:
+            if not todo:  # all read back from the file: no run, so its bar and counts end here
                 collected.progress.close()  # type: ignore[attr-defined]
+                self._usage = self._usage + collected.totals(0)
         finally:
             if writer is not None:
                 await writer.aclose()
@@ -810,7 +811,9 @@ def _study_header(prepared: Sequence[_Prepared]) -> dict[str, Any]:
                 "settings": s.sampling_summary(),
             }
         )
-        key = json.dumps([s.resolved_base_url, s.key_body(p.rendered.text), p.seeds[0], len(p.seeds)], sort_keys=True)
+        # What is asked (the model in the key body, the prompt, the settings, the seeds), not where: a study
+        # moved to another endpoint of the same model resumes.
+        key = json.dumps([s.key_body(p.rendered.text), p.seeds[0], len(p.seeds)], sort_keys=True)
         digest.update(key.encode("utf-8", "surrogatepass") + b"\n")
     return {"study": digest.hexdigest(), "items": items}
 
