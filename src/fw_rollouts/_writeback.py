@@ -40,6 +40,7 @@ class WriteBehind:
         "_interval",
         "_last",
         "_max_in_flight",
+        "_space",
         "_pending",
         "_store",
         "_uncached",
@@ -52,7 +53,7 @@ class WriteBehind:
         batch: int = 128,
         interval: float = 0.05,
         clock: Callable[[], float] = time.monotonic,
-        max_in_flight: int = 4,
+        max_in_flight: int = 16,
     ) -> None:
         if batch < 1:
             raise ValueError(f"batch must be at least 1, not {batch}")
@@ -65,6 +66,10 @@ class WriteBehind:
         self._pending: list[tuple[str, FwResponse | PromptPart]] = []
         # Strong references: the event loop keeps only weak ones to running tasks.
         self._in_flight: set[asyncio.Task[None]] = set()
+        # Set while no more than max_in_flight batches are being written: one event every waiter shares (an
+        # asyncio.wait per waiter per request cost a busy run a second in 2,000 samples).
+        self._space = asyncio.Event()
+        self._space.set()
         self._uncached = 0  # samples not cached since the last drain
         self._error: BaseException | None = None  # the first reason why, for the warning
 
@@ -89,8 +94,8 @@ class WriteBehind:
         The run awaits it after each request, so a store slower than the service holds the
         requests back instead of letting batches of samples pile up in memory.
         """
-        while len(self._in_flight) > self._max_in_flight:
-            await asyncio.wait(tuple(self._in_flight), return_when=asyncio.FIRST_COMPLETED)
+        while not self._space.is_set():
+            await self._space.wait()
 
     async def drain(self) -> None:
         """Hand over everything pending, wait until every write has finished, and report failures once."""
@@ -115,7 +120,14 @@ class WriteBehind:
         if items:
             task = asyncio.ensure_future(self._write(items))
             self._in_flight.add(task)
-            task.add_done_callback(self._in_flight.discard)
+            task.add_done_callback(self._written)
+            if len(self._in_flight) > self._max_in_flight:
+                self._space.clear()
+
+    def _written(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.discard(task)
+        if len(self._in_flight) <= self._max_in_flight:
+            self._space.set()
 
     async def _write(self, items: list[tuple[str, FwResponse | PromptPart]]) -> None:
         # Every exception is retrieved here, so none is left for "Task exception was never retrieved".
