@@ -168,7 +168,7 @@ class TestRoundTrip:
         sample = full_sample()
         data = encode_record(sample)
         assert data[:4] == MAGIC == b"FWRC"
-        assert data[4] == FORMAT_VERSION == 2
+        assert data[4] == FORMAT_VERSION == 3
         fields = fields_of(sample)
         assert fields["flags"] == 1 | 2 | 4 | 8 | 16 | 32
         assert fields["key_tag"] == 0  # written without a key
@@ -236,7 +236,7 @@ class TestCorruption:
         with pytest.raises(RecordError, match="bytes, not str"):
             decode_record("FWRC", "p")  # type: ignore[arg-type]
 
-    @pytest.mark.parametrize("version", [0, 3, 255])
+    @pytest.mark.parametrize("version", [0, 4, 255])
     def test_unknown_version(self, version: int) -> None:
         sample = full_sample()
         data = forge(fields_of(sample), body_of(sample), version=version)
@@ -333,10 +333,20 @@ class TestMalformedFields:
     def sample(self) -> FwResponse:
         return full_sample(logprobs=None)
 
-    @pytest.mark.parametrize("flags", [64, 128, 255])
+    @pytest.mark.parametrize("flags", [128, 255])
     def test_unknown_flags(self, flags: int) -> None:
         fields = {**fields_of(self.sample()), "flags": flags}
         with pytest.raises(RecordError, match="unknown flags"):
+            decode_record(forge(fields, body_of(self.sample())), "p")
+
+    def test_content_is_full_is_unknown_to_version_2(self) -> None:
+        fields = {**fields_of(self.sample()), "flags": 64}
+        with pytest.raises(RecordError, match="unknown flags 0x40"):
+            decode_record(forge(fields, body_of(self.sample()), version=2), "p")
+
+    def test_content_bytes_beside_content_is_full(self) -> None:
+        fields = {**fields_of(self.sample()), "flags": 64}
+        with pytest.raises(RecordError, match="content bytes but says its content is its full text"):
             decode_record(forge(fields, body_of(self.sample())), "p")
 
     @pytest.mark.parametrize(("field", "delta"), [("full_bytes", 1), ("model_bytes", -1), ("logprobs_bytes", 3)])
