@@ -17,7 +17,7 @@ import pytest
 
 from fw_rollouts import Logprobs, TokenLogprob
 from fw_rollouts._columns import _intern, _strings
-from fw_rollouts._packing import _FIELDS, _PREFIX, FORMAT_VERSION, MAGIC, pack, read_header
+from fw_rollouts._packing import _FIELDS, _PREFIX, FORMAT_VERSION, MAGIC, Header, pack, read_header
 
 FLOAT32_EXACT = [-0.5, -1.25, -3.0, -0.0078125, 0.0, -17.75]
 DECIMALS = [-0.21, -1.3012000000000001, -2.0012, -0.9500000000000001, -23.285741806030273, -1e-9]
@@ -525,6 +525,12 @@ def v1(lp: Logprobs) -> bytes:
                 version=1)  # fmt: skip
 
 
+def header_v1(data: bytes) -> Header:
+    header = read_header(data)
+    assert isinstance(header, Header)
+    return header
+
+
 def unpacked(data: bytes) -> Logprobs:
     """A Logprobs from ``data``, fully unpacked."""
     lp = Logprobs.from_packed(data)
@@ -612,7 +618,7 @@ class TestPackedRoundTrip:
         top: list[dict[str, float] | None] = [{t: -1.0, rng.choice(words): -2.0} for t in tokens]
         lp = make(tokens, top_logprobs=top)
         data = v1(lp)
-        assert read_header(data).key == ("B" if distinct <= 256 else "H")
+        assert header_v1(data).key == ("B" if distinct <= 256 else "H")
         assert_round_trip(lp)
 
     def test_more_than_65536_distinct_tokens(self) -> None:
@@ -620,7 +626,7 @@ class TestPackedRoundTrip:
         lp = make(tokens)
         assert lp._cols.tok.typecode == "I"
         data = v1(lp)
-        assert read_header(data).key == "I"
+        assert header_v1(data).key == "I"
         assert unpacked(data).tokens == tokens
 
     def test_wide_vocabulary_indices_pack_as_narrow_ranks(self) -> None:
@@ -628,12 +634,12 @@ class TestPackedRoundTrip:
         tokens = [f"late-{i}-{uuid.uuid4().hex}" for i in range(300)]
         lp = make(tokens, top_logprobs=[{t: -1.0} for t in tokens])
         assert lp._cols.tok.typecode == "I"
-        assert read_header(v1(lp)).key == "H"
+        assert header_v1(v1(lp)).key == "H"
         assert_round_trip(lp)
 
     def test_a_token_holding_nul_moves_the_separator(self) -> None:
         lp = make(["a\0b", "\0", "c"])
-        header = read_header(v1(lp))
+        header = header_v1(v1(lp))
         assert header.separator != 0 and header.n_strings == 3
         assert unpacked(v1(lp)).tokens == ["a\0b", "\0", "c"]
 
@@ -734,7 +740,7 @@ class TestPackedMalformed:
     def test_alternatives_without_their_column(self) -> None:
         data = v1(make(["a"], top_logprobs=[{"a": -1.0}]))
         with pytest.raises(ValueError, match="column is absent"):
-            Logprobs.from_packed(rewrite(data, codes=read_header(data).key.encode() + b"f\0\0\0\0\0"))
+            Logprobs.from_packed(rewrite(data, codes=header_v1(data).key.encode() + b"f\0\0\0\0\0"))
 
     def _lazy_error(self, data: bytes, message: str) -> None:
         lazy = Logprobs.from_packed(data)  # the header and checksum hold
@@ -756,7 +762,7 @@ class TestPackedMalformed:
 
     def test_a_key_naming_no_string(self) -> None:
         data = v1(make(["abc", "d", "abc"]))
-        header = read_header(data)
+        header = header_v1(data)
         at = _PREFIX.size + _FIELDS.size + header.text_bytes
         keys = data[at : at + 3]
         assert header.key == "B" and sorted(set(keys)) == [0, 1] and keys[0] == keys[2]
@@ -776,7 +782,7 @@ class TestPackedMalformed:
     @pytest.mark.parametrize("positions", [[3], [9], [2, 1], [1, 1]])
     def test_none_positions_out_of_order_or_range(self, positions: list[int]) -> None:
         data = v1(make(["a", "b", "c"], [None, -1.0, None] if len(positions) == 2 else [None, -1.0, -2.0]))
-        header = read_header(data)
+        header = header_v1(data)
         # after the strings, the three keys and the three logprobs
         at = _PREFIX.size + _FIELDS.size + header.text_bytes + 3 * array(header.key).itemsize + 3 * 4
         count = header.n_lp_none
