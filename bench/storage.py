@@ -62,12 +62,12 @@ def _old_record(response: FwResponse, key: str) -> bytes:
     fields = list(_FIXED.unpack_from(data))
     magic, _version, flags, *rest = fields
     body = data[_FIXED.size : -4]
-    if flags & 64:  # format 3 stores the content once when it is the full text; format 2 always twice
+    if flags & 128:  # format 3 stores the content once when it is the full text; format 2 always twice
         full = len(response.full.encode())
         content = response.content.encode()
         body = body[:full] + content + body[full:]
         rest[-6] = len(content)  # content_bytes: the second of the seven lengths
-        flags &= ~64
+        flags &= ~128
     head = _FIXED.pack(magic, 2, flags, *rest)
     out = head + body
     return out + zlib.crc32(out).to_bytes(4, "little")

@@ -98,6 +98,8 @@ OUT_OF_RANGE = [
     ("timeout", -5.0, "> 0"),
     ("requests_per_minute", 0, "> 0"),
     ("tokens_per_minute", -1, "> 0"),
+    ("prompt_tokens_per_minute", 0, "> 0"),
+    ("generated_tokens_per_minute", -5.5, "> 0"),
     ("logit_bias", {"abc": 1.0}, "token ids"),
     ("logit_bias", {"42": 101}, "from -100 to 100"),
     ("service_tier", "gold", "'auto', 'default', 'flex', 'priority'"),
@@ -130,6 +132,8 @@ WRONG_TYPE = [
     ("cache_dir", "", "a directory path"),
     ("cache_dir", 3, "a directory path"),
     ("timeout", None, "a positive number"),
+    ("prompt_tokens_per_minute", True, "a positive number, or None"),
+    ("generated_tokens_per_minute", "6000", "a positive number, or None"),
     ("max_concurrency", 2.0, "an integer >= 1"),
     ("chat_template", 5, "a Jinja template string, a built-in template name, or None"),
     ("chat_template_kwargs", "x", "a dict, or None"),
@@ -415,6 +419,8 @@ class TestBody:
             chat_template="llama3.1",
             max_concurrency=3,
             requests_per_minute=60,
+            prompt_tokens_per_minute=60_000,
+            generated_tokens_per_minute=6_000,
         )
         body = settings.body("p")
         assert set(body) <= FIREWORKS_FIELDS, set(body) - FIREWORKS_FIELDS

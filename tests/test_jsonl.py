@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -120,3 +121,101 @@ def test_a_file_that_is_not_a_rollouts_file_is_a_clear_error(tmp_path: Path, con
     with pytest.raises(ValidationError) as info:
         FwRollouts.from_jsonl(path)
     assert mentions in str(info.value) and str(path) in str(info.value) and info.value.argument == "path"
+
+
+# -- samples sharing a prompt part (echo paid once) -------------------------------------------------------------
+
+
+LONG_PROMPT = " ".join(["Tell me a story about a lighthouse keeper and the ships she saw."] * 8)
+
+
+def shared_rollouts(prompts: tuple[str, ...] = (LONG_PROMPT,), n: int = 4) -> FwRollouts:
+    """Samples parsed from simulator replies: per prompt, one with echo, the rest without, all sharing one part."""
+    import http.client
+
+    from fw_rollouts._echo import PromptPart, with_prompt
+    from fw_rollouts._parsing import ResponseSpec, decode_body, parse_completion
+    from fw_rollouts.testing import FireworksSimulator
+
+    responses = []
+    with FireworksSimulator() as sim:
+        for prompt in prompts:
+            part = None
+            for seed in range(n):
+                body = {"model": "accounts/fireworks/models/m", "prompt": prompt, "max_tokens": 10, "logprobs": 3,
+                        "seed": seed, "echo": seed == 0}  # fmt: skip
+                conn = http.client.HTTPConnection("127.0.0.1", sim.port, timeout=10)
+                headers = {"Content-Type": "application/json", "Authorization": f"Bearer {sim.api_key}"}
+                conn.request("POST", "/v1/completions", json.dumps(body).encode(), headers)
+                data = conn.getresponse().read()
+                conn.close()
+                spec = ResponseSpec(prompt=prompt, echo=seed == 0, logprobs=True)
+                sample = parse_completion(decode_body(data), spec, [seed])[0]
+                part = part or PromptPart.of(sample)
+                responses.append(with_prompt(sample, part))
+    return FwRollouts(prompt=prompts[0], num_responses=len(responses), temperature=None, top_p=None, max_tokens=10,
+                      model="m", responses=responses, logprobs=3, prompt_text=prompts[0])  # fmt: skip
+
+
+def test_samples_sharing_a_prompt_part_round_trip_with_the_part_written_once(tmp_path: Path) -> None:
+    from fw_rollouts._echo import prompt_part
+
+    rollouts = shared_rollouts(n=5)
+    part = prompt_part(rollouts[0])
+    assert part is not None and all(prompt_part(r) is part for r in rollouts)
+    path = tmp_path / "shared.jsonl"
+    rollouts.to_jsonl(path)
+    back = FwRollouts.from_jsonl(path)
+    same(rollouts, back)
+    lines = [json.loads(line) for line in path.read_text(encoding="ascii").splitlines()]
+    assert [next(iter(line)) for line in lines] == ["format", "prompt_part"] + ["response"] * 5
+    assert all("prompt" not in line["response"] for line in lines[2:])
+    back_part = prompt_part(back[0])
+    assert back_part == part and all(prompt_part(r) is back_part for r in back)  # one part in memory again
+    # The file holds the prompt once: about a sample without echo per sample, plus one prompt part.
+    whole = dataclasses.replace(rollouts, responses=[_unshared(r) for r in rollouts])
+    whole.to_jsonl(tmp_path / "whole.jsonl")
+    same(whole, FwRollouts.from_jsonl(tmp_path / "whole.jsonl"))
+    assert path.stat().st_size < (tmp_path / "whole.jsonl").stat().st_size / 3
+
+
+def _unshared(sample: FwResponse) -> FwResponse:
+    """The same sample with its own copy of the prompt positions (as every sample had before echo-once)."""
+    assert sample.logprobs is not None
+    return dataclasses.replace(sample, logprobs=Logprobs.from_packed(sample.logprobs.packed()))
+
+
+def test_several_parts_and_unshared_samples_in_one_file(tmp_path: Path) -> None:
+    from fw_rollouts._echo import prompt_part
+
+    shared = shared_rollouts(("First prompt, about rivers", "Second prompt, about mountains"), n=3)
+    mixed = [shared[0], awkward_sample(), shared[3], shared[1], FwResponse(full="", usage=Usage()), shared[4]]
+    rollouts = dataclasses.replace(shared, responses=mixed, num_responses=len(mixed))
+    path = tmp_path / "mixed.jsonl"
+    rollouts.to_jsonl(path)
+    back = FwRollouts.from_jsonl(path)
+    same(rollouts, back)
+    kinds = [next(iter(json.loads(line))) for line in path.read_text(encoding="ascii").splitlines()]
+    assert kinds.count("prompt_part") == 2 and kinds.index("prompt_part", 2) == 4  # each before its first sample
+    assert prompt_part(back[0]) is prompt_part(back[3]) is not prompt_part(back[2]) is prompt_part(back[5])
+    assert prompt_part(back[1]) is None and back[1].get_prompt_logprobs() == awkward_sample().get_prompt_logprobs()
+
+
+@pytest.mark.parametrize(
+    ("change", "mentions"),
+    [
+        (lambda lines: [lines[0], *lines[2:]], "line 2 is not a sample (ValueError: the sample refers to prompt part"),
+        (lambda lines: [lines[0], lines[1].replace('"id": 0', '"id": "0"'), *lines[2:]], "line 2 is not a prompt part"),
+        (lambda lines: [lines[0], lines[1].replace('"echo": true', '"echo": false'), *lines[2:]],
+         "line 2 is not a prompt part (ValueError: a prompt part's logprobs are echoed prompt positions only"),
+        (lambda lines: [lines[0], '{"prompt_part": {}}', *lines[2:]], "line 2 is not a prompt part (KeyError"),
+    ],
+    ids=["part missing", "id not an integer", "part not echoed", "part empty"],
+)  # fmt: skip
+def test_a_broken_prompt_part_is_a_clear_error(tmp_path: Path, change: Any, mentions: str) -> None:
+    path = tmp_path / "shared.jsonl"
+    shared_rollouts(n=2).to_jsonl(path)
+    path.write_text("\n".join(change(path.read_text(encoding="ascii").splitlines())) + "\n")
+    with pytest.raises(ValidationError) as info:
+        FwRollouts.from_jsonl(path)
+    assert mentions in str(info.value)

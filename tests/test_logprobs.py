@@ -843,3 +843,162 @@ class TestVerifiedBytes:
         lp = Logprobs.from_packed(bytes(packed), verified=True)
         with pytest.raises(ValueError):
             _ = lp.tokens, lp.token_logprobs, lp.top_logprobs
+
+
+# -- a shared prefix (echo paid once) ------------------------------------------------------------------------
+
+
+class _Part:
+    """A minimal holder of shared prompt positions (the echo module's PromptPart is one)."""
+
+    def __init__(self, logprobs: Logprobs) -> None:
+        self.logprobs = logprobs
+
+
+def columns(n: int, start: int, *, top: bool = True, ids: bool = True, sampling: bool = True) -> dict[str, Any]:
+    tokens = [f"w{start + i}é" for i in range(n)]
+    return {
+        "tokens": tokens,
+        "token_logprobs": [-0.1 * (start + i + 1) for i in range(n)],
+        "top_logprobs": [{t: -0.1, f"alt{start + i}": -2.5} for i, t in enumerate(tokens)] if top else None,
+        "text_offset": [sum(map(len, tokens[:i])) + start * 10 for i in range(n)],
+        "token_ids": list(range(start, start + n)) if ids else None,
+        "sampling_logprobs": [-0.2 * (start + i + 1) for i in range(n)] if sampling else None,
+    }
+
+
+def whole_and_shared(
+    prompt: dict[str, Any], generated: dict[str, Any], *, start: int | None = None, prompt_length: int = 9
+) -> tuple[Logprobs, Logprobs, _Part]:
+    """The echoed run as one Logprobs, and the same run as a prefix shared by a generated-only Logprobs."""
+    from fw_rollouts._logprobs import share_prefix
+
+    k = len(prompt["tokens"])
+    prompt = {**prompt, "token_logprobs": [None, *prompt["token_logprobs"][1:]]}
+    if prompt["top_logprobs"] is not None:
+        prompt["top_logprobs"] = [None, *prompt["top_logprobs"][1:]]
+    if prompt["sampling_logprobs"] is not None:
+        prompt["sampling_logprobs"] = [None, *prompt["sampling_logprobs"][1:]]
+    first_generated = prompt["text_offset"][-1] + len(prompt["tokens"][-1])
+    moved = [o - (generated["text_offset"] or [0])[0] + first_generated for o in generated["text_offset"]]
+
+    def joined(name: str) -> Any:
+        a, b = prompt[name], generated[name] if name != "text_offset" else moved
+        if a is None and b is None:
+            return None
+        if name == "token_ids" and (a is None or b is None):  # a reply sends an id with every token or none
+            return a if b is None and not generated["tokens"] else None
+        return (a if a is not None else [None] * k) + (b if b is not None else [None] * len(generated["tokens"]))
+
+    names = ("tokens", "token_logprobs", "top_logprobs", "text_offset", "token_ids")
+    whole = Logprobs(*(joined(n) for n in names), sampling_logprobs=joined("sampling_logprobs"),
+                     num_prompt_tokens=k, prompt_length=prompt_length, echo=True)  # fmt: skip
+    part = _Part(whole.get_prompt_logprobs())
+    rest = Logprobs(*(generated[n] for n in names), sampling_logprobs=generated["sampling_logprobs"])
+    shared = share_prefix(part, rest, first_generated if start is None else start)
+    return whole, shared, part
+
+
+def same_run(a: Logprobs, b: Logprobs) -> None:
+    assert a == b and b == a
+    for name in ("tokens", "token_logprobs", "top_logprobs", "text_offset", "token_ids", "sampling_logprobs"):
+        assert getattr(a, name) == getattr(b, name), name
+    assert (len(a), a.num_prompt_tokens, a.prompt_length, a.echo, a.top_k) == (
+        len(b), b.num_prompt_tokens, b.prompt_length, b.echo, b.top_k,
+    )  # fmt: skip
+    assert a.to_dict() == b.to_dict() and list(a) == list(b)
+    assert a.sum() == b.sum() and repr(a.mean()) == repr(b.mean())
+    assert a.get_prompt_logprobs() == b.get_prompt_logprobs()
+    assert a.get_generation_logprobs() == b.get_generation_logprobs()
+    assert Logprobs.from_packed(a.packed()) == b and Logprobs.from_packed(b.packed()) == a
+
+
+class TestSharedPrefix:
+    def test_reads_as_the_whole_run(self) -> None:
+        whole, shared, part = whole_and_shared(columns(5, 0), columns(3, 5))
+        same_run(shared, whole)
+        assert shared.get_prompt_logprobs() is part.logprobs
+        assert shared.tokens is shared.tokens and shared.top_logprobs[2] is part.logprobs.top_logprobs[2]
+
+    @pytest.mark.parametrize(
+        ("prompt", "generated"),
+        [
+            ({"sampling": False}, {}),
+            ({}, {"sampling": False}),
+            ({"sampling": False}, {"sampling": False}),
+            ({"ids": False}, {}),
+            ({}, {"ids": False}),
+            ({"top": False}, {}),
+            ({}, {"top": False}),
+        ],
+        ids=["prompt-no-sampling", "gen-no-sampling", "no-sampling", "prompt-no-ids", "gen-no-ids", "prompt-no-top",
+             "gen-no-top"],
+    )  # fmt: skip
+    def test_columns_one_part_lacks(self, prompt: dict[str, bool], generated: dict[str, bool]) -> None:
+        whole, shared, _ = whole_and_shared(columns(4, 0, **prompt), columns(3, 4, **generated))
+        same_run(shared, whole)
+
+    def test_no_generated_position(self) -> None:
+        whole, shared, _ = whole_and_shared(columns(4, 0), columns(0, 4, ids=False, sampling=False, top=False))
+        same_run(shared, whole)
+        assert shared.token_ids == [0, 1, 2, 3]  # the prompt's, as the echoed reply gives them
+
+    @pytest.mark.parametrize("base", [0, 7, 1000])
+    def test_generated_offsets_move_to_the_start_given(self, base: int) -> None:
+        generated = columns(3, 4)
+        generated["text_offset"] = [base, base + 3, base + 6]
+        whole, shared, _ = whole_and_shared(columns(4, 0), generated)
+        same_run(shared, whole)
+        assert shared.text_offset[4:] == [12, 15, 18]
+
+    def test_offsets_taken_as_they_are_without_a_start(self) -> None:
+        from fw_rollouts._logprobs import share_prefix
+
+        whole, shared, part = whole_and_shared(columns(4, 0), columns(3, 4))
+        rest = shared.get_generation_logprobs()
+        again = share_prefix(part, Logprobs.from_packed(rest.packed(), verified=True))
+        same_run(again, whole)
+
+    def test_sum_is_the_same_float_as_the_whole_runs(self) -> None:
+        rng = random.Random(3)
+        prompt, generated = columns(300, 0), columns(50, 300)
+        prompt["token_logprobs"] = [-rng.random() * 10 ** rng.randint(-8, 3) for _ in range(300)]
+        generated["token_logprobs"] = [-rng.random() * 10 ** rng.randint(-8, 3) for _ in range(50)]
+        whole, shared, _ = whole_and_shared(prompt, generated)
+        assert shared.sum() == whole.sum() and shared.mean() == whole.mean()
+
+    def test_pickle_keeps_one_part_for_many(self) -> None:
+        whole, shared, part = whole_and_shared(columns(50, 0), columns(3, 50))
+        from fw_rollouts._logprobs import prefix_of, share_prefix
+
+        others = [share_prefix(part, shared.get_generation_logprobs()) for _ in range(4)]
+        back = pickle.loads(pickle.dumps([shared, *others]))
+        assert all(b == whole for b in back)
+        assert len({id(prefix_of(b)) for b in back}) == 1 and prefix_of(back[0]) is not None
+        assert len(pickle.dumps([shared, *others])) < 2 * len(pickle.dumps(whole))
+        assert copy.deepcopy(shared) == whole
+
+    def test_nbytes_counts_the_own_positions_only(self) -> None:
+        _, shared, part = whole_and_shared(columns(200, 0), columns(3, 200))
+        assert shared.nbytes() < part.logprobs.nbytes() / 10
+        assert shared.get_generation_logprobs().nbytes() <= shared.nbytes()
+
+    def test_refuses_what_is_not_a_prompt_and_a_generation(self) -> None:
+        from fw_rollouts._logprobs import share_prefix
+
+        whole, shared, part = whole_and_shared(columns(4, 0), columns(3, 4))
+        with pytest.raises(ValueError, match="generated positions alone"):
+            share_prefix(part, whole)
+        with pytest.raises(ValueError, match="generated positions alone"):
+            share_prefix(part, shared)
+        with pytest.raises(ValueError, match="echoed prompt positions alone"):
+            share_prefix(_Part(whole), shared.get_generation_logprobs())
+
+    def test_generation_offset(self) -> None:
+        from fw_rollouts._logprobs import generation_offset
+
+        whole, shared, part = whole_and_shared(columns(4, 0), columns(3, 4))
+        assert generation_offset(whole) == generation_offset(shared) == whole.text_offset[4] == 12
+        assert generation_offset(part.logprobs) == 12  # no generated position: just past the last prompt token
+        empty = whole_and_shared(columns(4, 0), columns(0, 4))[1]
+        assert generation_offset(empty) == 12

@@ -118,8 +118,8 @@ class TestSettingsDerive:
         for option in OPTIONS:
             assert option.doc.strip() and option.scope in ("client", "call") and option.annotation, option.name
         assert {"api_key", "base_url", "timeout", "connect_timeout", "max_response_bytes", "max_retries",
-                "max_concurrency", "requests_per_minute", "tokens_per_minute",
-                "cache_dir"} == CLIENT_OPTIONS  # fmt: skip
+                "max_concurrency", "requests_per_minute", "tokens_per_minute", "prompt_tokens_per_minute",
+                "generated_tokens_per_minute", "cache_dir"} == CLIENT_OPTIONS  # fmt: skip
 
 
 class TestMessages:

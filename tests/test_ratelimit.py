@@ -1,19 +1,19 @@
-"""The limiter on its own, on virtual time: the window and its AIMD, the cool-down, the buckets, cancellation."""
+"""The limiter on its own, on virtual time: the window and its AIMD, the cool-down, the rolling-minute limits with
+reservations settled from usage, the service's x-ratelimit-* headers, cancellation."""
 
 from __future__ import annotations
 
 import asyncio
 import heapq
 import itertools
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 import pytest
-from aiolimiter import AsyncLimiter
 
-from fw_rollouts._budget import Budget, Cost
+from fw_rollouts._budget import Budget, Cost, Spent
 from fw_rollouts._clock import SYSTEM_CLOCK, Clock, SystemClock
-from fw_rollouts._ratelimit import Limiter, _Bucket
+from fw_rollouts._ratelimit import _MARGIN, METERS, WINDOW, Limiter, ServiceLimits, read_ratelimit_headers
 
 T = TypeVar("T")
 
@@ -75,13 +75,32 @@ def run(main: Callable[[VirtualClock], Coroutine[Any, Any, T]]) -> T:
 
 
 async def start_times(limiter: Limiter, clock: VirtualClock, costs: list[Cost]) -> list[float]:
-    """Acquire and release each cost in turn; when (relative to START) each one was let in."""
+    """Acquire each cost in turn and release it having spent exactly what it reserved; when (relative to
+    START) each one was let in."""
     times = []
     for cost in costs:
         ticket = await limiter.acquire(cost)
         times.append(clock.now() - START)
-        limiter.release(ticket)
+        limiter.release(ticket, reserved(cost))
     return times
+
+
+def reserved(cost: Cost) -> Spent:
+    """What a request of ``cost`` spent when it used all it may."""
+    return spent(cost.prompt_tokens * cost.choices, (cost.max_tokens or 0) * cost.choices, cost.choices)
+
+
+def spent(prompt: int = 1, completion: int = 1, choices: int = 1, cached: int = 0) -> Spent:
+    return Spent(prompt_tokens=prompt, cached_tokens=cached, completion_tokens=completion, choices=choices)
+
+
+ONE = Cost(1, 1)
+
+
+async def succeed(limiter: Limiter, cost: Cost = ONE, used: Spent | None = None, **headers: str) -> None:
+    """One request that went through and used ``used`` (by default what it reserved, at most one token each)."""
+    ticket = await limiter.acquire(cost)
+    limiter.release(ticket, used or spent(), {k.replace("_", "-"): v for k, v in headers.items()})
 
 
 async def hold(limiter: Limiter, entered: list[int], release: asyncio.Event, ident: int) -> None:
@@ -121,14 +140,16 @@ def test_a_window_of_nothing_is_refused() -> None:
 def test_repr_shows_the_limits_and_the_state() -> None:
     async def main(clock: VirtualClock) -> str:
         limiter = Limiter(max_concurrency=4, tokens_per_minute=1000, clock=clock)
+        await succeed(limiter, Cost(10, None), spent(10, 7))
+        limiter.release(await limiter.acquire(Cost(1, 1)), spent(), {"x-ratelimit-limit-requests": "600"})
         await limiter.acquire(Cost(10, 10))
         limiter.overloaded(1.5)
-        limiter.observe(10, 7)
         return repr(limiter)
 
     assert run(main) == (
-        "<Limiter(max_concurrency=4, requests_per_minute=None, tokens_per_minute=1000) "
-        "[window: 3, in flight: 1, waiting: 0, cooling down: 1.50s, expected completion: 7.0 tokens]>"
+        "<Limiter(max_concurrency=4, requests_per_minute=None, tokens_per_minute=1000, "
+        "prompt_tokens_per_minute=None, generated_tokens_per_minute=None) [window: 2, in flight: 1, waiting: 0, "
+        "cooling down: 1.50s, limits in force: requests=600, tokens=1000, expected completion: 5.8 tokens]>"
     )
 
 
@@ -210,10 +231,10 @@ def test_overload_halves_the_window_once_per_cool_down_and_success_widens_it() -
         limiter.overloaded(1.0)  # a new cool-down: halve again
         assert limiter.window == 4
         for _ in range(3):
-            limiter.observe(10, 10)
+            await succeed(limiter)
         assert limiter.window == 7  # one wider per success
         for _ in range(100):
-            limiter.observe(10, 10)
+            await succeed(limiter)
         assert limiter.window == 16  # never above max_concurrency
         for _ in range(10):
             await clock.sleep(5.0)
@@ -229,14 +250,15 @@ def test_a_success_lets_a_waiter_into_the_wider_window() -> None:
         limiter.overloaded(1.0)  # window 1
         await clock.sleep(1.0)
         ticket = await limiter.acquire(Cost(1, 1))
-        waiter = asyncio.create_task(limiter.acquire(Cost(1, 1)))
+        waiters = [asyncio.create_task(limiter.acquire(Cost(1, 1))) for _ in range(2)]
         await clock.sleep(0)
-        assert not waiter.done()
-        limiter.observe(1, 1)  # window 2: the waiter is let in without anyone releasing
+        assert not any(w.done() for w in waiters)
+        limiter.release(ticket, spent())  # window 2: both waiters are let in, not only the one a place freed
         await clock.sleep(0)
-        assert waiter.done() and limiter._in_flight == 2
-        limiter.release(ticket)
-        limiter.release(waiter.result())
+        assert all(w.done() for w in waiters) and limiter._in_flight == 2
+        for w in waiters:
+            limiter.release(w.result())
+        assert limiter.window == 2  # failures do not widen it
 
     run(main)
 
@@ -282,33 +304,47 @@ def test_cancelled_during_the_cool_down_leaks_nothing() -> None:
 def test_an_overload_reported_while_waiting_for_a_bucket_holds_the_request_too() -> None:
     async def main(clock: VirtualClock) -> None:
         limiter = Limiter(max_concurrency=4, requests_per_minute=60, clock=clock)
-        await start_times(limiter, clock, [Cost(1, 1)] * 60)  # the burst: the bucket is full
+        await start_times(limiter, clock, [Cost(1, 1)] * 60)  # the minute is full
         waiter = asyncio.create_task(start_times(limiter, clock, [Cost(1, 1)]))
-        await clock.sleep(0.5)
-        limiter.overloaded(2.0)  # the bucket has room at 1, the cool-down ends at 2.5
-        assert await waiter == [2.5]
+        await clock.sleep(60.0)
+        limiter.overloaded(2.0)  # the minute has room at 60.5, the cool-down ends at 62
+        assert await waiter == [62.0]
 
     run(main)
 
 
-# -- the buckets ------------------------------------------------------------------
+# -- the rolling minute -------------------------------------------------------------
+
+MINUTE = WINDOW + _MARGIN
+"""How long a start counts: a minute, and the margin for the service seeing it a little later."""
 
 
-def test_requests_per_minute_spaces_requests_on_the_clock_after_a_burst_of_one_minute() -> None:
+def test_requests_per_minute_let_a_minute_of_requests_start_then_wait_for_the_first_to_leave_the_minute() -> None:
     async def main(clock: VirtualClock) -> list[float]:
         limiter = Limiter(max_concurrency=1000, requests_per_minute=60, clock=clock)
         return await start_times(limiter, clock, [Cost(1, 1)] * 70)
 
     times = run(main)
-    # aiolimiter's bucket holds a minute's worth: 60 start at once, then one a second.
+    # A rolling minute, as the service counts: never more than 60 starts in any 60 s.
     assert times[:60] == [0.0] * 60
-    assert times[60:] == pytest.approx([1.0, 2, 3, 4, 5, 6, 7, 8, 9, 10], abs=2e-3)
+    assert times[60:] == pytest.approx([MINUTE] * 10, abs=2e-3)
 
 
-def test_concurrent_requests_wait_for_the_bucket_in_arrival_order() -> None:
+def test_each_choice_counts_as_a_request() -> None:
+    async def main(clock: VirtualClock) -> list[float]:
+        limiter = Limiter(max_concurrency=10, requests_per_minute=10, clock=clock)
+        return await start_times(limiter, clock, [Cost(1, 1, choices=4)] * 3 + [Cost(1, 1, choices=2)])
+
+    # 4 + 4 fit; a third n=4 does not (12 > 10) and waits for the minute; then 4 + 2 = 6 fit with it.
+    assert run(main) == pytest.approx([0.0, 0.0, MINUTE, MINUTE], abs=2e-3)
+
+
+def test_concurrent_requests_wait_for_the_limits_in_arrival_order() -> None:
     async def main(clock: VirtualClock) -> list[tuple[int, float]]:
-        limiter = Limiter(max_concurrency=100, requests_per_minute=60, clock=clock)
-        await start_times(limiter, clock, [Cost(1, 1)] * 60)
+        limiter = Limiter(max_concurrency=100, requests_per_minute=3, clock=clock)
+        await start_times(limiter, clock, [Cost(1, 1)])
+        await clock.sleep(10)
+        await start_times(limiter, clock, [Cost(1, 1)] * 2)  # the minute is full: starts at 0, 10 and 10
         started: list[tuple[int, float]] = []
 
         async def request(ident: int) -> None:
@@ -321,78 +357,142 @@ def test_concurrent_requests_wait_for_the_bucket_in_arrival_order() -> None:
 
     started = run(main)
     assert [ident for ident, _ in started] == [0, 1, 2, 3, 4]
-    assert [at for _, at in started] == pytest.approx([1.0, 2, 3, 4, 5], abs=2e-3)
+    assert [at for _, at in started] == pytest.approx(
+        [MINUTE, 10 + MINUTE, 10 + MINUTE, 2 * MINUTE, 10 + 2 * MINUTE], abs=2e-3
+    )
 
 
 def test_a_big_request_is_not_overtaken_by_smaller_ones_behind_it() -> None:
     async def main(clock: VirtualClock) -> list[tuple[str, float]]:
-        limiter = Limiter(max_concurrency=4, tokens_per_minute=60, clock=clock)  # one token a second
-        await start_times(limiter, clock, [Cost(60, 0)])  # the bucket is full
+        limiter = Limiter(max_concurrency=4, prompt_tokens_per_minute=60, clock=clock)
+        await start_times(limiter, clock, [Cost(30, 0)])
+        await clock.sleep(10)
+        await start_times(limiter, clock, [Cost(30, 0)])  # the minute is full
         started: list[tuple[str, float]] = []
 
         async def request(name: str, cost: Cost) -> None:
             ticket = await limiter.acquire(cost)
             started.append((name, clock.now() - START))
-            limiter.release(ticket)
+            limiter.release(ticket, reserved(cost))
 
-        await asyncio.gather(request("big", Cost(30, 0)), request("small", Cost(1, 0)))
+        await asyncio.gather(request("big", Cost(60, 0)), request("small", Cost(1, 0)))
         return started
 
-    # First come, first served: the small one would fit after 1 s but waits its turn.
+    # First come, first served: the small one would fit once the first 30 leave, but waits its turn.
     started = run(main)
     assert [name for name, _ in started] == ["big", "small"]
-    assert [at for _, at in started] == pytest.approx([30.0, 31.0], abs=2e-3)
+    assert [at for _, at in started] == pytest.approx([10 + MINUTE, 10 + 2 * MINUTE], abs=2e-3)
 
 
-def test_less_than_one_request_per_minute_still_admits_requests() -> None:
+def test_less_than_one_request_per_minute_still_admits_requests_at_that_rate() -> None:
     async def main(clock: VirtualClock) -> list[float]:
         limiter = Limiter(max_concurrency=1, requests_per_minute=0.5, clock=clock)
         return await start_times(limiter, clock, [Cost(1, 1)] * 3)
 
-    assert run(main) == pytest.approx([0.0, 120.0, 240.0], abs=2e-3)
+    # One request is twice the minute's limit: it goes alone and counts for two minutes.
+    assert run(main) == pytest.approx([0.0, 2 * WINDOW + _MARGIN, 2 * (2 * WINDOW + _MARGIN)], abs=2e-3)
 
 
-def test_tokens_per_minute_charges_prompt_and_the_expected_completion_per_choice() -> None:
+def test_a_request_larger_than_a_whole_minute_goes_alone_and_counts_as_long_as_it_is_larger() -> None:
     async def main(clock: VirtualClock) -> list[float]:
-        limiter = Limiter(max_concurrency=1, tokens_per_minute=1000, clock=clock)  # 1000/60 tokens a second
-        cost = Cost(prompt_tokens=100, max_tokens=400, choices=2)
-        times = await start_times(limiter, clock, [cost])  # nothing seen yet: 2 * (100 + 400) fills the bucket
-        limiter.observe(100, 50)  # the estimate starts at what the first choice generated
-        times += await start_times(limiter, clock, [cost])  # 2 * (100 + 50) = 300: 18 s to drip out
-        limiter.observe(100, 150)  # 50 + 0.2 * (150 - 50) = 70
-        times += await start_times(limiter, clock, [cost])  # 2 * (100 + 70) = 340: 20.4 s
-        times += await start_times(limiter, clock, [Cost(100, 10, 1)])  # never more than max_tokens: 110, 6.6 s
-        return times
+        limiter = Limiter(max_concurrency=4, prompt_tokens_per_minute=1000, clock=clock)
+        big = Cost(prompt_tokens=1000, max_tokens=0, choices=3)  # 3000: three minutes' worth
+        return await start_times(limiter, clock, [Cost(100, 0), big, Cost(1, 0)])
 
-    assert run(main) == pytest.approx([0.0, 18.0, 38.4, 45.0], abs=2e-3)
+    # Not refused, no deadlock: it waits until nothing else counts, then holds the limit for three minutes.
+    assert run(main) == pytest.approx([0.0, MINUTE, MINUTE + 3 * WINDOW + _MARGIN], abs=2e-3)
 
 
-def test_no_max_tokens_charges_the_servers_default_until_a_success_teaches_better() -> None:
+def test_prompt_tokens_are_reserved_per_choice_and_settled_to_what_the_server_reported() -> None:
     async def main(clock: VirtualClock) -> list[float]:
-        limiter = Limiter(max_concurrency=1, tokens_per_minute=60, clock=clock)  # one token a second
-        times = await start_times(limiter, clock, [Cost(44, None)])  # 44 + 16 = 60
-        times += await start_times(limiter, clock, [Cost(4, None)])  # 4 + 16 = 20 s
-        limiter.observe(4, 2)
-        times += await start_times(limiter, clock, [Cost(4, None)])  # 4 + 2 = 6 s
-        return times
+        limiter = Limiter(max_concurrency=1, prompt_tokens_per_minute=1000, clock=clock)
+        ticket = await limiter.acquire(Cost(prompt_tokens=300, max_tokens=5, choices=3))
+        assert limiter.used()["prompt_tokens"] == 900  # reserved: the prompt for each choice
+        limiter.release(ticket, spent(prompt=300, completion=15, choices=3))  # the server counted it once
+        assert limiter.used()["prompt_tokens"] == 300
+        return await start_times(limiter, clock, [Cost(700, 0), Cost(1, 0)])
 
-    assert run(main) == pytest.approx([0.0, 20.0, 26.0], abs=2e-3)
+    assert run(main) == pytest.approx([0.0, MINUTE], abs=2e-3)
 
 
-def test_a_cost_larger_than_the_bucket_is_charged_the_whole_bucket() -> None:
+def test_generation_reserves_max_tokens_per_choice_and_the_unused_part_comes_back_at_release() -> None:
     async def main(clock: VirtualClock) -> list[float]:
-        limiter = Limiter(max_concurrency=4, tokens_per_minute=1000, clock=clock)
-        big = Cost(prompt_tokens=50_000, max_tokens=100, choices=4)  # aiolimiter would refuse 200_400
-        return await start_times(limiter, clock, [big, Cost(1, 0), big])
+        limiter = Limiter(max_concurrency=4, generated_tokens_per_minute=5000, clock=clock)
+        first = await limiter.acquire(Cost(10, max_tokens=4096))
+        assert limiter.used()["generated_tokens"] == 4096
+        second = asyncio.create_task(start_times(limiter, clock, [Cost(10, max_tokens=4096)]))
+        await clock.sleep(2.0)
+        assert not second.done()  # 4096 + 4096 > 5000: it waits ...
+        limiter.release(first, spent(10, 10))  # ... until the first settles at 10 tokens, not for a minute
+        return await second
 
-    # Not refused; the next request waits for one token (0.06 s); the next big one for a whole bucket.
-    assert run(main) == pytest.approx([0.0, 0.06, 60.06], abs=2e-3)
+    assert run(main) == pytest.approx([2.0], abs=2e-3)
 
 
-def test_cancelled_while_waiting_for_a_bucket_leaks_neither_place_nor_capacity() -> None:
+def test_an_overrun_is_charged_and_a_failure_gives_its_tokens_back_but_not_its_request() -> None:
+    async def main(clock: VirtualClock) -> None:
+        limiter = Limiter(max_concurrency=4, generated_tokens_per_minute=200, tokens_per_minute=10_000, clock=clock)
+        limiter.release(await limiter.acquire(Cost(5, max_tokens=10)), spent(5, 60))  # generated more than reserved
+        assert limiter.used() == pytest.approx(dict(zip(METERS, [1, 5, 5, 60, 65], strict=True)))
+        limiter.release(await limiter.acquire(Cost(5, max_tokens=40, choices=2)), None)  # failed
+        assert limiter.used() == pytest.approx(dict(zip(METERS, [3, 5, 5, 60, 65], strict=True)))
+        limiter.release(await limiter.acquire(Cost(5, 2)), spent(0, 0))  # no usage: the reservation stands
+        assert limiter.used() == pytest.approx(dict(zip(METERS, [4, 10, 10, 62, 72], strict=True)))
+        assert await start_times(limiter, clock, [Cost(5, max_tokens=139)]) == pytest.approx([MINUTE], abs=2e-3)
+
+    run(main)
+
+
+def test_without_max_tokens_the_servers_default_is_reserved_until_replies_teach_better() -> None:
+    async def main(clock: VirtualClock) -> list[float]:
+        limiter = Limiter(max_concurrency=1, generated_tokens_per_minute=40, clock=clock)
+        ticket = await limiter.acquire(Cost(4, None))
+        assert limiter.used()["generated_tokens"] == 16
+        limiter.release(ticket, spent(4, 6, choices=2))  # 3 a choice
+        ticket = await limiter.acquire(Cost(4, None, choices=2))
+        assert limiter.used()["generated_tokens"] == 6 + 2 * 3
+        limiter.release(ticket, spent(4, 40, choices=2))  # 3 + 0.2 * (20 - 3) = 6.4: 6 a choice; the minute is full
+        return await start_times(limiter, clock, [Cost(4, None)])
+
+    assert run(main) == pytest.approx([MINUTE], abs=2e-3)
+
+
+def test_uncached_prompt_tokens_are_counted_from_the_reported_cache_hits() -> None:
+    async def main(clock: VirtualClock) -> dict[str, float]:
+        limiter = Limiter(max_concurrency=1, clock=clock)
+        await succeed(limiter, Cost(100, 1), spent(prompt=100, completion=1, cached=80))
+        return limiter.used()
+
+    assert run(main) == dict(zip(METERS, [1.0, 100.0, 20.0, 1.0, 101.0], strict=True))
+
+
+def test_a_release_wakes_a_waiter_before_its_sleep_is_over_and_cancelling_it_leaks_nothing() -> None:
+    async def main(clock: VirtualClock) -> None:
+        limiter = Limiter(max_concurrency=4, generated_tokens_per_minute=100, clock=clock)
+        holder = await limiter.acquire(Cost(1, 100))
+        waiter = asyncio.create_task(limiter.acquire(Cost(1, 50)))
+        behind = asyncio.create_task(limiter.acquire(Cost(1, 50)))
+        await clock.sleep(1.0)
+        waiter.cancel()  # the head of the queue goes: the next takes its place and waits in turn
+        await asyncio.gather(waiter, return_exceptions=True)
+        await clock.sleep(1.0)
+        assert not behind.done() and limiter._in_flight == 2
+        limiter.release(holder, spent(1, 10))
+        await clock.sleep(0)
+        assert behind.done() and clock.now() - START == pytest.approx(2.0)
+        limiter.release(behind.result(), None)
+        assert limiter._in_flight == 0 and not limiter._queue.locked() and limiter._wake is None
+        assert limiter.used()["generated_tokens"] == 10
+
+    run(main)
+
+
+def test_cancelled_while_waiting_for_a_limit_leaks_neither_place_nor_reservation() -> None:
     async def main(clock: VirtualClock) -> None:
         limiter = Limiter(max_concurrency=2, requests_per_minute=60, clock=clock)
-        await start_times(limiter, clock, [Cost(1, 1)] * 60)
+        await start_times(limiter, clock, [Cost(1, 1)] * 59)
+        await clock.sleep(30)
+        await start_times(limiter, clock, [Cost(1, 1)])  # the minute is full; 59 leave it at MINUTE
         started: list[str] = []
 
         async def request(name: str) -> None:
@@ -400,8 +500,8 @@ def test_cancelled_while_waiting_for_a_bucket_leaks_neither_place_nor_capacity()
             started.append(f"{name}@{clock.now() - START:.1f}")
             limiter.release(ticket)
 
-        head = asyncio.create_task(request("head"))  # watches the clock for the bucket
-        queued = asyncio.create_task(request("queued"))  # in the window, queued for the bucket
+        head = asyncio.create_task(request("head"))  # watches the clock
+        queued = asyncio.create_task(request("queued"))  # in the window, queued behind it
         outside = asyncio.create_task(request("outside"))  # waits for the window
         last = asyncio.create_task(request("last"))
         await clock.sleep(0.5)
@@ -409,39 +509,26 @@ def test_cancelled_while_waiting_for_a_bucket_leaks_neither_place_nor_capacity()
         head.cancel()
         queued.cancel()
         await asyncio.gather(outside, last, head, queued, return_exceptions=True)
-        # Neither cancelled request took a place or a unit of the bucket: the survivors start at 1 and 2.
-        assert started == ["outside@1.0", "last@2.0"]
-        assert limiter._in_flight == 0 and not limiter._waiters
-        assert limiter._requests is not None and not limiter._requests._queue.locked()
+        assert started == [f"outside@{MINUTE:.1f}", f"last@{MINUTE:.1f}"]
+        assert limiter._in_flight == 0 and not limiter._waiters and not limiter._queue.locked()
+        assert limiter.used()["requests"] == 3
 
     run(main)
 
 
-def test_the_aiolimiter_internals_the_bucket_relies_on() -> None:
-    # _Bucket overrides AsyncLimiter._leak and calls has_capacity/acquire; see its docstring.
-    assert callable(getattr(AsyncLimiter, "_leak", None))
-
-    def finishes_at_once(awaitable: Awaitable[None]) -> bool:
-        coro = awaitable.__await__()
-        try:
-            coro.send(None)
-        except StopIteration:
-            return True
-        coro.close()
-        return False
+def test_releasing_twice_or_a_foreign_ticket_is_harmless_and_never_raises() -> None:
+    class Hostile(dict[str, str]):
+        def items(self) -> Any:
+            raise RuntimeError("a mapping that cannot be read")
 
     async def main(clock: VirtualClock) -> None:
-        bucket = _Bucket(60, clock)
-        for _ in range(60):
-            assert finishes_at_once(bucket.acquire(1))  # capacity: acquire does not wait
-        assert bucket._level == 60 and bucket.shortfall(1) == pytest.approx(1.0)
-        assert not bucket.has_capacity(1)
-        await clock.sleep(0.5)  # virtual time only: the loop's clock has hardly moved
-        assert bucket.shortfall(1) == pytest.approx(0.5)  # has_capacity/_leak read our clock
-        await clock.sleep(0.5)
-        # acquire reads time through _leak too: with the capacity back it returns at once.
-        assert finishes_at_once(bucket.acquire(1))
-        assert bucket._level == pytest.approx(60)
+        limiter = Limiter(max_concurrency=2, generated_tokens_per_minute=100, clock=clock)
+        ticket = await limiter.acquire(Cost(1, 50))
+        other = await limiter.acquire(Cost(1, 50))
+        limiter.release(ticket, spent(1, 5), Hostile())  # settled before the headers failed to read
+        assert limiter._in_flight == 1 and limiter.used()["generated_tokens"] == 55
+        limiter.release(other, spent(1, 5))
+        assert limiter.used()["generated_tokens"] == 10
 
     run(main)
 
@@ -465,3 +552,132 @@ def test_aclose_and_release_are_harmless() -> None:
         assert limiter._in_flight == 0
 
     run(main)
+
+
+# -- the service's headers ------------------------------------------------------------
+
+
+def test_the_older_headers_are_per_minute_and_the_newer_per_second() -> None:
+    older = read_ratelimit_headers(
+        {
+            "x-ratelimit-limit-requests": "600",
+            "x-ratelimit-limit-tokens-prompt": "60000",
+            "x-ratelimit-limit-tokens-generated": "6000",
+            "x-ratelimit-remaining-requests": "599",
+            "x-ratelimit-remaining-tokens-prompt": "59000",
+            "x-ratelimit-remaining-tokens-generated": "5990",
+            "x-ratelimit-over-limit": "no",
+            "content-type": "application/json",
+        }
+    )
+    assert older == ServiceLimits(
+        (600.0, 60000.0, None, 6000.0, None), (599.0, 59000.0, None, 5990.0, None), over_limit=False
+    )
+    newer = read_ratelimit_headers(
+        {
+            "X-Ratelimit-Limit-Tokens-Prompt": "60000",  # tokens a second, names in any case
+            "X-Ratelimit-Limit-Tokens-Cache-Adjusted-Prompt": "15000",
+            "X-Ratelimit-Limit-Tokens-Generated": "600",
+        }
+    )
+    assert newer == ServiceLimits(
+        (None, 3_600_000.0, 900_000.0, 36_000.0, None), (None,) * 5, over_limit=None
+    )
+    # A remaining count above its limit: the limit can only be per second.
+    assert read_ratelimit_headers(
+        {"x-ratelimit-limit-tokens-generated": "600", "x-ratelimit-remaining-tokens-generated": "30000"}
+    ) == ServiceLimits((None, None, None, 36_000.0, None), (None, None, None, 30_000.0, None), None)
+    # What the live probe saw.
+    assert read_ratelimit_headers({"x-ratelimit-over-limit": "yes", "x-request-id": "r"}) == ServiceLimits(
+        (None,) * 5, (None,) * 5, over_limit=True
+    )
+    assert read_ratelimit_headers({"x-request-id": "r", "content-length": "12"}) is None
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["", "many", "nan", "inf", "-inf", "-5", "0", "0.5", "1e13", "1" * 100, "6,000", "0x10", "\x00", "1e400"],
+)
+def test_garbled_or_hostile_limits_are_ignored(value: str) -> None:
+    said = read_ratelimit_headers(
+        {
+            "x-ratelimit-limit-requests": value,
+            "x-ratelimit-limit-tokens-generated": value,
+            "x-ratelimit-over-limit": value,
+        }
+    )
+    assert said is None or (said.limits == (None,) * 5 and said.over_limit is None)
+
+
+def test_a_name_sent_twice_counts_at_its_lower_value_and_remaining_never_goes_below_zero() -> None:
+    from multidict import CIMultiDict
+
+    headers = CIMultiDict(
+        [("X-RateLimit-Limit-Requests", "600"), ("x-ratelimit-limit-requests", "300"),
+         ("x-ratelimit-remaining-requests", "-4")]
+    )  # fmt: skip
+    assert read_ratelimit_headers(headers) == ServiceLimits((300.0,) + (None,) * 4, (0.0,) + (None,) * 4, None)
+
+
+def test_a_service_limit_below_ours_becomes_ours_and_one_above_changes_nothing() -> None:
+    async def main(clock: VirtualClock) -> list[float]:
+        limiter = Limiter(max_concurrency=100, requests_per_minute=10, clock=clock)
+        await succeed(limiter, x_ratelimit_limit_requests="1000")
+        assert limiter.limits["requests"] == 10
+        await succeed(limiter, x_ratelimit_limit_requests="3")  # 2 of them spent already
+        assert limiter.limits["requests"] == 3
+        return await start_times(limiter, clock, [Cost(1, 1)] * 2)
+
+    assert run(main) == pytest.approx([0.0, MINUTE], abs=2e-3)
+
+
+def test_a_service_limit_applies_without_one_of_ours_and_rises_again_up_to_ours() -> None:
+    async def main(clock: VirtualClock) -> list[float]:
+        limiter = Limiter(max_concurrency=100, generated_tokens_per_minute=1000, clock=clock)
+        await succeed(limiter, Cost(1, 150), spent(1, 150), x_ratelimit_limit_tokens_prompt="50")  # no limit of ours
+        assert limiter.limits["prompt_tokens"] == 50 and limiter.limits["generated_tokens"] == 1000
+        ticket = await limiter.acquire(Cost(1, 100))
+        other = await limiter.acquire(Cost(1, 0))
+        waiter = asyncio.create_task(start_times(limiter, clock, [Cost(1, 800)]))  # 150 + 100 + 800 > 1000
+        await clock.sleep(1.0)
+        assert not waiter.done()
+        # The service's limit is lower: 200 counted, the waiter is larger than the limit now ...
+        limiter.release(ticket, spent(1, 50), {"x-ratelimit-limit-tokens-generated": "300"})
+        await clock.sleep(1.0)
+        assert not waiter.done() and limiter.limits["generated_tokens"] == 300
+        # ... and when it rises past ours again, ours applies and the waiter is woken at once.
+        limiter.release(other, spent(1, 0), {"x-ratelimit-limit-tokens-generated": "1e6"})
+        return await waiter
+
+    assert run(main) == pytest.approx([2.0], abs=2e-3)
+
+
+def test_a_service_count_above_ours_fills_our_minute_up_to_it() -> None:
+    async def main(clock: VirtualClock) -> list[float]:
+        limiter = Limiter(max_concurrency=100, clock=clock)
+        # Another client on the account: the service has counted 95 of 100 requests, we 1.
+        await succeed(limiter, x_ratelimit_limit_requests="100", x_ratelimit_remaining_requests="5")
+        assert limiter.used()["requests"] == 95
+        # Remaining near zero with no limit stated: ours, where we have one, is the measure.
+        await succeed(limiter, x_ratelimit_remaining_requests="0")
+        assert limiter.used()["requests"] == 100
+        return await start_times(limiter, clock, [Cost(1, 1)])
+
+    assert run(main) == pytest.approx([MINUTE], abs=2e-3)
+
+
+def test_over_limit_narrows_the_window_at_most_once_a_second_and_does_not_widen_it() -> None:
+    async def main(clock: VirtualClock) -> list[int]:
+        limiter = Limiter(max_concurrency=16, clock=clock)
+        windows = []
+        for _ in range(3):
+            await succeed(limiter, x_ratelimit_over_limit="yes")
+            windows.append(limiter.window)
+        await clock.sleep(1.0)
+        await succeed(limiter, x_ratelimit_over_limit="yes")
+        windows.append(limiter.window)
+        await succeed(limiter, x_ratelimit_over_limit="no")
+        windows.append(limiter.window)
+        return windows
+
+    assert run(main) == [8, 8, 8, 4, 5]

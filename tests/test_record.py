@@ -13,9 +13,22 @@ import pytest
 
 from _helpers import R1_PROMPT, load_json_fixture
 from fw_rollouts import FwResponse, Usage
+from fw_rollouts._echo import PromptPart, with_prompt
 from fw_rollouts._logprobs import Logprobs
 from fw_rollouts._parsing import ResponseSpec, parse_completion
-from fw_rollouts._record import FIELDS, FORMAT_VERSION, MAGIC, RecordError, decode_record, encode_record, key_tag
+from fw_rollouts._record import (
+    FIELDS,
+    FORMAT_VERSION,
+    MAGIC,
+    PROMPT_MAGIC,
+    PromptPartMissing,
+    RecordError,
+    decode_prompt_record,
+    decode_record,
+    encode_prompt_record,
+    encode_record,
+    key_tag,
+)
 from fw_rollouts._templates import split_think
 
 
@@ -334,20 +347,22 @@ class TestMalformedFields:
         return full_sample(logprobs=None)
 
     @pytest.mark.parametrize("flags", [128, 255])
-    def test_unknown_flags(self, flags: int) -> None:
+    def test_content_is_full_is_unknown_to_version_2(self, flags: int) -> None:
         fields = {**fields_of(self.sample()), "flags": flags}
         with pytest.raises(RecordError, match="unknown flags"):
-            decode_record(forge(fields, body_of(self.sample())), "p")
-
-    def test_content_is_full_is_unknown_to_version_2(self) -> None:
-        fields = {**fields_of(self.sample()), "flags": 64}
-        with pytest.raises(RecordError, match="unknown flags 0x40"):
             decode_record(forge(fields, body_of(self.sample()), version=2), "p")
 
     def test_content_bytes_beside_content_is_full(self) -> None:
-        fields = {**fields_of(self.sample()), "flags": 64}
+        fields = {**fields_of(self.sample()), "flags": 128}
         with pytest.raises(RecordError, match="content bytes but says its content is its full text"):
             decode_record(forge(fields, body_of(self.sample())), "p")
+
+    @pytest.mark.parametrize("flags", [64, 64 | 32, 64 | 1])
+    @pytest.mark.parametrize("version", [2, 3])
+    def test_shared_prompt_flag_without_echoed_logprobs(self, flags: int, version: int) -> None:
+        fields = {**fields_of(self.sample()), "flags": flags}
+        with pytest.raises(RecordError, match="shares a prompt part but has no echoed logprobs"):
+            decode_record(forge(fields, body_of(self.sample()), version=version), "p")
 
     @pytest.mark.parametrize(("field", "delta"), [("full_bytes", 1), ("model_bytes", -1), ("logprobs_bytes", 3)])
     def test_lengths_do_not_add_up(self, field: str, delta: int) -> None:
@@ -389,3 +404,134 @@ class TestUnencodable:
         with pytest.raises(RecordError, match="cannot store") as info:
             encode_record(full_sample(**changes))
         assert message in str(info.value)
+
+
+def shared_fixture_sample() -> tuple[PromptPart, FwResponse]:
+    """The Fireworks echo fixture's sample, sharing its prompt part (as the samples fetched after it do)."""
+    echoed = fixture_sample()
+    part = PromptPart.of(echoed)
+    assert part is not None
+    return part, with_prompt(echoed, part)
+
+
+class TestSharedPrompt:
+    """Flag 64: a sample whose prompt part is shared is stored as its generated positions; the part once, apart."""
+
+    def test_the_record_holds_the_generated_positions_only(self) -> None:
+        part, sample = shared_fixture_sample()
+        record = encode_record(sample, "k")
+        flags = fields_of(sample)["flags"]
+        assert flags & 64 and flags & 1 and flags & 32
+        assert sample.logprobs is not None
+        assert fields_of(sample)["logprobs_bytes"] == len(sample.logprobs.get_generation_logprobs().packed())
+        back = decode_record(record, R1_PROMPT, "k", part)
+        assert back == dataclasses.replace(sample, cached=True) and back.get_prompt_logprobs() is part.logprobs
+        assert back.logprobs is not None and back.logprobs.tokens[12:] == sample.logprobs.tokens[12:]
+
+    def test_read_without_its_part_it_is_a_record_error(self) -> None:
+        _, sample = shared_fixture_sample()
+        with pytest.raises(PromptPartMissing, match="prompt's record is missing"):
+            decode_record(encode_record(sample, "k"), R1_PROMPT, "k")
+        assert issubclass(PromptPartMissing, RecordError)
+
+    def test_a_part_of_another_prompt_is_refused(self) -> None:
+        part, sample = shared_fixture_sample()
+        with pytest.raises(ValueError, match="another prompt"):
+            decode_record(encode_record(sample, "k"), "other", "k", part)
+
+    def test_a_whole_echo_ignores_the_part(self) -> None:
+        part, _ = shared_fixture_sample()
+        whole = fixture_sample()
+        back = decode_record(encode_record(whole, "k"), R1_PROMPT, "k", part)
+        assert back == dataclasses.replace(whole, cached=True) and back.get_prompt_logprobs() is not part.logprobs
+
+    def test_generated_positions_that_claim_an_echo_are_malformed(self) -> None:
+        part, sample = shared_fixture_sample()
+        whole = fixture_sample()
+        assert whole.logprobs is not None
+        packed = whole.logprobs.packed()
+        fields = {**fields_of(sample), "logprobs_bytes": len(packed)}
+        text = body_of(sample)[: -fields_of(sample)["logprobs_bytes"]]
+        with pytest.raises(RecordError, match="logprobs are malformed"):
+            decode_record(forge(fields, text + packed), R1_PROMPT, None, part)
+
+
+def body_of_prompt_record(data: bytes) -> bytes:
+    return data[22:-4]
+
+
+def forge_prompt_record(flags: int = 0, offset: int = 62, tag: int | None = None, body: bytes = b"",
+                        version: int = 1, key: str = "pk") -> bytes:  # fmt: skip
+    fixed = struct.pack("<4sBBIqI", PROMPT_MAGIC, version, flags, key_tag(key) if tag is None else tag, offset,
+                        len(body))  # fmt: skip
+    return fixed + body + zlib.crc32(fixed + body).to_bytes(4, "little")
+
+
+class TestPromptRecord:
+    def test_round_trip(self) -> None:
+        part, _ = shared_fixture_sample()
+        data = encode_prompt_record(part, "pk")
+        assert data[:5] == PROMPT_MAGIC + b"\x01"
+        back = decode_prompt_record(data, R1_PROMPT, "pk")
+        assert back == part and back.generation_offset == 62 and back.logprobs.tokens == part.logprobs.tokens
+        assert len(data) == 26 + len(part.logprobs.packed())
+
+    def test_the_layout_is_the_documented_one(self) -> None:
+        part, _ = shared_fixture_sample()
+        data = encode_prompt_record(part, "pk")
+        assert forge_prompt_record(body=body_of_prompt_record(data)) == data
+
+    def test_every_flipped_byte_is_detected(self) -> None:
+        part, _ = shared_fixture_sample()
+        data = encode_prompt_record(part, "pk")
+        for i in range(len(data)):
+            damaged = bytearray(data)
+            damaged[i] ^= 0x04
+            with pytest.raises(RecordError):
+                decode_prompt_record(bytes(damaged), R1_PROMPT, "pk")
+
+    def test_every_truncation_is_detected(self) -> None:
+        part, _ = shared_fixture_sample()
+        data = encode_prompt_record(part, "pk")
+        for end in range(len(data)):
+            with pytest.raises(RecordError):
+                decode_prompt_record(data[:end], R1_PROMPT, "pk")
+
+    @pytest.mark.parametrize(
+        ("data", "message"),
+        [
+            (lambda body: forge_prompt_record(body=body, key="other"), "another key"),
+            (lambda body: forge_prompt_record(body=body, flags=1), "unknown flags"),
+            (lambda body: forge_prompt_record(body=body, version=2), "version 2"),
+            (lambda body: forge_prompt_record(body=body, offset=-1), "echoed prompt positions"),
+            (lambda body: forge_prompt_record(body=body + b"x"), "logprobs are malformed"),
+            (lambda body: forge_prompt_record(body=b"\x00" * 40), "logprobs are malformed"),
+        ],
+        ids=["other key", "flags", "version", "negative offset", "bad length", "not packed"],
+    )
+    def test_malformed(self, data: Any, message: str) -> None:
+        part, _ = shared_fixture_sample()
+        body = body_of_prompt_record(encode_prompt_record(part, "pk"))
+        with pytest.raises(RecordError, match=message):
+            decode_prompt_record(data(body), R1_PROMPT, "pk")
+
+    def test_positions_that_are_not_an_echoed_prompt_are_refused(self) -> None:
+        whole = fixture_sample()
+        assert whole.logprobs is not None
+        for lp in (whole.logprobs, whole.logprobs.get_generation_logprobs()):
+            with pytest.raises(RecordError, match="echoed prompt positions"):
+                decode_prompt_record(forge_prompt_record(body=lp.packed()), R1_PROMPT, "pk")
+
+    def test_another_prompt_length_is_refused(self) -> None:
+        part, _ = shared_fixture_sample()
+        with pytest.raises(RecordError, match="prompt of 62 characters, not 5"):
+            decode_prompt_record(encode_prompt_record(part, "pk"), "other", "pk")
+
+    def test_sample_and_prompt_records_are_not_mistaken_for_each_other(self) -> None:
+        part, sample = shared_fixture_sample()
+        with pytest.raises(RecordError, match="not a fw_rollouts cache record"):
+            decode_record(encode_prompt_record(part, "k"), R1_PROMPT, "k")
+        with pytest.raises(RecordError, match="not a fw_rollouts prompt record"):
+            decode_prompt_record(encode_record(sample, "k"), R1_PROMPT, "k")
+        with pytest.raises(RecordError, match="bytes, not"):
+            decode_prompt_record("text", R1_PROMPT, "k")  # type: ignore[arg-type]

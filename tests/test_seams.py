@@ -12,7 +12,7 @@ import asyncio
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +37,7 @@ from fw_rollouts import (
     Transport,
     ValidationError,
 )
+from fw_rollouts._budget import Spent
 from fw_rollouts._runner import get_runner
 from fw_rollouts.testing import Fault, FireworksSimulator
 
@@ -74,11 +75,13 @@ class RecordingTransport:
     def url(self) -> str:
         return self._inner.url
 
-    async def post_completions(self, body: bytes, *, timeout: float) -> Reply:
+    async def post_completions(
+        self, body: bytes, *, timeout: float, headers: Mapping[str, str] | None = None
+    ) -> Reply:
         self.bodies.append(json.loads(body))
         self.gauge.enter()
         try:
-            return await self._inner.post_completions(body, timeout=timeout)
+            return await self._inner.post_completions(body, timeout=timeout, headers=headers)
         finally:
             self.gauge.leave()
 
@@ -101,7 +104,9 @@ class RecordingBudget:
         self.costs: list[Cost] = []
         self.tickets: list[object] = []
         self.released: list[object] = []
-        self.observed: list[tuple[int, int]] = []
+        self.spent: list[Spent] = []
+        self.failed = 0
+        self.headers: list[Mapping[str, str]] = []
         self.overloads: list[float] = []
         self.closed = False
 
@@ -116,16 +121,19 @@ class RecordingBudget:
         self.tickets.append(ticket)
         return ticket
 
-    def release(self, ticket: object) -> None:
+    def release(self, ticket: object, spent: Spent | None = None, headers: Mapping[str, str] | None = None) -> None:
         self.released.append(ticket)
+        if spent is None:
+            self.failed += 1
+        else:
+            self.spent.append(spent)
+        if headers is not None:
+            self.headers.append(headers)
         self._in_flight -= 1
         if self._waiters:
             waiter = self._waiters.pop(0)
             if not waiter.done():
                 waiter.set_result(None)
-
-    def observe(self, prompt_tokens: int, completion_tokens: int) -> None:
-        self.observed.append((prompt_tokens, completion_tokens))
 
     def overloaded(self, seconds: float) -> None:
         self.overloads.append(seconds)
@@ -280,8 +288,10 @@ def test_a_given_budget_sees_every_attempt_balanced_and_is_told_of_overload(
     attempts = len(completions(sim))
     assert attempts == 6 + 2 + 1
     assert len(budget.tickets) == len(budget.released) == attempts and budget.balanced()
-    assert len(budget.observed) == 6  # one per successful request
-    assert all(prompt > 0 and completion > 0 for prompt, completion in budget.observed)
+    assert len(budget.spent) == 6 and budget.failed == 3  # what each successful request used
+    assert all(s.prompt_tokens > 0 and 0 < s.completion_tokens <= 12 and s.choices == 1 for s in budget.spent)
+    # Only successful replies' headers, names lower-cased as the service sent them.
+    assert len(budget.headers) == 6 and all(h.get("x-ratelimit-over-limit") == "no" for h in budget.headers)
     assert len(budget.overloads) == 2  # the 503 and the 429
     assert max(budget.overloads) >= 1.0  # Retry-After is a floor for the cool-down
     assert all(cost == Cost(cost.prompt_tokens, 12, 1) and cost.prompt_tokens > 0 for cost in budget.costs)
@@ -297,7 +307,9 @@ def test_samples_per_request_are_charged_as_choices(sim: FireworksSimulator, tmp
 
     run(main())
     assert [cost.choices for cost in budget.costs] == [4, 4]
-    assert len(budget.observed) == 2 and budget.balanced()
+    assert [s.choices for s in budget.spent] == [4, 4] and budget.balanced()
+    # Totals over the choices: the generated tokens of all four, the prompt as the server reported it.
+    assert all(4 <= s.completion_tokens <= 4 * 4096 for s in budget.spent)
 
 
 def test_one_budget_shared_by_two_clients_limits_both(tmp_path: Path) -> None:
@@ -408,8 +420,8 @@ def test_the_rate_buckets_run_on_the_clock(sim: FireworksSimulator, tmp_path: Pa
     rollouts = run(main())
     assert time.perf_counter() - start < 8
     assert len(rollouts) == 70
-    # A burst of 60, then one a second for the other 10.
-    assert 9.0 <= clock.time <= 11.0
+    # 60 in the first minute, the other 10 once the first have left the rolling minute.
+    assert 60.0 <= clock.time <= 62.0
 
 
 # -- with_options ---------------------------------------------------------------------------------------

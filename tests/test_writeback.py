@@ -270,3 +270,22 @@ def test_batch_must_be_positive() -> None:
 
 def test_repr() -> None:
     assert "mem://test-store" in repr(WriteBehind(FakeStore(), clock=Clock()))
+
+
+def test_room_holds_the_caller_back_while_a_slow_store_falls_behind() -> None:
+    async def main() -> None:
+        store = FakeStore(gated=True)
+        writer = WriteBehind(store, batch=2, max_in_flight=2)
+        for i in range(8):  # four batches, all stuck in a store that does not answer
+            writer.add(f"k{i}", sample(i))
+        waiter = asyncio.ensure_future(writer.room())
+        await asyncio.sleep(0.05)
+        assert not waiter.done()  # more than two batches in flight: the caller must wait
+        assert store.gate is not None
+        store.gate.set()
+        await asyncio.wait_for(waiter, 5)
+        await writer.drain()
+        assert len(store.data) == 8
+        await asyncio.wait_for(writer.room(), 1)  # nothing in flight: no wait at all
+
+    asyncio.run(main())

@@ -7,7 +7,7 @@
 """
 
 from ._budget import Budget, Cost
-from ._client import AsyncFireworks
+from ._client import AsyncFireworks, SampleStream
 from ._clock import Clock, SystemClock
 from ._compat import FireworksClient
 from ._exceptions import (
@@ -37,6 +37,7 @@ from ._ratelimit import Limiter
 from ._redact import install_log_filter as _install_log_filter
 from ._settings import Settings
 from ._store import DiskStore, SampleStore, StoreStats
+from ._study import StudyItem
 from ._sync import Fireworks
 from ._templates import (
     ChatTemplate,
@@ -87,9 +88,11 @@ __all__ = [
     "Reply",
     "ResponseError",
     "SampleStore",
+    "SampleStream",
     "ServerError",
     "Settings",
     "StoreStats",
+    "StudyItem",
     "SystemClock",
     "TokenLogprob",
     "Transport",

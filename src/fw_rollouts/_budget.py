@@ -2,18 +2,20 @@
 
 The client talks to a :class:`Budget` only: before each request it ``acquire``\\ s the request's
 :class:`Cost` and holds the ticket it gets back until the request is over, then ``release``\\ s
-it whatever happened; it reports each success's usage with ``observe`` and each 429/503 with
-``overloaded``. The default implementation is the in-process :class:`~fw_rollouts._ratelimit.Limiter`;
-a budget shared between processes (issue 12) can hand out tickets that are reservations
-expiring on their own, which is why ``acquire`` returns one at all.
+it exactly once whatever happened, with what the request :class:`Spent` (None if it failed) and
+the successful reply's headers, from which a budget can read the service's own limits; each
+429/503 is reported with ``overloaded``. The default implementation is the in-process
+:class:`~fw_rollouts._ratelimit.Limiter`; a budget shared between processes (issue 12) can hand
+out tickets that are reservations expiring on their own, which is why ``acquire`` returns one at all.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-__all__ = ["Budget", "Cost"]
+__all__ = ["Budget", "Cost", "Spent"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +30,20 @@ class Cost:
     """How many choices (``n``) the request asks for."""
 
 
+@dataclass(frozen=True, slots=True)
+class Spent:
+    """What one finished request used: totals over its choices, as the server reported them."""
+
+    prompt_tokens: int
+    """Prompt tokens the server reported for the request (its ``usage.prompt_tokens``)."""
+    cached_tokens: int
+    """Of those, served from the service's prompt cache (0 when not reported)."""
+    completion_tokens: int
+    """Tokens generated, all choices together."""
+    choices: int
+    """How many choices came back."""
+
+
 @runtime_checkable
 class Budget(Protocol):
     """Admission control for requests: how many at once, how fast, and a pause when the service is overloaded."""
@@ -36,15 +52,13 @@ class Budget(Protocol):
         """Wait until a request of this cost may start; return the ticket to hand back to :meth:`release`."""
         ...
 
-    def release(self, ticket: object) -> None:
-        """The request holding ``ticket`` is over (success or failure).
+    def release(self, ticket: object, spent: Spent | None = None, headers: Mapping[str, str] | None = None) -> None:
+        """The request holding ``ticket`` is over; called exactly once per :meth:`acquire`.
 
-        Synchronous and never raises, so it is safe in a ``finally`` block of a cancelled task.
+        ``spent`` is what it used, or None when it failed; ``headers`` are the successful reply's HTTP
+        headers (names lower-cased) when there was one. Synchronous and never raises, so it is safe in
+        a ``finally`` block of a cancelled task.
         """
-        ...
-
-    def observe(self, prompt_tokens: int, completion_tokens: int) -> None:
-        """A request succeeded; its usage per choice (prompt and completion tokens of one choice)."""
         ...
 
     def overloaded(self, seconds: float) -> None:

@@ -2,8 +2,9 @@
 
 The key hashes the endpoint and the exact request body (model, the exact prompt string,
 every sampling parameter, stop, logprobs, echo) plus the seed and, with ``n`` > 1, the
-choice index. The API key is never part of it. Changing what goes into the hash changes
-every key, so ``_KEY_VERSION`` is part of it and must change with it.
+choice index. The API key is never part of it. The echoed prompt's logprobs, shared by every
+sample of a prompt, have a key of their own (:meth:`CacheKeyer.prompt_key`). Changing what
+goes into the hash changes every key, so ``_KEY_VERSION`` is part of it and must change with it.
 """
 
 from __future__ import annotations
@@ -39,4 +40,14 @@ class CacheKeyer:
         """The key of the sample sent with ``seed`` (and, with ``n`` > 1, of its ``choice``)."""
         h = self._prefix.copy()
         h.update(b"|seed=%d" % seed if choice is None else b"|seed=%d|choice=%d" % (seed, choice))
+        return h.hexdigest()
+
+    def prompt_key(self) -> str:
+        """The key of the prompt record: the echoed prompt's logprobs, shared by every sample of this body.
+
+        Derived from the same endpoint and body, so anything that changes a sample's key
+        changes it too; distinct from every sample key (their hashes end in a seed, this one does not).
+        """
+        h = self._prefix.copy()
+        h.update(b"|prompt")
         return h.hexdigest()

@@ -13,9 +13,12 @@ samples is ``_run``'s job.
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import logging
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
 
 from ._budget import Budget
 from ._cache_key import CacheKeyer
@@ -35,13 +38,14 @@ from ._options import (
 )
 from ._parsing import ResponseSpec
 from ._plan import Plan
-from ._progress import progress_bar as make_progress_bar
+from ._progress import StudyProgress
 from ._prompts import MODEL_ALIASES, RenderedPrompt, model_hint, render_prompt
 from ._redact import redactor, remember_secret, scrub_error
-from ._run import Job, RunResult, SampleRun
+from ._run import Job, SampleRun, Target
 from ._services import SEAMS, Services
 from ._settings import Settings
 from ._store import SampleStore
+from ._study import Collected, Streamed, StudyItem, coerce_items, is_single_prompt
 from ._templates import ChatTemplate, template_for_model
 from ._transport import Transport
 from ._writeback import WriteBehind
@@ -49,27 +53,36 @@ from ._writeback import WriteBehind
 if TYPE_CHECKING:
     from typing_extensions import Never
 
-__all__ = ["AsyncFireworks", "Prompt"]
+__all__ = ["AsyncFireworks", "Prompt", "SampleStream"]
 
 log = logging.getLogger("fw_rollouts")
 
 Prompt = str | Sequence[Mapping[str, Any]]
 
-class _CacheSink:
-    """Finished samples to the cache writer, under their cache keys."""
+AFFINITY_HEADER = "x-session-affinity"
+"""The header that sends samples of one prompt to one replica, which then serves them from its prompt cache."""
 
-    __slots__ = ("_keyer", "_plan", "_writer")
+_LOOKUP_CHUNK = 64
+"""Items whose cache lookups go to the store together."""
 
-    def __init__(self, writer: WriteBehind, plan: Plan, keyer: CacheKeyer) -> None:
-        self._writer = writer
-        self._plan = plan
-        self._keyer = keyer
 
-    def add(self, seed: int, response: FwResponse) -> None:
-        self._writer.add(self._plan.key(self._keyer, seed), response)
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """One item of a call or study, validated and rendered: everything but the cache lookup."""
 
-    async def drain(self) -> None:
-        await self._writer.drain()
+    index: int
+    prompt: Prompt
+    settings: Settings
+    rendered: RenderedPrompt
+    spec: ResponseSpec
+    plan: Plan
+    seeds: tuple[int, ...]
+    keyer: CacheKeyer | None
+    affinity: str
+
+    def cache_key(self, seed: int) -> str:
+        assert self.keyer is not None
+        return self.plan.key(self.keyer, seed)
 
 
 class AsyncFireworks:
@@ -129,6 +142,8 @@ class AsyncFireworks:
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
         requests_per_minute: float | None = None,
         tokens_per_minute: float | None = None,
+        prompt_tokens_per_minute: float | None = None,
+        generated_tokens_per_minute: float | None = None,
         cache_dir: str = DEFAULT_CACHE_DIR,
         cache: SampleStore | None = None,
         budget: Budget | None = None,
@@ -222,54 +237,121 @@ class AsyncFireworks:
         and ``error.errors`` each failure by seed.
         """
         self._check_open()
-        for name, value in (("raw", raw), ("use_cache", use_cache), ("progress_bar", progress_bar)):
-            if value is not None:
-                sampling[name] = value
-        settings = self._settings.for_call(sampling)
-        n = _check_n_samples(n_samples)
-        first_seed = _check_seed(seed)
-        rendered = self._render(prompt, settings)
-        seeds = list(range(first_seed, first_seed + n))
-        spec = ResponseSpec(
-            prompt=rendered.text,
-            echo=settings.wants_echo,
-            logprobs=settings.wants_logprobs,
-            stop=settings.stop,
-            split_reasoning=rendered.split_reasoning,
+        call = _call_options(sampling, raw=raw, use_cache=use_cache, progress_bar=progress_bar)
+        item = StudyItem(prompt=prompt, n_samples=_check_n_samples(n_samples), seed=_check_seed(seed))
+        (prepared,) = self._prepare([item], call, n_samples=1, seed=0, where=None)
+        settings = prepared.settings
+        collected = Collected(
+            1, StudyProgress(len(prepared.seeds), enabled=settings.progress_bar and len(prepared.seeds) > 1)
         )
-        plan = Plan(first_seed, settings.samples_per_request)
-        store = self._services.store.get() if settings.use_cache else None
-        keyer = CacheKeyer(settings.resolved_base_url, settings.key_body(rendered.text)) if store is not None else None
-
-        results: dict[int, FwResponse] = {}
-        if store is not None and keyer is not None:
-            results = await cached_samples(store, [plan.key(keyer, s) for s in seeds], seeds, rendered.text, spec)
-        missing = [s for s in seeds if s not in results]
-        outcome = RunResult()
-        if missing:
-            outcome = await self._fetch(settings, rendered, spec, plan, missing, store, keyer, n)
-            results.update(outcome.results)
-
-        rollouts = FwRollouts(
-            prompt=prompt if isinstance(prompt, str) else [dict(m) for m in prompt],
-            num_responses=n,
-            temperature=settings.temperature,
-            top_p=settings.top_p,
-            max_tokens=settings.max_tokens,
-            model=settings.model,
-            responses=[results[s] for s in seeds if s in results],
-            cache_dir=store.location if store is not None else None,
-            logprobs_enabled=settings.wants_logprobs,
-            echo_enabled=settings.wants_echo,
-            logprobs=settings.logprobs,
-            prompt_text=rendered.text,
-            settings=settings.sampling_summary(),
+        fatal = await self._run_study([prepared], collected)
+        rollouts = _rollouts(
+            prepared, collected.results[0], settings, self._services.store if settings.use_cache else None
         )
-        if outcome.errors or outcome.fatal is not None:
+        errors = collected.errors.get(0, {})
+        fatal = fatal or collected.stopped.get(0)
+        if errors or fatal is not None:
             # The transport scrubs what it builds; this catches what any layer (or a custom transport)
             # let through, in every field of the error and of each per-seed error it carries.
-            raise scrub_error(_failure(outcome, rollouts), redactor(settings.api_key))
+            raise scrub_error(_failure(errors, fatal, rollouts), redactor(settings.api_key))
         return rollouts
+
+    async def generate_many(
+        self,
+        items: Sequence[Any],
+        /,
+        n_samples: int = 1,
+        *,
+        seed: int | None = None,
+        raw: bool | None = None,
+        use_cache: bool | None = None,
+        progress_bar: bool | None = None,
+        on_error: Literal["raise", "return"] = "raise",
+        **sampling: Any,
+    ) -> list[FwRollouts]:
+        """Sample every item of a study under one budget and one bar: one :class:`FwRollouts` per item, in order.
+
+        ``items`` are prompts (strings or chat message lists), mappings with a ``prompt`` (or
+        ``messages``) and optional ``n_samples``, ``seed``, ``affinity`` and sampling overrides
+        (``{"prompt": p, "n_samples": 50, "temperature": 1.0}``), or :class:`StudyItem` s. An
+        item's own values override the call's (``n_samples``, ``seed``, ``sampling``), which
+        override the client's. Requests of all items are interleaved, so none waits for
+        another to finish. Every item is validated before any request is sent.
+
+        A failed item does not lose the others. With ``on_error="raise"`` (the default), once
+        every item is done, an error of the first failed item's class is raised whose
+        ``error.results`` holds every item's :class:`FwRollouts` (the complete ones and what
+        the failed ones got; each one's ``errors`` maps its failed seeds to their errors).
+        With ``on_error="return"`` that list is returned instead. Samples that arrived are
+        cached either way, so a re-run requests only what is missing.
+        """
+        self._check_open()
+        if on_error not in ("raise", "return"):
+            raise ValidationError("on_error", on_error, "must be 'raise' or 'return'")
+        call = _call_options(sampling, raw=raw, use_cache=use_cache, progress_bar=progress_bar)
+        prepared = self._prepare(
+            coerce_items(items), call, n_samples=_check_n_samples(n_samples), seed=_check_seed(seed), where="items"
+        )
+        total = sum(len(p.seeds) for p in prepared)
+        shown = self._settings.for_call(call).progress_bar if call else self._settings.progress_bar
+        collected = Collected(len(prepared), StudyProgress(total, enabled=shown and total > 1))
+        fatal = await self._run_study(prepared, collected)
+        results = []
+        failed: dict[int, FwRolloutsError] = {}
+        for p in prepared:
+            store = self._services.store if p.settings.use_cache else None
+            errors = dict(sorted(collected.errors.get(p.index, {}).items()))
+            stopped = collected.stopped.get(p.index) or (
+                fatal if len(collected.results[p.index]) < len(p.seeds) else None
+            )
+            rollouts = _rollouts(p, collected.results[p.index], p.settings, store, errors=errors)
+            results.append(rollouts)
+            if errors or stopped is not None:
+                failed[p.index] = _failure(errors, stopped, rollouts)
+        if failed and on_error == "raise":
+            error = _study_failure(failed, results, fatal)
+            raise scrub_error(error, redactor(self._settings.api_key))
+        return results
+
+    def iter_generate(
+        self,
+        prompt_or_items: Any,
+        /,
+        n_samples: int = 1,
+        *,
+        seed: int | None = None,
+        raw: bool | None = None,
+        use_cache: bool | None = None,
+        progress_bar: bool | None = None,
+        **sampling: Any,
+    ) -> SampleStream:
+        """Each sample of a prompt or of a study's items as it finishes: ``async for r in client.iter_generate(...)``.
+
+        Takes what :meth:`generate` takes (one prompt) or what :meth:`generate_many` takes
+        (items), with the same caching and limits. Each :class:`FwResponse` knows its
+        ``item`` (index into the items; 0 for one prompt) and its ``seed``. Cache hits come
+        first, then samples in the order they arrive. Nothing is kept: memory stays flat
+        however many samples pass through, and a consumer slower than the service holds the
+        requests back. Breaking out of the loop or cancelling it stops in-flight requests
+        (at once inside ``async with client.iter_generate(...) as stream:``, else when the
+        loop lets the iterator go); what finished is cached. Arguments are checked, and
+        errors raised, at the first iteration, before any request. If samples failed, an
+        error of the first failed one's class is raised after the last sample.
+        """
+        self._check_open()
+        call = _call_options(sampling, raw=raw, use_cache=use_cache, progress_bar=progress_bar)
+        single = is_single_prompt(prompt_or_items)
+        items = (
+            [StudyItem(prompt=prompt_or_items)] if single else coerce_items(prompt_or_items, argument="prompt_or_items")
+        )
+        prepared = self._prepare(
+            items,
+            call,
+            n_samples=_check_n_samples(n_samples),
+            seed=_check_seed(seed),
+            where=None if single else "prompt_or_items",
+        )
+        return SampleStream(self, prepared, call)
 
     async def aclose(self) -> None:
         """Close connections (on the current loop) and the cache. The client cannot be used afterwards."""
@@ -324,53 +406,266 @@ class AsyncFireworks:
             templates[key] = template_for_model(settings.model, settings.chat_template, kwargs)
         return templates[key]
 
-    async def _fetch(
-        self,
-        settings: Settings,
-        rendered: RenderedPrompt,
-        spec: ResponseSpec,
-        plan: Plan,
-        seeds: list[int],
-        store: SampleStore | None,
-        keyer: CacheKeyer | None,
-        total: int,
-    ) -> RunResult:
+    def _prepare(
+        self, items: Sequence[StudyItem], call: Mapping[str, Any], *, n_samples: int, seed: int, where: str | None
+    ) -> list[_Prepared]:
+        """Validate and render every item, before anything is looked up or sent."""
         services = self._services
-        if not services.transport_given:
-            settings.require_api_key()  # before any request: the clear error, not a 401
-        transport = await services.transport.get()
-        job = Job(
-            body=settings.body(rendered.text),
-            spec=spec,
-            plan=plan,
-            seeds=tuple(seeds),
-            base_url=settings.resolved_base_url,
-            url=transport.url,
-            model=settings.model,
-            verbatim_model=_verbatim_model(settings),
-            timeout=settings.timeout,
-            max_retries=settings.max_retries,
-            max_concurrency=settings.max_concurrency,
-            prompt_tokens=max(1, len(rendered.text) // 4),  # until the server tells us
-            max_tokens=settings.max_tokens,
-        )
-        sink = None
-        if store is not None and keyer is not None:
-            sink = _CacheSink(WriteBehind(store, clock=services.clock.now), plan, keyer)
-        bar = make_progress_bar(total, enabled=settings.progress_bar and total > 1, initial=total - len(seeds))
+        base = self._settings.for_call(call)
+        prepared = []
+        for index, item in enumerate(items):
+            name = f"{where}[{index}]" if where is not None else None
+            try:
+                settings = base.for_call(item.options, where=name or "generate") if item.options else base
+                n = n_samples if item.n_samples is None else _check_n_samples(item.n_samples)
+                first = seed if item.seed is None else _check_seed(item.seed)
+                rendered = self._render(item.prompt, settings)
+            except FwRolloutsError as exc:
+                if name is None:
+                    raise
+                raise exc._evolve(message=f"{name}: {exc.message}") from None
+            seeds = tuple(range(first, first + n))
+            spec = ResponseSpec(
+                prompt=rendered.text,
+                echo=settings.wants_echo,
+                logprobs=settings.wants_logprobs,
+                stop=settings.stop,
+                split_reasoning=rendered.split_reasoning,
+            )
+            keyer = None
+            if settings.use_cache:
+                keyer = CacheKeyer(settings.resolved_base_url, settings.key_body(rendered.text))
+            affinity = item.affinity or hashlib.sha256(rendered.text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+            prepared.append(
+                _Prepared(
+                    index=index,
+                    prompt=item.prompt,
+                    settings=settings,
+                    rendered=rendered,
+                    spec=spec,
+                    plan=Plan(first, settings.samples_per_request),
+                    seeds=seeds,
+                    keyer=keyer,
+                    affinity=affinity,
+                )
+            )
+        del services
+        return prepared
+
+    async def _run_study(self, prepared: Sequence[_Prepared], events: Collected | Streamed) -> FwRolloutsError | None:
+        """Look up and fetch the samples of every prepared item, reporting each to ``events``; the error
+        that ended the whole study early, if one did."""
+        services = self._services
+        cached = [p for p in prepared if p.keyer is not None]
+        store = services.store.get() if cached else None
+        writer = WriteBehind(store, clock=services.clock.now) if store is not None else None
+
+        async def lookup(p: _Prepared) -> dict[int, FwResponse]:
+            if store is None or p.keyer is None:
+                return {}
+            return await cached_samples(store, [p.cache_key(s) for s in p.seeds], p.seeds, p.rendered.text, p.spec)
+
+        async def jobs() -> AsyncIterator[Job]:
+            key_checked = services.transport_given
+            for start in range(0, len(prepared), _LOOKUP_CHUNK):
+                chunk = prepared[start : start + _LOOKUP_CHUNK]
+                # The lookups of a chunk of items at once: the store's thread takes them one after
+                # another without a round trip to the event loop between them.
+                found_all = await asyncio.gather(*(lookup(p) for p in chunk))
+                for p, found in zip(chunk, found_all, strict=True):
+                    for response in found.values():
+                        response.item = p.index  # a fresh object, the call's own
+                    await events.hits(p.index, found)
+                    missing = tuple(s for s in p.seeds if s not in found)
+                    if not missing:
+                        continue
+                    if not key_checked:
+                        p.settings.require_api_key()  # before any request: the clear error, not a 401
+                        key_checked = True
+                    settings = p.settings
+                    yield Job(
+                        item=p.index,
+                        body=settings.body(p.rendered.text),
+                        spec=p.spec,
+                        plan=p.plan,
+                        seeds=missing,
+                        prompt_tokens=max(1, len(p.rendered.text) // 4),  # until the server tells us
+                        max_tokens=settings.max_tokens,
+                        headers={AFFINITY_HEADER: p.affinity},
+                        cache_key=p.cache_key if p.keyer is not None and writer is not None else None,
+                    )
+
+        settings = prepared[0].settings
         run = SampleRun(
-            job,
-            transport=transport,
-            budget=await services.budget.get(),
+            jobs(),
+            Target(
+                base_url=settings.resolved_base_url,
+                model=settings.model,
+                verbatim_model=_verbatim_model(settings),
+                timeout=settings.timeout,
+                max_retries=settings.max_retries,
+                max_concurrency=settings.max_concurrency,
+            ),
+            transport=services.transport.get,
+            budget=services.budget.get,
             clock=services.clock,
             models=services.models,
-            sink=sink,
-            progress=bar,
+            events=_Events(events),
+            sink=writer,
         )
         try:
             return await run.run()
         finally:
-            bar.close()
+            events.progress.close()  # type: ignore[attr-defined]
+
+
+class _Events:
+    """The run's reports, passed on to a collector by item index."""
+
+    __slots__ = ("_to",)
+
+    def __init__(self, to: Collected | Streamed) -> None:
+        self._to = to
+
+    async def sample(self, job: Job, seed: int, response: FwResponse) -> None:
+        response.item = job.item  # a fresh object, the run's own until now
+        await self._to.sample(job.item, seed, response)
+
+    def failed(self, job: Job, seed: int, error: FwRolloutsError) -> None:
+        self._to.failed(job.item, seed, error)
+
+    def stopped(self, job: Job, error: FwRolloutsError) -> None:
+        self._to.stop(job.item, error)
+
+
+class SampleStream:
+    """The samples of :meth:`AsyncFireworks.iter_generate`, as they finish: an async iterator and context manager.
+
+    ``async for response in stream`` yields each :class:`FwResponse`; ``await stream.aclose()``
+    (or leaving ``async with``) stops the requests still in flight and keeps what finished.
+    """
+
+    def __init__(self, client: AsyncFireworks, prepared: list[_Prepared], call: Mapping[str, Any]) -> None:
+        self._client = client
+        self._prepared = prepared
+        total = sum(len(p.seeds) for p in prepared)
+        shown = client.settings.for_call(call).progress_bar
+        self._progress = StudyProgress(total, enabled=shown and total > 1)
+        concurrency = prepared[0].settings.max_concurrency
+        self._streamed = Streamed(self._progress, bound=max(64, 2 * concurrency))
+        self._producer: asyncio.Task[FwRolloutsError | None] | None = None
+        self._finished = False
+
+    def __aiter__(self) -> SampleStream:
+        return self
+
+    async def __anext__(self) -> FwResponse:
+        if self._finished:
+            raise StopAsyncIteration
+        if self._producer is None:
+            self._producer = asyncio.ensure_future(self._produce())
+        response = await self._streamed.queue.get()
+        if response is None:
+            await self._finish()
+            raise StopAsyncIteration
+        return response
+
+    async def next_ready(self, limit: int) -> list[FwResponse]:
+        """The next sample and any others already waiting (at most ``limit``); empty at the end."""
+        try:
+            batch = [await self.__anext__()]
+        except StopAsyncIteration:
+            return []
+        queue = self._streamed.queue
+        while len(batch) < limit and not queue.empty():
+            response = queue.get_nowait()
+            if response is None:
+                await self._finish()
+                break
+            batch.append(response)
+        return batch
+
+    async def _produce(self) -> FwRolloutsError | None:
+        queue = self._streamed.queue
+        try:
+            fatal = await self._client._run_study(self._prepared, self._streamed)
+        except asyncio.CancelledError:
+            raise
+        except BaseException:
+            await queue.put(None)
+            raise
+        await queue.put(None)
+        return fatal
+
+    async def _finish(self) -> None:
+        self._finished = True
+        assert self._producer is not None
+        fatal = await self._producer  # the run's own exception, if it raised one
+        streamed = self._streamed
+        if not streamed.errors and fatal is None and not streamed.stopped:
+            return
+        first = min(streamed.errors) if streamed.errors else min(streamed.stopped, default=0)
+        errors = dict(sorted(streamed.errors.get(first, {}).items()))
+        error = fatal or streamed.stopped.get(first) or errors[min(errors)]
+        failed = sum(len(e) for e in streamed.errors.values())
+        message = (
+            f"{error.message} [{failed} sample{'s' if failed != 1 else ''} failed"
+            f" in {len(streamed.errors) or 1} item{'s' if len(streamed.errors) > 1 else ''}"
+            f"; {streamed.fetched + streamed.from_cache} were yielded (and cached)]"
+        )
+        raise scrub_error(error._evolve(message=message, errors=errors), redactor(self._client.settings.api_key))
+
+    async def aclose(self) -> None:
+        """Stop: cancel the requests in flight (what finished is cached) and close the progress bar."""
+        self._finished = True
+        producer = self._producer
+        if producer is not None and not producer.done():
+            producer.cancel()
+            await asyncio.gather(producer, return_exceptions=True)
+        self._progress.close()
+
+    async def __aenter__(self) -> SampleStream:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+
+def _call_options(
+    sampling: dict[str, Any], *, raw: bool | None, use_cache: bool | None, progress_bar: bool | None
+) -> dict[str, Any]:
+    """The call's option overrides, the named toggles among them."""
+    for name, value in (("raw", raw), ("use_cache", use_cache), ("progress_bar", progress_bar)):
+        if value is not None:
+            sampling[name] = value
+    return sampling
+
+
+def _rollouts(
+    p: _Prepared,
+    results: Mapping[int, FwResponse],
+    settings: Settings,
+    store: Any,
+    *,
+    errors: Mapping[int, FwRolloutsError] | None = None,
+) -> FwRollouts:
+    location = store.get().location if store is not None else None
+    return FwRollouts(
+        prompt=p.prompt if isinstance(p.prompt, str) else [dict(m) for m in p.prompt],
+        num_responses=len(p.seeds),
+        temperature=settings.temperature,
+        top_p=settings.top_p,
+        max_tokens=settings.max_tokens,
+        model=settings.model,
+        responses=[results[s] for s in p.seeds if s in results],
+        cache_dir=location,
+        logprobs_enabled=settings.wants_logprobs,
+        echo_enabled=settings.wants_echo,
+        logprobs=settings.logprobs,
+        prompt_text=p.rendered.text,
+        settings=settings.sampling_summary(),
+        errors=dict(errors or {}),
+    )
 
 
 def _verbatim_model(settings: Settings) -> str | None:
@@ -399,11 +694,13 @@ def _check_seed(value: Any) -> int:
     return value
 
 
-def _failure(outcome: RunResult, rollouts: FwRollouts) -> FwRolloutsError:
+def _failure(
+    errors: Mapping[int, FwRolloutsError], fatal: FwRolloutsError | None, rollouts: FwRollouts
+) -> FwRolloutsError:
     """The error to raise for a call with failed samples: a new instance of the error that ended the
     call (else the lowest seed's), carrying the successes and every sample's own error."""
-    errors = dict(sorted(outcome.errors.items()))
-    error = outcome.fatal if outcome.fatal is not None else errors[min(errors)]
+    errors = dict(sorted(errors.items()))
+    error = fatal if fatal is not None else errors[min(errors)]
     message = error.message
     if len(errors) > 1 or rollouts.responses or rollouts.num_responses > 1:
         skipped = rollouts.num_responses - len(errors) - len(rollouts.responses)
@@ -418,3 +715,23 @@ def _failure(outcome: RunResult, rollouts: FwRollouts) -> FwRolloutsError:
             )
         )
     return error._evolve(message=message, rollouts=rollouts, errors=errors)
+
+
+def _study_failure(
+    failed: Mapping[int, FwRolloutsError], results: list[FwRollouts], fatal: FwRolloutsError | None
+) -> FwRolloutsError:
+    """The error to raise for a study with failed items: the first failed item's error, with every
+    item's results (``error.results``) and the failed items named in its message."""
+    first = min(failed)
+    error = failed[first]
+    items = sorted(failed)
+    shown = ", ".join(str(i) for i in items[:10]) + (", ..." if len(items) > 10 else "")
+    samples = sum(len(r) for r in results)
+    total = sum(r.num_responses for r in results)
+    message = (
+        f"item {first}: {error.message} [{len(items)} of {len(results)} items failed ({shown}); "
+        f"{samples} of {total} samples succeeded (in error.results, one FwRollouts per item, and cached: "
+        "a re-run fetches only the missing ones)]"
+    )
+    del fatal
+    return error._evolve(message=message, results=results)

@@ -14,6 +14,7 @@ pass each (types, sum, max), so that refusing them costs a few microseconds per 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 from array import array
@@ -334,6 +335,47 @@ class Columns:
             self.top_k,
             _shift(self.top_none, start, stop),
         )
+
+    def offset_at(self, position: int) -> int:
+        """The text offset of ``position`` (0 <= position < len), without building the offset list."""
+        if self.off is not None:
+            return self.off[position]
+        return self.off_base + sum(map(len, _strings(self.tok[:position])))
+
+    def end_offset(self) -> int:
+        """The text offset just past the last token (``off_base`` when there is none)."""
+        if not self.tok:
+            return self.off_base
+        return self.offset_at(len(self.tok) - 1) + len(_STRINGS[self.tok[-1]])
+
+    def shifted(self, delta: int) -> Columns:
+        """These columns with every text offset moved by ``delta`` (self when ``delta`` is 0)."""
+        if not delta:
+            return self
+        off = None if self.off is None else _int_column([o + delta for o in self.off])
+        return dataclasses.replace(self, off=off, off_base=self.off_base + delta)
+
+    def after(self, prefix: Columns) -> Columns:
+        """These columns, the positions that follow ``prefix``, shaped as those positions of the joined run.
+
+        The joined run has sampling logprobs if either part does (None where one lacks them) and
+        token ids only if every position has one: so a part without sampling logprobs gets them,
+        all None, when the prefix has some, and ids only the prefix has, or only these have, go
+        (an empty part gets an empty column when the prefix has ids). Slicing the joined run
+        would give exactly these columns' lists.
+        """
+        n = len(self.tok)
+        samp, samp_none = self.samp, self.samp_none
+        if samp is None and prefix.samp is not None:
+            samp, samp_none = array("f", bytes(4 * n)), tuple(range(n))
+        ids = self.ids
+        if prefix.ids is None:
+            ids = None
+        elif ids is None and not n:
+            ids = array("i")
+        if samp is self.samp and ids is self.ids:
+            return self
+        return dataclasses.replace(self, samp=samp, samp_none=samp_none, ids=ids)
 
     def nbytes(self) -> int:
         """Bytes held by this object and its arrays (not the shared vocabulary)."""

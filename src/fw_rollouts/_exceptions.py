@@ -78,6 +78,10 @@ class FwRolloutsError(Exception):
     errors: Mapping[int, FwRolloutsError]
     """Seed -> error for each sample of the failed ``generate`` call that did not succeed."""
 
+    results: list[FwRollouts] | None = None
+    """For a failed ``generate_many``: every item's results in order, complete or not (each one's
+    ``errors`` names its failed seeds); None otherwise."""
+
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self._message = message
@@ -99,7 +103,7 @@ class FwRolloutsError(Exception):
         state = dict(self.__dict__)
         if "message" in changes:
             state["_message"] = changes.pop("message")
-        unknown = set(changes) - set(state) - {"rollouts"}
+        unknown = set(changes) - set(state) - {"rollouts", "results"}
         if unknown:
             raise AttributeError(f"{type(self).__name__} has no field {sorted(unknown)[0]!r}")
         state.update(changes)

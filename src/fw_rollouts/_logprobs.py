@@ -3,6 +3,10 @@
 A sample with thousands of tokens and five alternatives per token would cost kilobytes per
 token as Python lists of dicts; :class:`Logprobs` keeps arrays (:class:`~._columns.Columns`)
 and builds each list view the first time it is read.
+
+The samples of one prompt can share its echoed positions (:func:`share_prefix`): each then holds
+its generated positions only and points at one prefix object (the echo module's ``PromptPart``),
+while every public view, slice, sum and comparison reads as the whole run it stands for.
 """
 
 from __future__ import annotations
@@ -10,7 +14,8 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, NamedTuple, TypeVar, cast
+from itertools import chain
+from typing import Any, NamedTuple, Protocol, TypeVar, cast
 
 from ._columns import _STRINGS as _STRINGS  # re-exported: the bench measures the vocabulary through this module
 from ._columns import _VOCAB as _VOCAB
@@ -18,7 +23,7 @@ from ._columns import Columns
 from ._locks import ForkSafeLock
 from ._packing import pack, peek_attributes, read_header, unpack
 
-__all__ = ["Logprobs", "TokenLogprob"]
+__all__ = ["Logprobs", "SharedPrefix", "TokenLogprob", "generation_offset", "prefix_of", "share_prefix"]
 
 _T = TypeVar("_T")
 
@@ -42,6 +47,15 @@ class TokenLogprob(NamedTuple):
     """The tokenizer's id for the token, when the server sends ids."""
 
 
+class SharedPrefix(Protocol):
+    """What the logprobs of several samples share: an object holding the leading positions (a ``PromptPart``)."""
+
+    @property
+    def logprobs(self) -> Logprobs:
+        """The shared positions: the echoed prompt, as a plain (unshared) :class:`Logprobs`."""
+        ...
+
+
 class Logprobs:
     """Log-probabilities of a run of tokens, prompt first when echo was on.
 
@@ -61,10 +75,12 @@ class Logprobs:
     them apart. ``lp["tokens"]`` works too, for code written against the peer's dict results.
     """
 
-    __slots__ = ("_cols", "_packed", "_views", "echo", "num_prompt_tokens", "prompt_length")
+    __slots__ = ("_cols", "_packed", "_part", "_views", "echo", "num_prompt_tokens", "prompt_length")
 
     _cols: Columns
+    """This object's own positions: all of them, or the generated ones when ``_part`` holds the prompt's."""
     _packed: bytes | None
+    _part: SharedPrefix | None
     _views: dict[str, Any] | None
     num_prompt_tokens: int
     """How many leading positions belong to the prompt (0 without echo)."""
@@ -88,6 +104,7 @@ class Logprobs:
     ) -> None:
         self._cols = Columns.build(tokens, token_logprobs, top_logprobs, text_offset, token_ids, sampling_logprobs)
         self._packed = None
+        self._part = None
         self._views = None
         self.num_prompt_tokens = num_prompt_tokens
         self.prompt_length = prompt_length
@@ -96,7 +113,7 @@ class Logprobs:
     @classmethod
     def _of(cls, columns: Columns, num_prompt_tokens: int, prompt_length: int, echo: bool) -> Logprobs:
         self = cls.__new__(cls)
-        self._cols, self._packed, self._views = columns, None, None
+        self._cols, self._packed, self._part, self._views = columns, None, None, None
         self.num_prompt_tokens, self.prompt_length, self.echo = num_prompt_tokens, prompt_length, echo
         return self
 
@@ -114,17 +131,36 @@ class Logprobs:
             return cast(_T, views[name])
         except KeyError:
             # setdefault: when two threads build the same view at once, both return the first one stored.
-            return cast(_T, views.setdefault(name, build(self._cols)))
+            part = self._part
+            if part is None:
+                return cast(_T, views.setdefault(name, build(self._cols)))
+            # The prefix keeps its own view, once for every sample that shares it; this one copies its pointers.
+            prefix = part.logprobs
+            view = _join(name, prefix._view(name, build), build(self._cols), len(prefix), len(self._cols))
+            return cast(_T, views.setdefault(name, view))
 
     def _peek(self, name: str, build: Callable[[Columns], _T]) -> _T:
         """The view ``name`` if it was built, else a new list that is not kept."""
         views = self._views
         if views is not None and name in views:
             return cast(_T, views[name])
-        return build(self._cols)
+        part = self._part
+        if part is None:
+            return build(self._cols)
+        prefix = part.logprobs
+        return cast(_T, _join(name, prefix._peek(name, build), build(self._cols), len(prefix), len(self._cols)))
+
+    def _fresh(self, name: str, build: Callable[[Columns], _T]) -> _T:
+        """A new list for the view ``name`` (the kept views neither read nor kept)."""
+        part = self._part
+        if part is None:
+            return build(self._cols)
+        prefix = part.logprobs
+        return cast(_T, _join(name, build(prefix._cols), build(self._cols), len(prefix), len(self._cols)))
 
     def __len__(self) -> int:
-        return len(self._cols)
+        part = self._part
+        return len(self._cols) if part is None else len(part.logprobs) + len(self._cols)
 
     @property
     def tokens(self) -> list[str]:
@@ -159,7 +195,9 @@ class Logprobs:
     @property
     def top_k(self) -> int:
         """The largest number of alternatives returned at any position."""
-        return self._cols.max_top()
+        part = self._part
+        own = self._cols.max_top()
+        return own if part is None else max(part.logprobs.top_k, own)
 
     def __getitem__(self, key: str) -> Any:
         """Dict-style access to a column, e.g. ``lp["tokens"]``, as the peer's dict results allowed."""
@@ -189,42 +227,70 @@ class Logprobs:
     # -- slicing -------------------------------------------------------------
 
     def get_prompt_logprobs(self) -> Logprobs:
-        """The echoed prompt positions (empty without echo)."""
+        """The echoed prompt positions (empty without echo); one object for every sample sharing them."""
+        part = self._part
+        if part is not None:
+            return part.logprobs
         k = self.num_prompt_tokens
         return Logprobs._of(self._cols.span(0, k), k, self.prompt_length, self.echo and k > 0)
 
     def get_generation_logprobs(self) -> Logprobs:
         """The generated positions only (this object itself when there is no prompt part)."""
+        if self._part is not None:
+            return self._own()
         if self.num_prompt_tokens == 0 and self.prompt_length == 0 and not self.echo:
             return self  # nothing to cut off; sharing keeps the views built once
         return Logprobs._of(self._cols.span(self.num_prompt_tokens, len(self._cols)), 0, 0, False)
+
+    def _own(self) -> Logprobs:
+        """This object's own positions as plain logprobs, still packed if these are (a cache hit not read yet)."""
+        own = Logprobs.__new__(Logprobs)
+        own._part, own._views = None, None
+        own.num_prompt_tokens, own.prompt_length, own.echo = 0, 0, False
+        packed = self._packed
+        if packed is not None:
+            own._packed = packed
+        else:  # unpacked: _cols is set before _packed is cleared
+            own._cols, own._packed = self._cols, None
+        return own
 
     # -- summaries -----------------------------------------------------------
 
     def sum(self) -> float:
         """Sum of the defined logprobs (the log-probability of the whole token run)."""
-        return self._cols.total()
+        part = self._part
+        if part is None:
+            return self._cols.total()
+        # One pass in order over both parts: the very float the whole run's columns would sum to.
+        return sum(chain(part.logprobs._cols.lp, self._cols.lp), 0.0)
 
     def mean(self) -> float:
         """Mean of the defined logprobs (NaN when there are none)."""
+        part = self._part
         count = len(self._cols) - len(self._cols.lp_none)
+        if part is not None:
+            count += len(part.logprobs) - len(part.logprobs._cols.lp_none)
         return self.sum() / count if count else float("nan")
 
     def nbytes(self) -> int:
-        """Bytes held by this object's columns, excluding the shared token vocabulary and the list views."""
+        """Bytes held by this object's columns, excluding the shared token vocabulary and the list views.
+
+        A prompt part shared with other samples is not counted either (it is held once, whatever
+        the number of samples): ``get_prompt_logprobs().nbytes()`` is its size.
+        """
         return sys.getsizeof(self) + self._cols.nbytes()
 
     # -- conversions ---------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-Python form (new lists and dicts, not the kept views), JSON-serialisable."""
-        c = self._cols
+        fresh = self._fresh
         return {
-            "tokens": c.token_strings(),
-            "token_logprobs": c.logprob_list(),
-            "top_logprobs": c.top_list(),
-            "text_offset": c.offset_list(),
-            "token_ids": c.id_list(),
+            "tokens": fresh("tokens", Columns.token_strings),
+            "token_logprobs": fresh("token_logprobs", Columns.logprob_list),
+            "top_logprobs": fresh("top_logprobs", Columns.top_list),
+            "text_offset": fresh("text_offset", Columns.offset_list),
+            "token_ids": fresh("token_ids", Columns.id_list),
             "num_prompt_tokens": self.num_prompt_tokens,
             "prompt_length": self.prompt_length,
             "echo": self.echo,
@@ -241,6 +307,7 @@ class Logprobs:
         (the cache record's own CRC covers them).
         """
         self = cls.__new__(cls)
+        self._part = None
         if verified and type(packed) is bytes:  # a cache hit: as little as possible until the logprobs are read
             self.echo, self.num_prompt_tokens, self.prompt_length = peek_attributes(packed)
             self._packed, self._views = packed, None
@@ -262,12 +329,29 @@ class Logprobs:
         self.num_prompt_tokens, self.prompt_length, self.echo = num_prompt_tokens, prompt_length, echo
 
     def packed(self) -> bytes:
-        """The logprobs in the data-only packed format (FWLP, see :mod:`._packing`); see :meth:`from_packed`."""
+        """The logprobs in the data-only packed format (FWLP, see :mod:`._packing`); see :meth:`from_packed`.
+
+        With a shared prompt part, the packed form holds every position, the prompt's included
+        (``get_generation_logprobs().packed()`` is the generated part alone).
+        """
         packed = self._packed
-        if packed is not None:
+        if packed is not None and self._part is None:
             return packed
+        columns = self._cols if self._part is None else self._whole()
         return pack(
-            self._cols, num_prompt_tokens=self.num_prompt_tokens, prompt_length=self.prompt_length, echo=self.echo
+            columns, num_prompt_tokens=self.num_prompt_tokens, prompt_length=self.prompt_length, echo=self.echo
+        )
+
+    def _whole(self) -> Columns:
+        """Every position in one set of columns (a copy of the shared prompt's: for the rare whole packed form)."""
+        fresh = self._fresh
+        return Columns.build(
+            fresh("tokens", Columns.token_strings),
+            fresh("token_logprobs", Columns.logprob_list),
+            fresh("top_logprobs", Columns.top_list),
+            fresh("text_offset", Columns.offset_list),
+            fresh("token_ids", Columns.id_list),
+            fresh("sampling_logprobs", Columns.sampling_list),
         )
 
     def __getattr__(self, name: str) -> Any:
@@ -284,12 +368,28 @@ class Logprobs:
         self._packed = None  # set after _cols, so a concurrent reader never finds neither
         return columns
 
-    def __getstate__(self) -> bytes:
-        # Vocabulary indices are per process: pickle the packed form, which holds the strings.
-        return self.packed()
+    def __getstate__(self) -> bytes | tuple[SharedPrefix, bytes]:
+        # Vocabulary indices are per process: pickle the packed form, which holds the strings. A shared
+        # prompt part is pickled as itself: pickle's memo then writes it once for all the samples in one dump.
+        part = self._part
+        if part is None:
+            return self.packed()
+        return part, self._own().packed()
 
-    def __setstate__(self, state: bytes) -> None:
+    def __setstate__(self, state: bytes | tuple[SharedPrefix, bytes]) -> None:
+        if isinstance(state, tuple):
+            part, own = state
+            self._set_packed(own)
+            self._part = part
+            prefix = part.logprobs
+            self.num_prompt_tokens, self.prompt_length, self.echo = (
+                prefix.num_prompt_tokens,
+                prefix.prompt_length,
+                prefix.echo,
+            )
+            return
         self._set_packed(state)
+        self._part = None
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Logprobs):
@@ -321,3 +421,77 @@ _VIEWS: tuple[tuple[str, Callable[[Columns], Any]], ...] = (
     ("token_ids", Columns.id_list),
     ("top_logprobs", Columns.top_list),
 )
+
+
+
+def _join(name: str, head: Any, tail: Any, n_head: int, n_tail: int) -> Any:
+    """The view ``name`` of ``n_head`` shared positions (``head``) then ``n_tail`` own ones (``tail``), as a new list.
+
+    It is the list the whole run's columns would give: sampling logprobs are None when
+    neither part has them and None-padded where one part lacks them; token ids are None
+    unless every position has one.
+    """
+    if name == "sampling_logprobs":
+        if head is None and tail is None:
+            return None
+        return (head if head is not None else [None] * n_head) + (tail if tail is not None else [None] * n_tail)
+    if name == "token_ids":
+        # A reply sends an id with every token or with none; a run with no generated position keeps the prompt's.
+        if head is None or (tail is None and n_tail):
+            return None
+        return head + (tail or [])
+    return head + tail
+
+
+def share_prefix(part: SharedPrefix, rest: Logprobs, start: int | None = None) -> Logprobs:
+    """``part.logprobs`` followed by ``rest``, as one :class:`Logprobs` that holds ``rest`` only and points at ``part``.
+
+    ``rest`` is a plain run of generated positions (no echo, no shared part of its own); with
+    ``start``, its text offsets are moved so that the first one is ``start`` (the offset of
+    the first generated token in the echoed text) and its columns shaped as the joined run's
+    (:meth:`Columns.after`); without, they are taken as they are (as a cache record stored them,
+    already so), and ``rest`` stays packed if it is (a cache hit). The result reads exactly as the whole run would:
+    echo on, ``num_prompt_tokens`` and ``prompt_length`` those of the prefix.
+    """
+    prefix = part.logprobs
+    if rest._part is not None or rest.echo or rest.num_prompt_tokens:
+        raise ValueError("share_prefix takes the generated positions alone (get_generation_logprobs())")
+    if prefix._part is not None or not prefix.echo or prefix.num_prompt_tokens != len(prefix):
+        raise ValueError("a shared prefix is the echoed prompt positions alone (get_prompt_logprobs())")
+    own = rest._own()
+    if start is not None:
+        columns = rest._cols
+        if len(columns):
+            columns = columns.shifted(start - columns.offset_at(0))
+        own._cols, own._packed = columns.after(prefix._cols), None
+    self = Logprobs.__new__(Logprobs)
+    self._part, self._views = part, None
+    packed = own._packed
+    if packed is not None:
+        self._packed = packed
+    else:
+        self._cols, self._packed = own._cols, None
+    self.num_prompt_tokens, self.prompt_length, self.echo = prefix.num_prompt_tokens, prefix.prompt_length, True
+    return self
+
+
+def prefix_of(logprobs: Logprobs) -> SharedPrefix | None:
+    """The part ``logprobs`` shares with other samples (see :func:`share_prefix`), or None."""
+    return logprobs._part
+
+
+def generation_offset(logprobs: Logprobs) -> int:
+    """Where the positions after the prompt start, as a text offset in the echoed text.
+
+    The offset of the first generated position; when there is none, just past the last
+    prompt token (its offset plus its length in characters).
+    """
+    k = logprobs.num_prompt_tokens
+    part = logprobs._part
+    if part is not None:
+        own = logprobs._cols
+        return own.offset_at(0) if len(own) else part.logprobs._cols.end_offset()
+    columns = logprobs._cols
+    if len(columns) > k:
+        return columns.offset_at(k)
+    return columns.span(0, k).end_offset()

@@ -75,6 +75,8 @@ class FwResponse:
     """The choice index within its request (non-zero only with ``samples_per_request``)."""
     cached: bool = False
     """True if this sample came from the local cache rather than a request."""
+    item: int = 0
+    """The index of the item (prompt) this sample belongs to in its study (0 for ``generate``)."""
 
     provider: str = "fireworks"
     """Always "fireworks" (kept for code written against the peer's Response)."""
@@ -117,6 +119,7 @@ class FwResponse:
             "prompt": self.prompt,
             "index": self.index,
             "cached": self.cached,
+            "item": self.item,
             "provider": self.provider,
             "object": self.object,
         }
@@ -160,6 +163,13 @@ class FwRollouts(Sequence[FwResponse]):
     """The exact prompt string sent to the completions endpoint."""
     settings: dict[str, Any] = field(default_factory=dict)
     """Every field sent in the request body apart from prompt and seed."""
+    errors: dict[int, Any] = field(default_factory=dict)
+    """Seed -> error for each requested sample that failed (empty when every sample came back)."""
+
+    @property
+    def complete(self) -> bool:
+        """Whether every requested sample came back."""
+        return len(self.responses) == self.num_responses
 
     def __len__(self) -> int:
         return len(self.responses)

@@ -219,9 +219,14 @@ OPTIONS: Final[tuple[Option, ...]] = (
     _client("max_concurrency", DEFAULT_MAX_CONCURRENCY, v.integer("max_concurrency", 1, allow_none=False),
             "Requests in flight at once (the window narrows on overload).", "int"),
     _client("requests_per_minute", None, v.positive("requests_per_minute", allow_none=True),
-            "Request rate limit (token bucket).", "float | None"),
+            "Requests per rolling minute, each choice counted (as Fireworks counts `n`).", "float | None"),
     _client("tokens_per_minute", None, v.positive("tokens_per_minute", allow_none=True),
-            "Prompt + expected generated tokens per minute (token bucket).", "float | None"),
+            "Prompt + generated tokens per rolling minute (`max_tokens` reserved, settled from usage).",
+            "float | None"),
+    _client("prompt_tokens_per_minute", None, v.positive("prompt_tokens_per_minute", allow_none=True),
+            "Prompt tokens per rolling minute, cached ones included (Fireworks' prompt TPM).", "float | None"),
+    _client("generated_tokens_per_minute", None, v.positive("generated_tokens_per_minute", allow_none=True),
+            "Generated tokens per rolling minute (`max_tokens` reserved, settled from usage).", "float | None"),
     _client("cache_dir", DEFAULT_CACHE_DIR, v.cache_dir, "Directory of the local sample cache.", "str | PathLike"),
 )
 

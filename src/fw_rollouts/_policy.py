@@ -10,6 +10,9 @@ only ask:
   :data:`MAX_RETRY_AFTER` is not waited for.
 * :func:`ends_the_call`: would every other sample of the call fail the same way (a bad key,
   an unknown model, a server without logprobs)? Then stop the call instead of paying for it.
+* :func:`ends_the_study`: of those, which say nothing about this prompt but everything about the
+  client (the key, the account, the model): in a study of many prompts they end every item, while
+  a request that is wrong for one prompt (too long, say) ends only that item.
 * :func:`cools_down`: is the service overloaded (429, 503)? Then nobody starts a request until
   the wait has passed (the budget's cool-down), not just the one that was told.
 * :class:`Reachability`: has this call ever reached the server, and has it ever answered? When
@@ -28,11 +31,14 @@ from collections.abc import Callable
 from typing import Final
 
 from ._exceptions import (
+    AccountError,
     APIConnectionError,
     APIError,
     APIStatusError,
+    AuthenticationError,
     FwRolloutsError,
     MissingLogprobsError,
+    NotFoundError,
     RateLimitError,
 )
 
@@ -44,6 +50,7 @@ __all__ = [
     "RetryLog",
     "cools_down",
     "ends_the_call",
+    "ends_the_study",
     "is_retryable",
     "too_long_to_wait",
 ]
@@ -79,6 +86,16 @@ def ends_the_call(exc: FwRolloutsError, *, any_succeeded: bool) -> bool:
     if isinstance(exc, MissingLogprobsError):
         return not any_succeeded
     return not is_retryable(exc)
+
+
+def ends_the_study(exc: FwRolloutsError) -> bool:
+    """Whether a failure that ends one prompt's samples would end every other prompt's too.
+
+    A bad or unauthorised key, a suspended account and an unknown model are the client's, not the
+    prompt's; a 400 (a prompt too long for the model, say) or a reply without logprobs for one
+    prompt is that prompt's alone.
+    """
+    return isinstance(exc, (AuthenticationError, AccountError, NotFoundError))
 
 
 def cools_down(exc: BaseException) -> bool:

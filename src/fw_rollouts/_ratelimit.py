@@ -5,12 +5,24 @@ that first waits on them, which is why the peer's process-global limiter broke o
 second ``asyncio.run``). It combines:
 
 * a concurrency window of at most ``max_concurrency`` requests in flight;
-* aiolimiter token buckets for requests and tokens per minute, dripping on the SDK's
-  :class:`~fw_rollouts._clock.Clock` rather than on the event loop's time;
+* per-minute limits on the SDK's :class:`~fw_rollouts._clock.Clock`, each over a rolling
+  minute, the way the service counts: requests (a request with ``n`` choices counts ``n``,
+  as Fireworks counts them), prompt tokens, generated tokens and all tokens together;
 * a cool-down shared by every request of the client: after a 429 (or 503) nobody starts a
   request until the server's Retry-After, or the backoff, has passed;
 * additive-increase / multiplicative-decrease of the window: each overload halves it (once
   per cool-down) and each success widens it by one, back up to ``max_concurrency``.
+
+Token limits work by reservation: a request reserves its prompt (estimated) and, for what it
+may generate, ``max_tokens`` per choice when it starts; when it is over, the reservation is
+settled to what the server reported (the unused part given back, an overrun charged), and a
+request that failed gives its tokens back. So the limits are never exceeded by what could
+still be generated, and what was not generated is free again at once.
+
+The service's own limits are read from each successful reply's ``x-ratelimit-*`` headers where
+it sends them (:func:`read_ratelimit_headers`): a limit below ours becomes ours, a
+``remaining`` count lower than ours fills our minute up to it, and ``x-ratelimit-over-limit:
+yes`` narrows the window. Absent or unreadable headers change nothing.
 
 Together these make a storm of 429s slow the whole client down instead of turning into a
 storm of retries.
@@ -20,86 +32,173 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections import deque
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final
 
-from aiolimiter import AsyncLimiter
-
-from ._budget import Budget, Cost
+from ._budget import Budget, Cost, Spent
 from ._clock import SYSTEM_CLOCK, Clock
 
-__all__ = ["Limiter"]
+__all__ = ["METERS", "Limiter", "ServiceLimits", "read_ratelimit_headers"]
 
 log = logging.getLogger("fw_rollouts.ratelimit")
 
+METERS: Final = ("requests", "prompt_tokens", "uncached_prompt_tokens", "generated_tokens", "tokens")
+"""What the limiter counts per minute, in this order everywhere (limits, usage, header readings)."""
+_REQUESTS, _PROMPT, _UNCACHED, _GENERATED, _TOKENS = range(len(METERS))
+_TOKEN_METERS: Final = (_PROMPT, _UNCACHED, _GENERATED, _TOKENS)
+
+WINDOW: Final = 60.0
+"""Seconds over which every limit counts: the service's limits are per minute."""
+# What the client counts stays counted a little longer than a minute: the service counts a request when it
+# arrives, a little after we let it start, and jitter between two requests must not put both in its minute.
+_MARGIN = 0.5
 # Weight of the newest observation in the running estimate of completion tokens per choice.
 _EMA_WEIGHT = 0.2
-# What a choice may generate when the request sets no max_tokens: the completions endpoint's default.
+# What a choice may generate when the request sets no max_tokens and no reply taught us better: the
+# completions endpoint's default.
 _DEFAULT_MAX_TOKENS = 16
-# Shortest wait for a bucket: float rounding can leave a shortfall too small to move the clock on.
+# Shortest wait: float rounding can leave a shortfall too small to move the clock on.
 _MIN_WAIT = 1e-3
+# The window narrows at most this often on over-limit replies (a burst of them is one signal).
+_OVER_LIMIT_PERIOD = 1.0
+# Header values outside this range per minute are garbled, not limits: below one a minute would stall the client.
+_SANE_LIMIT = (1.0, 1e12)
+_SANE_REMAINING = 1e12
+_LONGEST_VALUE = 64
 
 
-class _Bucket(AsyncLimiter):
-    """An aiolimiter bucket that drips on a :class:`Clock`, with a first-come-first-served queue in front.
+# -- the service's headers (pure) ---------------------------------------------------------------------------
 
-    aiolimiter internals this relies on (``test_the_aiolimiter_internals_the_bucket_relies_on`` checks them):
-    ``_leak()`` is the only place AsyncLimiter reads time and both ``has_capacity()`` and ``acquire()`` call
-    it; it drains ``_level`` at ``_rate_per_sec`` since ``_last_check``; and ``acquire(amount)`` returns
-    without waiting (nor touching the loop's timers) when ``has_capacity(amount)`` is true. So we wait on
-    the clock ourselves until there is capacity and only then call ``acquire``.
+
+@dataclass(frozen=True, slots=True)
+class ServiceLimits:
+    """What a reply's ``x-ratelimit-*`` headers said, per minute, one entry per :data:`METERS` (None: not said)."""
+
+    limits: tuple[float | None, ...]
+    """The service's limit of each meter, per minute."""
+    remaining: tuple[float | None, ...]
+    """What is left of each limit in the service's current minute."""
+    over_limit: bool | None
+    """``x-ratelimit-over-limit``: yes (the request was over a limit and de-prioritised), no, or not sent."""
+
+
+# The header suffix of each meter ("x-ratelimit-limit-<suffix>", "x-ratelimit-remaining-<suffix>"); the
+# total of all tokens has none.
+_SUFFIXES: Final = ("requests", "tokens-prompt", "tokens-cache-adjusted-prompt", "tokens-generated", None)
+_PREFIX = "x-ratelimit-"
+_LIMIT_KEYS: Final = tuple(f"limit-{s}" if s else "" for s in _SUFFIXES)
+_REMAINING_KEYS: Final = tuple(f"remaining-{s}" if s else "" for s in _SUFFIXES)
+_NOTHING: Final[tuple[float | None, ...]] = (None,) * len(METERS)
+
+
+def _number(value: object) -> float | None:
+    if not isinstance(value, str) or len(value) > _LONGEST_VALUE:
+        return None
+    try:
+        number = float(value.strip())
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def read_ratelimit_headers(headers: Mapping[str, str]) -> ServiceLimits | None:
+    """The service's limits from a reply's headers, or None when it sent no ``x-ratelimit-*`` header.
+
+    Two documented schemes share the header names. The older one: ``x-ratelimit-limit-requests``,
+    ``-tokens-prompt`` and ``-tokens-generated`` per minute, with ``x-ratelimit-remaining-*`` beside
+    them. The newer one: ``X-Ratelimit-Limit-Tokens-Prompt``, ``-Cache-Adjusted-Prompt`` and
+    ``-Generated`` in tokens per second; it is recognised by the cache-adjusted header, or by a
+    remaining count above its limit, which only a per-second limit can be. Values that are not
+    numbers, not finite, or a limit outside one to 10^12 per minute are ignored; a name sent twice
+    counts at its lower value. Never raises for any mapping of strings.
     """
+    found: dict[str, float] = {}
+    over_limit: bool | None = None
+    for name, value in headers.items():
+        # Most headers are not ours: one character tells, before any slicing or lowering.
+        if not isinstance(name, str) or name[:1] not in "xX" or name[:12].lower() != _PREFIX:
+            continue
+        key = name[12:].lower()
+        if key == "over-limit":
+            flag = value.strip().lower() if isinstance(value, str) else ""
+            over_limit = True if flag == "yes" else False if flag == "no" else over_limit
+            continue
+        number = _number(value)
+        if number is not None:
+            known = found.get(key)
+            found[key] = number if known is None else min(known, number)
+    if not found:
+        return None if over_limit is None else ServiceLimits(_NOTHING, _NOTHING, over_limit)
+    limits = [found.get(key) if key else None for key in _LIMIT_KEYS]
+    remaining = [found.get(key) if key else None for key in _REMAINING_KEYS]
+    per_second = limits[_UNCACHED] is not None or any(
+        (limit := limits[m]) is not None and (left := remaining[m]) is not None and left > limit
+        for m in _TOKEN_METERS
+    )
+    for m, limit in enumerate(limits):
+        if limit is not None:
+            if per_second and m != _REQUESTS:
+                limit *= 60.0
+            limits[m] = limit if _SANE_LIMIT[0] <= limit <= _SANE_LIMIT[1] else None
+        left = remaining[m]
+        if left is not None:
+            remaining[m] = None if left > _SANE_REMAINING else max(0.0, left)
+    return ServiceLimits(tuple(limits), tuple(remaining), over_limit)
 
-    __slots__ = ("_clock", "_queue")
 
-    def __init__(self, per_minute: float, clock: Clock) -> None:
-        # At least one unit fits, so a request bucket below one request per minute still admits requests
-        # (aiolimiter refuses an acquire larger than max_rate); the rate stays per_minute either way.
-        capacity = max(per_minute, 1.0)
-        super().__init__(capacity, 60.0 * capacity / per_minute)
-        self._clock = clock
-        self._queue = asyncio.Lock()
+# -- the rolling minute ------------------------------------------------------------------------------------
 
-    def _leak(self) -> None:
-        now = self._clock.now()
-        if self._level:
-            self._level = max(self._level - (now - self._last_check) * self._rate_per_sec, 0.0)
-        self._last_check = now
 
-    def shortfall(self, amount: float) -> float:
-        """Seconds until ``amount`` fits in the bucket (0 if it fits now)."""
-        self._leak()
-        return max(0.0, (self._level + amount - self.max_rate) / self._rate_per_sec)
+class _Record:
+    """What one request (or one reading of the service's count) is charged in the rolling minute."""
 
-    async def take(self, amount: float) -> None:
-        """Wait on the clock until ``amount`` fits, then take it; ``amount`` must be at most ``max_rate``."""
-        # Only the head of the queue watches the clock: no thundering herd, and big requests are not starved.
-        async with self._queue:
-            while (wait := self.shortfall(amount)) > 0:
-                await self._clock.sleep(max(wait, _MIN_WAIT))
-            await self.acquire(amount)  # immediate: there is capacity and nothing yields in between
+    __slots__ = ("amounts", "at", "live", "settled")
+
+    def __init__(self, at: float, amounts: list[float], *, settled: bool) -> None:
+        self.at = at
+        self.amounts = amounts
+        self.live = True  # still counted (not yet past its minute)
+        self.settled = settled
 
 
 class Limiter:
     """Admission control for one client on one event loop: the default :class:`~fw_rollouts._budget.Budget`.
 
-    ``tokens_per_minute`` charges each request ``choices * (prompt_tokens + expected completion)``,
-    where the expected completion is a running average of what choices really generated (never
-    more than ``max_tokens``; ``max_tokens`` itself until the first success), so the budget tracks
-    real usage rather than the worst case. A charge larger than the whole bucket is charged the
-    whole bucket. Every wait and reading of time goes through ``clock``.
+    Each limit counts over a rolling minute (plus half a second of margin): a request may start when
+    what the requests of the last minute were charged, plus its own reservation, fits under every
+    limit. The reservation is its prompt estimate per choice and ``max_tokens`` per choice for what
+    it generates (with no ``max_tokens``: a running average of what choices really generated, 16
+    until the first reply); it is settled to the reported usage when the request is over, and
+    given back when it failed (a request stays counted as requests: the service may have counted
+    it). A reply without any usage keeps its reservation.
+
+    A request larger than a whole minute of some limit (``n=128`` under 60 requests a minute, say)
+    is not refused and cannot deadlock: it waits until nothing else counts, goes alone, and then
+    counts for as many minutes as it is larger, so the long-run rate stays at the limit. Every wait
+    and reading of time goes through ``clock``.
     """
 
     __slots__ = (
         "_clock",
         "_completion_estimate",
         "_in_flight",
-        "_requests",
+        "_limits",
+        "_narrowed_at",
+        "_queue",
+        "_records",
         "_resume_at",
-        "_tokens",
+        "_service",
+        "_used",
+        "_user",
         "_waiters",
+        "_wake",
         "_window",
+        "generated_tokens_per_minute",
         "max_concurrency",
+        "prompt_tokens_per_minute",
         "requests_per_minute",
         "tokens_per_minute",
     )
@@ -107,9 +206,13 @@ class Limiter:
     max_concurrency: int
     """The widest the window gets: the most requests ever in flight at once."""
     requests_per_minute: float | None
-    """How many requests may start per minute (``None``: no limit); up to this many at once in a burst."""
+    """How many requests may start per minute, each choice counted (``None``: no limit of ours)."""
     tokens_per_minute: float | None
-    """How many tokens (prompt and expected completion) requests may be charged per minute (``None``: no limit)."""
+    """Prompt and generated tokens together per minute (``None``: no limit of ours)."""
+    prompt_tokens_per_minute: float | None
+    """Prompt tokens per minute, cached ones included (``None``: no limit of ours)."""
+    generated_tokens_per_minute: float | None
+    """Generated tokens per minute (``None``: no limit of ours)."""
 
     def __init__(
         self,
@@ -117,6 +220,8 @@ class Limiter:
         max_concurrency: int,
         requests_per_minute: float | None = None,
         tokens_per_minute: float | None = None,
+        prompt_tokens_per_minute: float | None = None,
+        generated_tokens_per_minute: float | None = None,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         if max_concurrency < 1:
@@ -124,14 +229,27 @@ class Limiter:
         self.max_concurrency = max_concurrency
         self.requests_per_minute = requests_per_minute
         self.tokens_per_minute = tokens_per_minute
+        self.prompt_tokens_per_minute = prompt_tokens_per_minute
+        self.generated_tokens_per_minute = generated_tokens_per_minute
         self._clock = clock
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._in_flight = 0
         self._window = max_concurrency
-        self._requests = _Bucket(requests_per_minute, clock) if requests_per_minute else None
-        self._tokens = _Bucket(tokens_per_minute, clock) if tokens_per_minute else None
         self._resume_at = 0.0
+        self._narrowed_at = -math.inf
         self._completion_estimate: float | None = None
+        user: list[float | None] = [None] * len(METERS)
+        user[_REQUESTS], user[_TOKENS] = requests_per_minute, tokens_per_minute
+        user[_PROMPT], user[_GENERATED] = prompt_tokens_per_minute, generated_tokens_per_minute
+        self._user: tuple[float | None, ...] = tuple(user)
+        self._service: list[float | None] = [None] * len(METERS)
+        self._limits = self._user  # in force: ours, or the service's where lower (kept up to date by _set_service)
+        # Counted whether or not a limit is set, so that a limit the service announces later applies to
+        # the minute already spent.
+        self._records: deque[_Record] = deque()
+        self._used = [0.0] * len(METERS)
+        self._queue = asyncio.Lock()  # first come, first served: only the head of the queue watches the clock
+        self._wake: asyncio.Future[None] | None = None
 
     # -- feedback --------------------------------------------------------------
 
@@ -146,30 +264,26 @@ class Limiter:
             self._resume_at = resume
         log.debug("overloaded: cooling down for %.2fs, window %d", seconds, self._window)
 
-    def observe(self, prompt_tokens: int, completion_tokens: int) -> None:
-        """A request succeeded: widen the window by one (up to ``max_concurrency``) and learn its completion size.
-
-        The counts are one choice's; only ``completion_tokens`` is used here (the prompt comes with each
-        :class:`~fw_rollouts._budget.Cost`).
-        """
-        self._widen()
-        self._learn(completion_tokens)
-
     def _widen(self) -> None:
         if self._window < self.max_concurrency:
             self._window += 1
             self._hand_off()
 
-    def _learn(self, completion_tokens: int) -> None:
+    def _learn(self, spent: Spent) -> None:
+        if spent.choices < 1:
+            return
+        per_choice = spent.completion_tokens / spent.choices
         if self._completion_estimate is None:
-            self._completion_estimate = float(completion_tokens)
+            self._completion_estimate = per_choice
         else:
-            self._completion_estimate += _EMA_WEIGHT * (completion_tokens - self._completion_estimate)
+            self._completion_estimate += _EMA_WEIGHT * (per_choice - self._completion_estimate)
 
-    def _expected_completion(self, max_tokens: int | None) -> int:
-        cap = max_tokens if max_tokens is not None else _DEFAULT_MAX_TOKENS
+    def _generation(self, max_tokens: int | None) -> float:
+        """What one choice may generate, as reserved."""
+        if max_tokens is not None:
+            return float(max_tokens)
         expected = self._completion_estimate
-        return cap if expected is None else min(cap, int(expected + 0.5))
+        return float(_DEFAULT_MAX_TOKENS) if expected is None else float(int(expected + 0.5))
 
     # -- the window ------------------------------------------------------------
 
@@ -210,47 +324,203 @@ class Limiter:
         """Seconds left of the current cool-down (0 if none)."""
         return max(0.0, self._resume_at - self._clock.now())
 
+    # -- the rolling minute ----------------------------------------------------
+
+    @property
+    def limits(self) -> dict[str, float | None]:
+        """The per-minute limits in force, by :data:`METERS` name: ours, or the service's where it is lower."""
+        return dict(zip(METERS, self._limits, strict=True))
+
+    def used(self) -> dict[str, float]:
+        """What the last minute's requests are charged, by :data:`METERS` name (reservations of those in flight)."""
+        self._expire(self._clock.now())
+        return dict(zip(METERS, self._used, strict=True))
+
+    def _set_service(self, m: int, limit: float) -> None:
+        self._service[m] = limit
+        self._limits = tuple(
+            service if user is None else user if service is None else min(user, service)
+            for user, service in zip(self._user, self._service, strict=True)
+        )
+
+    def _life(self, record: _Record) -> float:
+        """How long a record counts: a minute, or as many minutes as it is larger than a limit."""
+        longest = 1.0
+        for amount, limit in zip(record.amounts, self._limits, strict=True):
+            if limit is not None and amount > limit:
+                longest = max(longest, amount / limit)
+        return WINDOW * longest + _MARGIN
+
+    def _expire(self, now: float) -> None:
+        records, used = self._records, self._used
+        # In order of start: a record counted longer (larger than a limit) holds the later ones back with it.
+        while records and records[0].at + self._life(records[0]) <= now:
+            record = records.popleft()
+            record.live = False
+            for m, amount in enumerate(record.amounts):
+                used[m] -= amount
+        if not records:
+            for m in range(len(used)):
+                used[m] = 0.0  # no float dust left behind
+
+    def _shortfall(self, amounts: list[float], now: float) -> float:
+        """Seconds until ``amounts`` fit under every limit (0: now), with what is counted now."""
+        self._expire(now)
+        need: list[float] = []  # per meter: how much must leave the minute first
+        short = False
+        for amount, limit, used in zip(amounts, self._limits, self._used, strict=True):
+            if limit is None:
+                need.append(0.0)
+                continue
+            # A request larger than the limit goes when nothing else counts.
+            excess = used - (limit - amount if amount <= limit else 0.0)
+            need.append(excess)
+            short = short or excess > 1e-9
+        if not short:
+            return 0.0
+        ready = now
+        for record in self._records:
+            ready = max(ready, record.at + self._life(record))
+            for m, amount in enumerate(record.amounts):
+                need[m] -= amount
+            if all(n <= 1e-9 for n in need):
+                break
+        return max(ready - now, _MIN_WAIT)
+
+    async def _take(self, amounts: list[float]) -> _Record:
+        if self._queue.locked() or self._shortfall(amounts, self._clock.now()) > 0:
+            async with self._queue:
+                while (wait := self._shortfall(amounts, self._clock.now())) > 0:
+                    await self._sleep_or_wake(wait)
+        record = _Record(self._clock.now(), amounts, settled=False)
+        self._records.append(record)
+        for m, amount in enumerate(amounts):
+            self._used[m] += amount
+        return record
+
+    async def _sleep_or_wake(self, seconds: float) -> None:
+        """Sleep ``seconds`` on the clock, or less if a release gives room back (or a limit rises) meanwhile."""
+        wake: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._wake = wake
+        sleeper = asyncio.ensure_future(self._clock.sleep(seconds))
+        try:
+            await asyncio.wait((wake, sleeper), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self._wake = None
+            sleeper.cancel()
+            wake.cancel()
+
+    def _room_changed(self) -> None:
+        wake = self._wake
+        if wake is not None and not wake.done():
+            wake.set_result(None)
+
     # -- admission -------------------------------------------------------------
 
     async def acquire(self, cost: Cost) -> object:
-        """Wait for room in the window, the end of any cool-down and both buckets; the ticket is ``None``.
+        """Wait for room in the window, the end of any cool-down and under every limit; return the ticket.
 
-        Pass the ticket to :meth:`release` when the request is over.
+        The ticket holds the request's reservation; pass it to :meth:`release` when the request is over.
         """
         await self._enter()
         try:
             await self._cool_down()
-            if self._requests is not None:
-                await self._requests.take(1.0)
-            tokens = self._tokens
-            if tokens is not None:
-                charge = cost.choices * (cost.prompt_tokens + self._expected_completion(cost.max_tokens))
-                if charge > 0:
-                    await tokens.take(min(float(charge), tokens.max_rate))
-            # An overload reported while we waited for the buckets holds us back too.
+            choices = max(cost.choices, 1)
+            prompt = float(max(cost.prompt_tokens, 0) * choices)
+            generated = self._generation(cost.max_tokens) * choices
+            record = await self._take([float(choices), prompt, prompt, generated, prompt + generated])
+            # An overload reported while we waited for the limits holds us back too.
             await self._cool_down()
         except BaseException:
             self._leave()
             raise
-        return None
+        return record
 
     async def _cool_down(self) -> None:
         while (delay := self._resume_at - self._clock.now()) > 0:
             await self._clock.sleep(delay)
 
-    def release(self, ticket: object) -> None:
-        """Give back the room taken by :meth:`acquire` (once per ``acquire``); never raises."""
-        self._leave()
+    def release(self, ticket: object, spent: Spent | None = None, headers: Mapping[str, str] | None = None) -> None:
+        """The request is over (once per :meth:`acquire`): settle its reservation, read the service's headers
+        and give back its place in the window. Never raises."""
+        try:
+            if isinstance(ticket, _Record) and not ticket.settled:
+                self._settle(ticket, spent)
+                over_limit = self._read(headers) if headers is not None else False
+                if spent is not None and not over_limit:
+                    self._widen()
+        except Exception:  # a bug here must not leak a place in the window
+            log.exception("the limiter could not settle a request")
+        finally:
+            self._leave()
+
+    def _settle(self, record: _Record, spent: Spent | None) -> None:
+        record.settled = True
+        if spent is None:
+            actual = [record.amounts[_REQUESTS], 0.0, 0.0, 0.0, 0.0]
+        elif spent.prompt_tokens or spent.completion_tokens:
+            self._learn(spent)
+            prompt = float(max(spent.prompt_tokens, 0))
+            uncached = max(prompt - max(spent.cached_tokens, 0), 0.0)
+            generated = float(max(spent.completion_tokens, 0))
+            actual = [record.amounts[_REQUESTS], prompt, uncached, generated, prompt + generated]
+        else:
+            return  # no usage reported: the reservation is the best count there is
+        if record.live:
+            for m, amount in enumerate(actual):
+                self._used[m] += amount - record.amounts[m]
+        record.amounts = actual
+        self._room_changed()
+
+    def _read(self, headers: Mapping[str, str]) -> bool:
+        """Take in the service's limits from a successful reply's headers; whether it said over-limit."""
+        said = read_ratelimit_headers(headers)
+        if said is None:
+            return False
+        now = self._clock.now()
+        self._expire(now)
+        raised = False
+        for m, limit in enumerate(said.limits):
+            if limit is not None and limit != self._service[m]:
+                old = self._limits[m]
+                self._set_service(m, limit)
+                new = self._limits[m]
+                if new != old:
+                    log.debug("the service's %s limit: %g a minute; ours now %s", METERS[m], limit, new)
+                    raised = raised or old is None or (new is not None and new > old)
+        # The service counts more than we do (another client on the account): our minute is that full too.
+        phantom = [0.0] * len(METERS)
+        for m, left in enumerate(said.remaining):
+            server_limit = said.limits[m] if said.limits[m] is not None else self._limits[m]
+            if left is None or server_limit is None:
+                continue
+            phantom[m] = max(0.0, (server_limit - left) - self._used[m])
+        if any(phantom):
+            self._records.append(_Record(now, phantom, settled=True))
+            for m, amount in enumerate(phantom):
+                self._used[m] += amount
+        if raised:
+            self._room_changed()
+        if said.over_limit:
+            if now >= self._narrowed_at + _OVER_LIMIT_PERIOD:
+                self._narrowed_at = now
+                self._window = max(1, self._window // 2)
+                log.debug("over the service's limit: window %d", self._window)
+            return True
+        return False
 
     async def aclose(self) -> None:
         """Nothing to give back: the limiter holds no connections and its reservations end with the process."""
 
     def __repr__(self) -> str:
         expected = self._completion_estimate
+        limits = ", ".join(f"{name}={limit:g}" for name, limit in self.limits.items() if limit is not None)
         return (
             f"<Limiter(max_concurrency={self.max_concurrency}, requests_per_minute={self.requests_per_minute}, "
-            f"tokens_per_minute={self.tokens_per_minute}) [window: {self._window}, in flight: {self._in_flight}, "
-            f"waiting: {len(self._waiters)}, cooling down: {self.cooling_down_for:.2f}s, "
+            f"tokens_per_minute={self.tokens_per_minute}, prompt_tokens_per_minute={self.prompt_tokens_per_minute}, "
+            f"generated_tokens_per_minute={self.generated_tokens_per_minute}) [window: {self._window}, "
+            f"in flight: {self._in_flight}, waiting: {len(self._waiters)}, "
+            f"cooling down: {self.cooling_down_for:.2f}s, limits in force: {limits or 'none'}, "
             f"expected completion: {'unknown' if expected is None else f'{expected:.1f} tokens'}]>"
         )
 

@@ -8,8 +8,9 @@ at worst be unreadable, never run anything. Format version 3, all integers littl
     0       4     magic b"FWRC"
     4       1     format version (3)
     5       1     flags: 1 echo, 2 completed_reasoning known, 4 completed_reasoning, 8 seed known,
-                  16 usage.cached_tokens known, 32 logprobs present, 64 content is full (its
-                  length is then 0: the text is stored once) (other bits: not a v3 record)
+                  16 usage.cached_tokens known, 32 logprobs present, 64 prompt shared (the logprobs
+                  are the generated positions only), 128 content is full (its length is then 0:
+                  the text is stored once)
     6       4     key tag: CRC32 of the cache key (UTF-8) the record was written under
     10      8     seed (int64; 0 when not known)
     18      8     created (int64)
@@ -20,7 +21,7 @@ at worst be unreadable, never run anything. Format version 3, all integers littl
     94      ...   those six strings (UTF-8), then the logprobs (Logprobs.packed())
     end-4   4     CRC32 (zlib.crc32) of every byte before it
 
-Version 2 is the same without flag 64 (and with logprobs in packed format 1, which
+Version 2 is the same without flag 128 (and with logprobs in packed format 1, which
 :meth:`Logprobs.from_packed` still reads): version 2 records are read as they are.
 
 Types come from the layout itself, so a well-formed record cannot hold a value of the wrong
@@ -33,6 +34,23 @@ so a future version can change everything after them; a version this code does n
 error, never a guess. Anything that is not a well-formed record of the key asked for (an old
 pickled entry, a version 1 record, a flipped byte, lengths that do not add up, another key's
 record) raises :class:`RecordError`.
+
+**Echo paid once.** A sample whose echoed prompt positions are shared with the other samples of
+its prompt (:func:`~._echo.with_prompt`) is stored with flag 64 and its generated positions only;
+the prompt's are stored once, in the prompt record (:func:`encode_prompt_record`, under
+``CacheKeyer.prompt_key()``), and :func:`decode_record` puts them back when given that part. A
+release before flag 64 reads such a record as unreadable, that is a miss, and fetches the sample
+again; records without it read as they always did. The prompt record, version 1::
+
+    offset  size  field
+    0       4     magic b"FWPR"
+    4       1     format version (1)
+    5       1     flags (none yet: any bit set is not a v1 prompt record)
+    6       4     key tag: CRC32 of the prompt key (UTF-8) it was written under
+    10      8     generation offset (int64): the text offset of the first generated token
+    18      4     byte length (uint32) of the logprobs
+    22      ...   the echoed prompt positions (Logprobs.packed(): echo, their count, the prompt's length)
+    end-4   4     CRC32 (zlib.crc32) of every byte before it
 """
 
 from __future__ import annotations
@@ -42,10 +60,24 @@ import struct
 import zlib
 from typing import Final
 
-from ._logprobs import Logprobs
+from ._echo import PromptPart
+from ._logprobs import Logprobs, prefix_of, share_prefix
 from ._models import FwResponse, Usage
 
-__all__ = ["FIELDS", "FORMAT_VERSION", "MAGIC", "RecordError", "decode_record", "encode_record", "key_tag"]
+__all__ = [
+    "FIELDS",
+    "FORMAT_VERSION",
+    "MAGIC",
+    "PROMPT_FORMAT_VERSION",
+    "PROMPT_MAGIC",
+    "PromptPartMissing",
+    "RecordError",
+    "decode_prompt_record",
+    "decode_record",
+    "encode_prompt_record",
+    "encode_record",
+    "key_tag",
+]
 
 MAGIC: Final = b"FWRC"
 """The first bytes of every record."""
@@ -77,10 +109,17 @@ _CRC_SIZE = 4
 _CRC_RESIDUE = 0x2144DF1C  # zlib.crc32(m + zlib.crc32(m).to_bytes(4, "little")), whatever m is
 _START = MAGIC + bytes((FORMAT_VERSION,))
 _START_V2 = MAGIC + b"\x02"
-_ECHO, _COMPLETED_KNOWN, _COMPLETED, _SEED_KNOWN, _CACHED_KNOWN, _LOGPROBS = 1, 2, 4, 8, 16, 32
-_CONTENT_IS_FULL = 64
-_ALL_FLAGS = 127
-_ALL_FLAGS_V2 = 63
+_ECHO, _COMPLETED_KNOWN, _COMPLETED, _SEED_KNOWN, _CACHED_KNOWN, _LOGPROBS, _SHARED = 1, 2, 4, 8, 16, 32, 64
+_CONTENT_IS_FULL = 128
+_ALL_FLAGS = 255
+_ALL_FLAGS_V2 = 127
+
+PROMPT_MAGIC: Final = b"FWPR"
+"""The first bytes of every prompt record."""
+PROMPT_FORMAT_VERSION: Final = 1
+"""The prompt record format :func:`encode_prompt_record` writes, the only one :func:`decode_prompt_record` reads."""
+_PROMPT_FIXED = struct.Struct("<4sBBIqI")
+_PROMPT_START = PROMPT_MAGIC + bytes((PROMPT_FORMAT_VERSION,))
 
 # decode_record builds FwResponse with positional arguments: fail at import, not silently, if they move.
 _RESPONSE_FIELDS = (
@@ -106,6 +145,10 @@ if tuple(f.name for f in dataclasses.fields(FwResponse))[: len(_RESPONSE_FIELDS)
 
 class RecordError(ValueError):
     """Bytes that are not a readable cache record (foreign, older, newer, truncated or corrupt)."""
+
+
+class PromptPartMissing(RecordError):
+    """A well-formed record of a sample that shares its prompt part, read without that part."""
 
 
 def _int(name: str, value: object, *, optional: bool = False) -> int:
@@ -140,7 +183,13 @@ def encode_record(response: FwResponse, key: str | None = None) -> bytes:
     a key (tag 0) is read back only without one: every lookup of the client passes its key.
     """
     logprobs = response.logprobs
-    packed = b"" if logprobs is None else logprobs.packed()
+    shared = logprobs is not None and prefix_of(logprobs) is not None
+    if logprobs is None:
+        packed = b""
+    elif shared:  # the prompt's positions are the prompt record's
+        packed = logprobs.get_generation_logprobs().packed()
+    else:
+        packed = logprobs.packed()
     usage = response.usage
     completed = response.completed_reasoning
     if completed is not None and type(completed) is not bool:
@@ -154,6 +203,7 @@ def encode_record(response: FwResponse, key: str | None = None) -> bytes:
         | (0 if response.seed is None else _SEED_KNOWN)
         | (0 if usage.cached_tokens is None else _CACHED_KNOWN)
         | (0 if logprobs is None else _LOGPROBS)
+        | (_SHARED if shared else 0)
     )
     texts = [
         _text(name, getattr(response, name))
@@ -186,15 +236,19 @@ def encode_record(response: FwResponse, key: str | None = None) -> bytes:
     return body + zlib.crc32(body).to_bytes(_CRC_SIZE, "little")
 
 
-def decode_record(data: bytes | bytearray | memoryview, prompt: str, key: str | None = None) -> FwResponse:
+def decode_record(
+    data: bytes | bytearray | memoryview, prompt: str, key: str | None = None, part: PromptPart | None = None
+) -> FwResponse:
     """The sample a record holds, marked ``cached``, with ``prompt`` as its prompt.
 
     ``key`` is the cache key the record was read under: a record written under another key
     is refused (None skips that check, for tools that list a directory's entries). The
     logprobs stay packed until first read (:meth:`Logprobs.from_packed`): the CRC has covered
     their bytes, so they are the ones :meth:`Logprobs.packed` wrote and reading them does not
-    fail later. Raises :class:`RecordError` for anything that is not a well-formed record
-    this version reads.
+    fail later. A record of a sample that shares its prompt part (flag 64) gets ``part``'s
+    positions ahead of its own (:class:`PromptPartMissing` without one; ValueError for a part of
+    another prompt); ``part`` is ignored for every other record. Raises :class:`RecordError`
+    for anything that is not a well-formed record this version reads.
     """
     if type(data) is not bytes:
         if not isinstance(data, (bytes, bytearray, memoryview)):
@@ -240,12 +294,25 @@ def decode_record(data: bytes | bytearray | memoryview, prompt: str, key: str | 
     except UnicodeDecodeError as exc:
         raise RecordError(f"cache record text is not UTF-8: {exc}") from exc
     logprobs = None
+    if flags & _SHARED and not (flags & _LOGPROBS and flags & _ECHO):
+        raise RecordError("cache record shares a prompt part but has no echoed logprobs")
     if flags & _LOGPROBS:
         # The record's CRC, checked above, covers these bytes: no second checksum pass per hit.
         try:
             logprobs = Logprobs.from_packed(data[end : end + n_lp], verified=True)
         except ValueError as exc:
             raise RecordError(f"cache record logprobs are malformed: {exc}") from exc
+        if flags & _SHARED:
+            if part is None:
+                raise PromptPartMissing(
+                    "cache record holds the generated positions only, and its prompt's record is missing"
+                )
+            if part.prompt != prompt:
+                raise ValueError("decode_record: the prompt part given is of another prompt")
+            try:
+                logprobs = share_prefix(part, logprobs)
+            except ValueError as exc:  # the packed generated positions say they are echoed
+                raise RecordError(f"cache record logprobs are malformed: {exc}") from exc
     usage = Usage(prompt_tokens, completion_tokens, total_tokens, cached_tokens if flags & _CACHED_KNOWN else None)
     # By position (see _RESPONSE_FIELDS): half the cost of keywords, on every cache hit.
     return FwResponse(
@@ -278,3 +345,64 @@ def _refuse_other(data: bytes) -> None:
         f"cache record format version {version} is not one this version of fw_rollouts reads "
         f"(it reads 2 and {FORMAT_VERSION}); the entry is probably from a newer fw_rollouts"
     )
+
+
+def encode_prompt_record(part: PromptPart, key: str) -> bytes:
+    """The prompt record of ``part`` under prompt key ``key`` (``CacheKeyer.prompt_key()``), without the prompt.
+
+    Raises :class:`RecordError` if the part cannot be stored (an offset beyond 64 bits).
+    """
+    packed = part.logprobs.packed()
+    try:
+        fixed = _PROMPT_FIXED.pack(
+            PROMPT_MAGIC, PROMPT_FORMAT_VERSION, 0, key_tag(key), _int("generation_offset", part.generation_offset),
+            len(packed),
+        )  # fmt: skip
+    except struct.error as exc:
+        raise RecordError(f"cannot store this prompt part in the cache: {exc}") from exc
+    body = fixed + packed
+    return body + zlib.crc32(body).to_bytes(_CRC_SIZE, "little")
+
+
+def decode_prompt_record(data: bytes | bytearray | memoryview, prompt: str, key: str) -> PromptPart:
+    """The prompt part a prompt record holds, for ``prompt``, read under prompt key ``key``.
+
+    Its logprobs are unpacked and checked here (one record per call, not one per sample).
+    Raises :class:`RecordError` for anything that is not a well-formed prompt record of ``key``
+    that this version reads, or one whose prompt length is not ``prompt``'s.
+    """
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise RecordError(f"a prompt record is bytes, not {type(data).__name__}")
+    data = bytes(data)
+    if data[:5] != _PROMPT_START:
+        if data[:4] == PROMPT_MAGIC and len(data) > 4:
+            raise RecordError(
+                f"prompt record format version {data[4]} is not one this version of fw_rollouts reads "
+                f"(it reads {PROMPT_FORMAT_VERSION})"
+            )
+        raise RecordError(f"not a fw_rollouts prompt record (it starts {data[:8]!r}, not {PROMPT_MAGIC!r})")
+    size = len(data)
+    if size < _PROMPT_FIXED.size + _CRC_SIZE:
+        raise RecordError(f"prompt record is truncated ({size} bytes)")
+    if zlib.crc32(data) != _CRC_RESIDUE:
+        raise RecordError("prompt record is corrupt: its CRC32 does not match its contents")
+    _, _, flags, tag, offset, n_lp = _PROMPT_FIXED.unpack_from(data)
+    if tag != key_tag(key):
+        raise RecordError("prompt record was written under another key (the database around it is damaged)")
+    if flags:
+        raise RecordError(f"prompt record has unknown flags {flags:#04x}")
+    if _PROMPT_FIXED.size + n_lp + _CRC_SIZE != size:
+        raise RecordError(
+            f"prompt record lengths do not add up: its fields describe {_PROMPT_FIXED.size + n_lp + _CRC_SIZE} "
+            f"bytes, it has {size}"
+        )
+    try:
+        logprobs = Logprobs.from_packed(data[_PROMPT_FIXED.size : _PROMPT_FIXED.size + n_lp], verified=True)
+        n = len(logprobs)  # unpacks: whatever is wrong with the columns shows here, not on a later read
+    except ValueError as exc:
+        raise RecordError(f"prompt record logprobs are malformed: {exc}") from exc
+    if not logprobs.echo or logprobs.num_prompt_tokens != n or not n or offset < 0:
+        raise RecordError("prompt record does not hold echoed prompt positions")
+    if logprobs.prompt_length != len(prompt):
+        raise RecordError(f"prompt record is of a prompt of {logprobs.prompt_length} characters, not {len(prompt)}")
+    return PromptPart(prompt, logprobs, offset)

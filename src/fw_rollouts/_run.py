@@ -1,36 +1,42 @@
-"""The sampling run: fetching the missing samples of one call, given everything it needs explicitly.
+"""The sampling run: fetching the missing samples of many jobs under one budget, given everything explicitly.
 
-A :class:`SampleRun` gets a :class:`Job` (what to request: the body, how to parse the reply,
-which seeds, the limits of this call) and the services it uses (a transport, a budget, the
-clock, an optional cache writer, a progress bar, the memory of which model names a server
-accepted). Workers pull request seeds from one queue; each request goes through the budget
-and the retry policy; its choices are parsed into samples, handed to the cache writer and
-counted. :meth:`SampleRun.run` returns a :class:`RunResult`: the samples that came back, one
-error per sample that did not, and the error that ended the call early, if any. Nothing here
-reads or writes a client's attributes.
+A :class:`SampleRun` gets its jobs from an async iterator (each :class:`Job` is one prompt's missing
+samples: the body, how to parse the reply, which seeds), the :class:`Target` they all go to (server,
+model, timeout, retries, concurrency) and the services it uses (a transport, a budget, the clock, the
+memory of which model names a server accepted). Workers pull requests from one queue that interleaves
+the jobs, so no prompt waits for another to finish; the queue is refilled from the iterator as it runs
+low, so a study of a million samples holds only the requests about to be sent. Each request goes
+through the budget and the retry policy; its choices are parsed into samples, handed to the job's
+cache writer and reported to :class:`RunEvents` as they arrive. Nothing here reads or writes a
+client's attributes, and nothing is kept once reported.
+
+A job that pays for its prompt's echo once (:class:`EchoOnce`) sends its first request with echo and
+holds its other requests until that one succeeds; they then go without echo and get the prompt's
+logprobs attached from the first.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 from collections import deque
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ._budget import Budget, Cost
+from ._budget import Budget, Cost, Spent
 from ._clock import Clock
 from ._exceptions import APIConnectionError, APIError, FwRolloutsError, NotFoundError
 from ._models import FwResponse
 from ._parsing import ResponseSpec, decode_body, parse_completion
 from ._plan import Plan
-from ._policy import Reachability, RetryLog, cools_down, ends_the_call
+from ._policy import Reachability, RetryLog, cools_down, ends_the_call, ends_the_study
 from ._retry import RetryPolicy
-from ._transport import Transport
+from ._transport import Reply, Transport
 
-__all__ = ["Job", "ModelNames", "RunResult", "SampleRun", "SampleSink"]
+__all__ = ["EchoOnce", "Job", "ModelNames", "RunEvents", "SampleRun", "SampleSink", "Target"]
 
 log = logging.getLogger("fw_rollouts")
 
@@ -38,8 +44,12 @@ log = logging.getLogger("fw_rollouts")
 class SampleSink(Protocol):
     """Where finished samples go as they arrive (the cache writer)."""
 
-    def add(self, seed: int, response: FwResponse) -> None:
-        """Take one sample (``seed`` is its own seed, every choice included); never waits."""
+    def add(self, key: str, response: FwResponse) -> None:
+        """Take one sample under its cache key; never waits."""
+        ...
+
+    async def room(self) -> None:
+        """Wait until the sink is not too far behind (what keeps a long run's memory flat)."""
         ...
 
     async def drain(self) -> None:
@@ -47,11 +57,19 @@ class SampleSink(Protocol):
         ...
 
 
-class Progress(Protocol):
-    """The part of a progress bar a run uses."""
+class RunEvents(Protocol):
+    """What a run reports, as it happens. The run keeps none of it."""
 
-    def update(self, n: int = 1) -> Any:
-        """Count ``n`` more samples done."""
+    async def sample(self, job: Job, seed: int, response: FwResponse) -> None:
+        """A wanted sample arrived (awaiting it is how a slow consumer holds the run back)."""
+        ...
+
+    def failed(self, job: Job, seed: int, error: FwRolloutsError) -> None:
+        """A wanted sample failed for good, with its own error instance."""
+        ...
+
+    def stopped(self, job: Job, error: FwRolloutsError) -> None:
+        """The job's other samples will not be requested: ``error`` would end them all."""
         ...
 
 
@@ -80,21 +98,11 @@ class ModelNames:
 
 
 @dataclass(frozen=True, slots=True)
-class Job:
-    """What one call requests: everything the run needs to know, fixed before it starts."""
+class Target:
+    """Where every request of a run goes, and the limits they share."""
 
-    body: Mapping[str, Any]
-    """The request body without seed (the model included; it may be renamed per server)."""
-    spec: ResponseSpec
-    """How to read a reply."""
-    plan: Plan
-    """Which request yields which sample."""
-    seeds: tuple[int, ...]
-    """The samples to fetch."""
     base_url: str
     """The server (for the model-name memory and messages)."""
-    url: str
-    """The endpoint (for messages)."""
     model: str
     """The resolved model id."""
     verbatim_model: str | None
@@ -105,84 +113,259 @@ class Job:
     """Retries after the first attempt."""
     max_concurrency: int
     """Workers (requests in flight at most; the budget may allow fewer)."""
+
+
+@dataclass(frozen=True, slots=True)
+class EchoOnce:
+    """How a job pays for its prompt's echoed logprobs once instead of with every sample.
+
+    ``part`` is the prompt's part when it is already known (from the cache). Otherwise the job's
+    first request is sent with echo and ``take`` reads the part from its first choice (None: the
+    server did not echo, and every request of the job then asks for echo as usual); ``keep``
+    stores it. Every other request is sent without echo and ``attach`` gives each of its samples
+    the part, so it reads exactly as if it had been echoed.
+    """
+
+    part: object | None
+    take: Callable[[FwResponse], object | None]
+    attach: Callable[[FwResponse, object], FwResponse]
+    keep: Callable[[object], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One prompt's missing samples: everything the run needs to request them, fixed before it starts."""
+
+    item: int
+    """The item's index in its study (0 for a single ``generate``)."""
+    body: Mapping[str, Any]
+    """The request body without seed (the model included; it may be renamed per server)."""
+    spec: ResponseSpec
+    """How to read a reply."""
+    plan: Plan
+    """Which request yields which sample."""
+    seeds: tuple[int, ...]
+    """The samples to fetch."""
     prompt_tokens: int
     """Estimated prompt tokens, until a reply says."""
     max_tokens: int | None
     """Generation budget per sample."""
+    headers: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    """Extra request headers (session affinity)."""
+    cache_key: Callable[[int], str] | None = None
+    """A sample's cache key from its seed; None: the job's samples are not cached."""
+    echo_once: EchoOnce | None = None
+    """Set when the prompt's echo is fetched once for all samples (see :class:`EchoOnce`)."""
 
 
-@dataclass(slots=True)
-class RunResult:
-    """What a run produced."""
+class _JobState:
+    """A job while it runs: what the workers learn about it."""
 
-    results: dict[int, FwResponse] = field(default_factory=dict)
-    """Seed -> sample, for every wanted seed that came back."""
-    errors: dict[int, FwRolloutsError] = field(default_factory=dict)
-    """Seed -> its own error, for every wanted seed that was tried and failed."""
-    fatal: FwRolloutsError | None = None
-    """The error that ended the call early (every other sample would have failed the same way)."""
+    __slots__ = (
+        "carrier",
+        "deferred",
+        "echo_once",
+        "job",
+        "part",
+        "plain_spec",
+        "prompt_tokens",
+        "stopped",
+        "succeeded",
+        "templates",
+        "wanted",
+    )
+
+    def __init__(self, job: Job) -> None:
+        self.job = job
+        self.wanted = frozenset(job.seeds)
+        self.prompt_tokens = job.prompt_tokens
+        self.succeeded = False
+        self.stopped = False
+        self.templates: dict[tuple[str, bool], bytes] = {}
+        self.echo_once = job.echo_once
+        self.part = job.echo_once.part if job.echo_once is not None else None
+        self.plain_spec = dataclasses.replace(job.spec, echo=False)
+        self.carrier = False  # the echo request is on its way
+        self.deferred: deque[int] = deque()  # requests waiting for it
+
+    @property
+    def needs_echo(self) -> bool:
+        """Whether the next request must carry echo to learn the prompt's part."""
+        return self.echo_once is not None and self.part is None
+
+    def template(self, model: str, echo: bool) -> bytes:
+        """The request body serialised once, ending just before the seed: each request appends its own."""
+        key = (model, echo)
+        template = self.templates.get(key)
+        if template is None:
+            body = dict(self.job.body, model=model)
+            if not echo and self.echo_once is not None:
+                body["echo"] = False
+            text = json.dumps(body, separators=(",", ":"))
+            template = self.templates[key] = (text[:-1] + ',"seed":').encode()
+        return template
+
+
+class _Feed:
+    """The request queue: jobs pulled from the source as it runs low, their requests interleaved."""
+
+    def __init__(self, source: AsyncIterator[Job], low_water: int) -> None:
+        self._source = source
+        self._low_water = low_water
+        self._queue: deque[tuple[_JobState, int]] = deque()
+        self._exhausted = False
+        self._refilling = asyncio.Lock()
+        self._carriers = 0  # echo requests in flight that others of their job wait for
+        self._changed = asyncio.Event()
+
+    @property
+    def exhausted(self) -> bool:
+        """Whether every job has been pulled from the source."""
+        return self._exhausted
+
+    @property
+    def queued(self) -> int:
+        """Requests waiting in the queue."""
+        return len(self._queue)
+
+    async def first(self) -> bool:
+        """Pull the first jobs; False if there are none (nothing to request)."""
+        await self._refill()
+        return bool(self._queue)
+
+    async def next(self) -> tuple[_JobState, int, bool] | None:
+        """The next request (job, request seed, whether it carries echo), or None when all are handed out."""
+        while True:
+            if len(self._queue) < self._low_water and not self._exhausted:
+                async with self._refilling:
+                    if len(self._queue) < self._low_water and not self._exhausted:
+                        await self._refill()
+            while self._queue:
+                state, seed = self._queue.popleft()
+                if state.stopped:
+                    continue
+                if state.needs_echo:
+                    if state.carrier:
+                        state.deferred.append(seed)
+                        continue
+                    state.carrier = True
+                    self._carriers += 1
+                    return state, seed, True
+                return state, seed, False
+            if self._exhausted and self._carriers == 0:
+                return None
+            if not self._exhausted:
+                continue
+            # Requests wait on an echo request in flight: it hands them back, or one of them takes its place.
+            changed = self._changed
+            await changed.wait()
+
+    def carried(self, state: _JobState, ok: bool) -> None:
+        """The echo request of ``state`` ended: with ``ok`` its waiting requests go, else one takes its place."""
+        state.carrier = False
+        self._carriers -= 1
+        deferred = state.deferred
+        if ok or not state.needs_echo:
+            self._queue.extendleft((state, seed) for seed in reversed(deferred))
+            deferred.clear()
+        elif deferred:
+            self._queue.appendleft((state, deferred.popleft()))
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def _refill(self) -> None:
+        pulled: list[_JobState] = []
+        requests = len(self._queue)
+        while requests < 4 * self._low_water:
+            try:
+                job = await self._source.__anext__()
+            except StopAsyncIteration:
+                self._exhausted = True
+                break
+            state = _JobState(job)
+            pulled.append(state)
+            requests += len(job.plan.requests(list(job.seeds)))
+        # Round robin over the jobs just pulled: the first request of each, then the second of each, ...
+        lists = [deque(state.job.plan.requests(list(state.job.seeds))) for state in pulled]
+        while lists:
+            for state, seeds in zip(pulled, lists, strict=True):
+                if seeds:
+                    self._queue.append((state, seeds.popleft()))
+            pulled = [s for s, seeds in zip(pulled, lists, strict=True) if seeds]
+            lists = [seeds for seeds in lists if seeds]
 
 
 class SampleRun:
-    """Fetch the samples of one :class:`Job`: workers pull requests from a queue."""
+    """Fetch the samples of every job the source yields: workers pull requests from one interleaved queue."""
 
     def __init__(
         self,
-        job: Job,
+        jobs: AsyncIterator[Job],
+        target: Target,
         *,
-        transport: Transport,
-        budget: Budget,
+        transport: Callable[[], Any],
+        budget: Callable[[], Any],
         clock: Clock,
         models: ModelNames,
+        events: RunEvents,
         sink: SampleSink | None = None,
-        progress: Progress | None = None,
     ) -> None:
-        self.job = job
-        self.transport = transport
-        self.budget = budget
+        self.target = target
+        self._get_transport = transport
+        self._get_budget = budget
         self.models = models
-        self.sink = sink
-        self.progress = progress
+        self.events = events
+        self.clock = clock
         self.reachability = Reachability(clock.now)
         self.retry = RetryPolicy(
-            job.max_retries,
+            target.max_retries,
             sleep=clock.sleep,
             on_backoff=self._backoff,
             gives_up=self.reachability.gives_up,
             log=RetryLog(),
         )
-        self.prompt_tokens = job.prompt_tokens
         self.succeeded = False
         self.stopped = False
-        self.result = RunResult()
+        self.fatal: FwRolloutsError | None = None
+        self.requests = 0
+        self._feed = _Feed(jobs, low_water=2 * target.max_concurrency)
         self._tasks: list[asyncio.Task[None]] = []
-        self._templates: dict[str, bytes] = {}
-
-    def _template(self, model: str) -> bytes:
-        """The request body serialised once, ending just before the seed: each request appends its own."""
-        template = self._templates.get(model)
-        if template is None:
-            text = json.dumps(dict(self.job.body, model=model), separators=(",", ":"))
-            template = self._templates[model] = (text[:-1] + ',"seed":').encode()
-        return template
+        self.sink = sink
+        self.transport: Transport | None = None
+        self.budget: Budget | None = None
+        self._sends_headers = False
 
     def _backoff(self, error: APIError, wait: float) -> None:
-        if cools_down(error):
+        if cools_down(error) and self.budget is not None:
             self.budget.overloaded(wait)
 
-    async def _attempt(self, model: str, seed: int) -> list[FwResponse]:
-        k = self.job.plan.k
+    async def _post(self, state: _JobState, model: str, seed: int, echo: bool) -> Reply:
+        assert self.transport is not None
+        body = state.template(model, echo) + b"%d}" % seed
+        if self._sends_headers and state.job.headers:
+            return await self.transport.post_completions(body, timeout=self.target.timeout, headers=state.job.headers)
+        return await self.transport.post_completions(body, timeout=self.target.timeout)
+
+    async def _attempt(self, state: _JobState, model: str, seed: int, echo: bool) -> list[FwResponse]:
+        assert self.budget is not None
+        job = state.job
+        k = job.plan.k
         reachability = self.reachability
-        ticket = await self.budget.acquire(Cost(self.prompt_tokens, self.job.max_tokens, k))
+        ticket = await self.budget.acquire(Cost(state.prompt_tokens, job.max_tokens, k))
         attempt = reachability.start()
+        spent: Spent | None = None
+        headers: Mapping[str, str] | None = None
         try:
             try:
-                reply = await self.transport.post_completions(
-                    self._template(model) + b"%d}" % seed, timeout=self.job.timeout
-                )
+                self.requests += 1
+                reply = await self._post(state, model, seed, echo)
+                headers = reply.headers
+                spec = job.spec if echo or state.echo_once is None else state.plain_spec
+                choices = parse_completion(decode_body(reply.content), spec, range(seed, seed + k))
+                spent = _spent(choices)
             finally:
-                self.budget.release(ticket)
-            choices = parse_completion(decode_body(reply.content), self.job.spec, range(seed, seed + k))
+                # Exactly one release per acquire: with what the request used when it succeeded.
+                self.budget.release(ticket, spent, headers)
         except APIError as exc:
             reachability.record(exc, attempt)
             raise
@@ -192,45 +375,67 @@ class SampleRun:
         reachability.record(None, attempt)
         return choices
 
-    async def _request(self, seed: int) -> list[FwResponse]:
-        job = self.job
-        model = self.models.get(job.base_url, job.model)
+    async def _request(self, state: _JobState, seed: int, echo: bool) -> list[FwResponse]:
+        target = self.target
+        model = self.models.get(target.base_url, target.model)
         try:
-            choices = await self.retry.call(lambda: self._attempt(model, seed))
+            choices = await self.retry.call(lambda: self._attempt(state, model, seed, echo))
         except NotFoundError:
-            verbatim = job.verbatim_model
+            verbatim = target.verbatim_model
             if verbatim is None or model == verbatim:
                 raise
             # Another server may want the model name as given, not the Fireworks id made from it.
-            choices = await self.retry.call(lambda: self._attempt(verbatim, seed))
-            self.models.accept(job.base_url, job.model, verbatim)
+            choices = await self.retry.call(lambda: self._attempt(state, verbatim, seed, echo))
+            self.models.accept(target.base_url, target.model, verbatim)
         usage = choices[0].usage
         if usage.prompt_tokens:
-            self.prompt_tokens = usage.prompt_tokens
-        self.budget.observe(usage.prompt_tokens, usage.completion_tokens)
-        self.succeeded = True
-        return choices
+            state.prompt_tokens = usage.prompt_tokens
+        state.succeeded = self.succeeded = True
+        return self._share(state, choices, echo)
 
-    def _fail(self, seed: int, exc: FwRolloutsError, wanted: set[int]) -> None:
-        """Record ``exc`` for the wanted samples of the request sent with ``seed``, each its own instance."""
-        errors = self.result.errors
+    def _share(self, state: _JobState, choices: list[FwResponse], echo: bool) -> list[FwResponse]:
+        """The samples with the prompt's part attached (learning it from an echo request)."""
+        once = state.echo_once
+        if once is None:
+            return choices
+        if echo:
+            part = once.take(choices[0])
+            if part is None:
+                # The server did not echo: nothing to share, so every request asks for echo itself.
+                state.echo_once = None
+                return choices
+            state.part = part
+            once.keep(part)
+        part = state.part
+        assert part is not None
+        return [once.attach(c, part) for c in choices]
+
+    def _fail(self, state: _JobState, seed: int, exc: FwRolloutsError) -> None:
+        """Report ``exc`` for the wanted samples of the request sent with ``seed``, each its own instance."""
+        job = state.job
         first = True
-        for s in range(seed, seed + self.job.plan.k):
-            if s in wanted:
-                errors[s] = exc if first else exc._evolve()
+        for s in range(seed, seed + job.plan.k):
+            if s in state.wanted:
+                self.events.failed(job, s, exc if first else exc._evolve())
                 first = False
-        ends = ends_the_call(exc, any_succeeded=self.succeeded)
+        ends = ends_the_call(exc, any_succeeded=state.succeeded or self.succeeded)
+        everything = ends and ends_the_study(exc)
         if isinstance(exc, APIConnectionError):
+            url = self.transport.url if self.transport is not None else self.target.base_url
             if self.reachability.gives_up(exc):
-                exc = self.reachability.unreachable_error(exc, self.job.url)
-                ends = True
+                exc = self.reachability.unreachable_error(exc, url)
+                ends = everything = True
             elif self.reachability.ends_the_call(exc):
-                exc = self.reachability.unanswered_error(exc, self.job.url)
-                ends = True
-        if ends and not self.stopped:
-            log.debug("request seed=%d failed for good (%s); stopping this call", seed, exc)
-            self.result.fatal = exc
+                exc = self.reachability.unanswered_error(exc, url)
+                ends = everything = True
+        if everything and not self.stopped:
+            log.debug("request seed=%d failed for good (%s); stopping the run", seed, exc)
+            self.fatal = exc
             self._stop(except_current=True)
+        elif ends and not state.stopped:
+            log.debug("request seed=%d failed for good (%s); stopping item %d", seed, exc, job.item)
+            state.stopped = True
+            self.events.stopped(job, exc)
 
     def _stop(self, *, except_current: bool = False) -> None:
         self.stopped = True
@@ -239,34 +444,53 @@ class SampleRun:
             if task is not current:
                 task.cancel()
 
-    async def _worker(self, queue: deque[int], wanted: set[int]) -> None:
-        results = self.result.results
-        sink, progress = self.sink, self.progress
-        while queue and not self.stopped:
-            seed = queue.popleft()
+    async def _worker(self) -> None:
+        feed, events = self._feed, self.events
+        while not self.stopped:
+            request = await feed.next()
+            if request is None:
+                return
+            state, seed, echo = request
+            job = state.job
             try:
-                choices = await self._request(seed)
+                choices = await self._request(state, seed, echo)
             except FwRolloutsError as exc:
-                self._fail(seed, exc, wanted)
+                if echo:
+                    feed.carried(state, ok=False)
+                self._fail(state, seed, exc)
                 continue
-            done = 0
+            except BaseException:
+                if echo:
+                    feed.carried(state, ok=False)
+                raise
+            if echo:
+                feed.carried(state, ok=True)
+            sink, key = self.sink, job.cache_key
             for offset, response in enumerate(choices):
                 s = seed + offset
-                if sink is not None:
-                    sink.add(s, response)  # every choice is cached as its own sample, wanted now or not
-                if s in wanted and s not in results:
-                    results[s] = response
-                    done += 1
-            if progress is not None:
-                progress.update(done)
+                if sink is not None and key is not None:
+                    sink.add(key(s), response)  # every choice is cached as its own sample, wanted now or not
+                if s in state.wanted:
+                    await events.sample(job, s, response)
+            if sink is not None:
+                await sink.room()
 
-    async def run(self) -> RunResult:
-        """Fetch every seed of the job (or stop at the first failure that every sample would share)."""
-        queue = deque(self.job.plan.requests(list(self.job.seeds)))
-        wanted = set(self.job.seeds)
-        n_workers = min(len(queue), self.job.max_concurrency)
-        self._tasks = [asyncio.ensure_future(self._worker(queue, wanted)) for _ in range(n_workers)]
+    async def run(self) -> FwRolloutsError | None:
+        """Fetch every job's seeds; the error that ended the whole run early, if one did.
+
+        Each sample's own outcome has been reported to the events by then. Cancelled from
+        outside, it stops every in-flight request and stores what arrived before it returns.
+        """
         try:
+            if not await self._feed.first():
+                return None
+            self.transport = await self._get_transport()
+            self.budget = await self._get_budget()
+            self._sends_headers = _takes_headers(self.transport)
+            n_workers = self.target.max_concurrency
+            if self._feed.exhausted:
+                n_workers = min(n_workers, self._feed.queued)
+            self._tasks = [asyncio.ensure_future(self._worker()) for _ in range(n_workers)]
             # asyncio.wait, not gather: a cancel from outside must reach the finally below at once.
             # Cancelling through gather only cancels each worker, and a worker can swallow that
             # (asyncio.wait_for before 3.12 returns a result that is ready as the cancel arrives),
@@ -278,10 +502,29 @@ class SampleRun:
                     raise error
         finally:
             # Cancelled from outside (Ctrl-C, task.cancel()): stop every in-flight request now, and
-            # take no new seed even in a worker that missed its cancel.
+            # take no new request even in a worker that missed its cancel.
             self._stop()
             await asyncio.gather(*self._tasks, return_exceptions=True)
             if self.sink is not None:
                 # Whatever arrived is stored before we return or give up, even when interrupted.
                 await self.sink.drain()
-        return self.result
+        return self.fatal
+
+
+def _spent(choices: list[FwResponse]) -> Spent:
+    """What one request used, as the server reported it: the prompt once (each choice carries the
+    request's prompt count), the generated tokens of every choice."""
+    usage = choices[0].usage
+    completion = sum(c.usage.completion_tokens for c in choices)
+    return Spent(usage.prompt_tokens, usage.cached_tokens or 0, completion, len(choices))
+
+
+def _takes_headers(transport: Transport) -> bool:
+    """Whether a transport takes per-request headers (one written before they existed does not)."""
+    import inspect
+
+    try:
+        parameters = inspect.signature(transport.post_completions).parameters
+    except (TypeError, ValueError):
+        return False
+    return "headers" in parameters or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())

@@ -31,7 +31,8 @@ SEAMS = ("cache", "budget", "transport", "clock")
 # Settings each default service is built from: a sibling that changes none of them shares the parent's.
 # A service the user gave is shared by every sibling whatever changes (the options do not apply to it).
 _TRANSPORT_INPUTS = ("api_key", "base_url", "max_concurrency", "connect_timeout", "max_response_bytes")
-_BUDGET_INPUTS = ("max_concurrency", "requests_per_minute", "tokens_per_minute")
+_LIMITS = ("requests_per_minute", "tokens_per_minute", "prompt_tokens_per_minute", "generated_tokens_per_minute")
+_BUDGET_INPUTS = ("max_concurrency", *_LIMITS)
 _STORE_INPUTS = ("cache_dir",)
 
 
@@ -128,7 +129,7 @@ class Services:
             store = _StoreSlot(cache, settings.cache_dir, check=settings.use_cache)
             owned.add("store")
         if parent is not None and parent.budget_given and budget is None:
-            limits = sorted(changed.intersection(("requests_per_minute", "tokens_per_minute")))
+            limits = sorted(changed.intersection(_LIMITS))
             if limits:
                 raise ConfigurationError(
                     f"{limits[0]} cannot change for a client given budget=: the budget sets the limits. "
@@ -187,6 +188,8 @@ def _budgets(settings: Settings, budget: Budget | None, clock: Clock) -> LoopLoc
             max_concurrency=settings.max_concurrency,
             requests_per_minute=settings.requests_per_minute,
             tokens_per_minute=settings.tokens_per_minute,
+            prompt_tokens_per_minute=settings.prompt_tokens_per_minute,
+            generated_tokens_per_minute=settings.generated_tokens_per_minute,
             clock=clock,
         )
 

@@ -68,6 +68,8 @@ class Settings:
     max_concurrency: int
     requests_per_minute: float | None
     tokens_per_minute: float | None
+    prompt_tokens_per_minute: float | None
+    generated_tokens_per_minute: float | None
     cache_dir: str
     model_as_given: str = field(default="", compare=False)
     """``model`` before alias resolution (for servers other than Fireworks, which may want it verbatim)."""

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from ._client import AsyncFireworks
+from ._models import FwResponse
 from ._runner import get_runner
 from ._settings import Settings
 
@@ -87,6 +88,24 @@ class Fireworks:
         return Fireworks._wrap(self._async.with_options(**options))
 
     generate = blocking(AsyncFireworks.generate)
+    generate_many = blocking(AsyncFireworks.generate_many)
+
+    def iter_generate(self, /, prompt_or_items: Any, n_samples: int = 1, **kwargs: Any) -> Iterator[FwResponse]:
+        """Blocking :meth:`AsyncFireworks.iter_generate`: a plain iterator over each sample as it finishes.
+
+        Breaking out of the loop (or closing the iterator) stops the requests in flight; what
+        finished is cached. Samples cross from the loop thread in batches of whatever is ready.
+        """
+        stream = self._async.iter_generate(prompt_or_items, n_samples, **kwargs)
+        runner = get_runner()
+        try:
+            while True:
+                batch = runner.run(stream.next_ready(256))
+                if not batch:
+                    return
+                yield from batch
+        finally:
+            runner.run(stream.aclose())
 
     def close(self) -> None:
         """Close connections and the cache."""

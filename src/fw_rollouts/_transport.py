@@ -1,7 +1,7 @@
 """The transport: the only module that builds the HTTP/openai client and touches the wire.
 
-:class:`Transport` is the seam: anything with ``post_completions(body, timeout=...)`` and
-``aclose()`` can be passed to a client as ``transport=``. :class:`HTTPTransport`, the
+:class:`Transport` is the seam: anything with ``post_completions(body, timeout=..., headers=...)``
+and ``aclose()`` can be passed to a client as ``transport=``. :class:`HTTPTransport`, the
 default, is an ``openai.AsyncOpenAI`` client (with its own retries off: the retry policy is
 the only retry layer) on its aiohttp-backed HTTP client, which supplies the URL, headers and
 connection pool; the reply bytes are parsed by us, never into pydantic models.
@@ -30,7 +30,7 @@ import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Final, Protocol, runtime_checkable
 
 import aiohttp
 import httpx2
@@ -50,6 +50,7 @@ from ._redact import redactor, scrub_error
 
 __all__ = [
     "ERROR_BODY_LIMIT",
+    "OWN_HEADERS",
     "HTTPTransport",
     "OpenAITransport",
     "Reply",
@@ -63,6 +64,15 @@ COMPLETIONS_PATH = "/completions"
 ERROR_BODY_LIMIT = 1024 * 1024
 """Bytes of an error reply's body read at most (or ``max_response_bytes`` if smaller); the rest is not read."""
 _RAW_RESPONSE_HEADER = "X-Stainless-Raw-Response"  # openai's switch for a response it returns unread
+OWN_HEADERS: Final = frozenset(
+    {"authorization", "content-type", "content-length", "transfer-encoding", "host", _RAW_RESPONSE_HEADER.lower()}
+)
+"""Request headers a transport sets itself, which extra headers given per request never replace (lower-cased)."""
+
+
+def _extra_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """The caller's extra headers without any that would replace one of :data:`OWN_HEADERS`."""
+    return {name: value for name, value in headers.items() if name.lower() not in OWN_HEADERS}
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,8 +99,14 @@ class Transport(Protocol):
         """The endpoint, for error messages."""
         ...
 
-    async def post_completions(self, body: bytes, *, timeout: float) -> Reply:
-        """POST ``body`` to the completions endpoint; the exchange must finish within ``timeout`` seconds."""
+    async def post_completions(
+        self, body: bytes, *, timeout: float, headers: Mapping[str, str] | None = None
+    ) -> Reply:
+        """POST ``body`` to the completions endpoint; the exchange must finish within ``timeout`` seconds.
+
+        ``headers`` are extra request headers for this request only (``x-session-affinity``, say); they
+        never replace the ones the transport sets itself (:data:`OWN_HEADERS`).
+        """
         ...
 
     async def aclose(self) -> None:
@@ -338,15 +354,24 @@ class HTTPTransport:
         cap = self._max_response_bytes
         return ERROR_BODY_LIMIT if cap is None else min(cap, ERROR_BODY_LIMIT)
 
-    async def post_completions(self, body: bytes, *, timeout: float) -> Reply:
-        """POST a JSON ``body`` to ``/completions``; the whole exchange must finish within ``timeout`` seconds."""
-        session, headers = self._open()
+    async def post_completions(
+        self, body: bytes, *, timeout: float, headers: Mapping[str, str] | None = None
+    ) -> Reply:
+        """POST a JSON ``body`` to ``/completions``; the whole exchange must finish within ``timeout`` seconds.
+
+        ``headers`` are added to this request's (never replacing :data:`OWN_HEADERS`)."""
+        session, own = self._open()
+        if headers:
+            extra = _extra_headers(headers)
+            if extra:
+                own = own.copy()
+                own.update(extra)
         connect = min(timeout, self._connect_timeout)
         try:
             async with session.post(
                 self._url,
                 data=body,
-                headers=headers,
+                headers=own,
                 timeout=aiohttp.ClientTimeout(total=timeout, sock_connect=connect),
             ) as response:
                 status, response_headers = response.status, response.headers
@@ -389,14 +414,17 @@ class OpenAITransport(HTTPTransport):
 
     __slots__ = ()
 
-    async def post_completions(self, body: bytes, *, timeout: float) -> Reply:
-        """POST ``body`` through ``AsyncOpenAI.post``."""
+    async def post_completions(
+        self, body: bytes, *, timeout: float, headers: Mapping[str, str] | None = None
+    ) -> Reply:
+        """POST ``body`` through ``AsyncOpenAI.post``, with ``headers`` added (never replacing :data:`OWN_HEADERS`)."""
         self._open()
         client = self._client
         assert client is not None
         connect = min(timeout, self._connect_timeout)
+        extra = _extra_headers(headers) if headers else {}
         options: Any = {
-            "headers": {"Content-Type": "application/json", _RAW_RESPONSE_HEADER: "stream"},
+            "headers": {**extra, "Content-Type": "application/json", _RAW_RESPONSE_HEADER: "stream"},
             "timeout": httpx2.Timeout(None, connect=connect),
         }
 
@@ -408,14 +436,14 @@ class OpenAITransport(HTTPTransport):
                 await response.aclose()
 
         try:
-            content, headers = await asyncio.wait_for(exchange(), timeout)
+            content, response_headers = await asyncio.wait_for(exchange(), timeout)
         except asyncio.TimeoutError:
             raise APITimeoutError(f"no complete response from {self._url} within {timeout:g}s") from None
         except openai.APIStatusError as exc:
             raise self._status_error(exc) from None
         except (openai.APIConnectionError, httpx2.HTTPError, OSError) as exc:
             raise _connection_error(exc, str(self._url), self._redact, connect) from None
-        return Reply(content, self._redact(_request_id(headers)), headers)
+        return Reply(content, self._redact(_request_id(response_headers)), response_headers)
 
     def _status_error(self, exc: openai.APIStatusError) -> APIStatusError:
         response = exc.response

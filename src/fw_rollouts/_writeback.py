@@ -27,6 +27,8 @@ class WriteBehind:
     leaves what it fetched. Caching is best effort: a failed write (disk full, read-only
     directory...) loses only the cache entries, never the samples, which the caller returns
     anyway; each ``drain`` logs one warning for all the samples that went uncached.
+    ``room`` waits while more than ``max_in_flight`` batches are being written, so a store slower
+    than the service slows the caller instead of letting samples pile up in memory.
     """
 
     __slots__ = (
@@ -36,6 +38,7 @@ class WriteBehind:
         "_in_flight",
         "_interval",
         "_last",
+        "_max_in_flight",
         "_pending",
         "_store",
         "_uncached",
@@ -48,12 +51,14 @@ class WriteBehind:
         batch: int = 128,
         interval: float = 0.05,
         clock: Callable[[], float] = time.monotonic,
+        max_in_flight: int = 4,
     ) -> None:
         if batch < 1:
             raise ValueError(f"batch must be at least 1, not {batch}")
         self._store = store
         self._batch = batch
         self._interval = interval
+        self._max_in_flight = max_in_flight
         self._clock = clock
         self._last = clock()
         self._pending: list[tuple[str, FwResponse]] = []
@@ -72,6 +77,15 @@ class WriteBehind:
         self._pending.append((key, response))
         if len(self._pending) >= self._batch or self._clock() - self._last >= self._interval:
             self._flush()
+
+    async def room(self) -> None:
+        """Wait while more than ``max_in_flight`` batches are being written.
+
+        The run awaits it after each request, so a store slower than the service holds the
+        requests back instead of letting batches of samples pile up in memory.
+        """
+        while len(self._in_flight) > self._max_in_flight:
+            await asyncio.wait(tuple(self._in_flight), return_when=asyncio.FIRST_COMPLETED)
 
     async def drain(self) -> None:
         """Hand over everything pending, wait until every write has finished, and report failures once."""

@@ -57,6 +57,18 @@ def build_parser(prog: str = "python -m fw_rollouts.testing") -> argparse.Argume
         metavar="N",
         help="replay identical successful requests byte for byte from a memo of up to N MB (for benchmarks)",
     )
+    p.add_argument(
+        "--requests-per-minute", type=float, metavar="N", help="answer 429 above N requests (choices) a minute"
+    )
+    p.add_argument(
+        "--prompt-tokens-per-minute", type=float, metavar="N", help="answer 429 above N prompt tokens a minute"
+    )
+    p.add_argument(
+        "--generated-tokens-per-minute", type=float, metavar="N", help="answer 429 above N generated tokens a minute"
+    )
+    p.add_argument(
+        "--ratelimit-headers", action="store_true", help="send x-ratelimit-limit-* and x-ratelimit-remaining-* headers"
+    )
     p.add_argument("--uvloop", action="store_true", help="run on uvloop's event loop if it is installed")
     p.add_argument(
         "--workers",
@@ -82,6 +94,10 @@ def _simulator(args: argparse.Namespace, port: int, worker: int) -> FireworksSim
         record=False,
         strict_fields=not args.lenient,
         replay_cache_mb=args.replay_cache_mb,
+        requests_per_minute=args.requests_per_minute,
+        prompt_tokens_per_minute=args.prompt_tokens_per_minute,
+        generated_tokens_per_minute=args.generated_tokens_per_minute,
+        ratelimit_headers=args.ratelimit_headers,
     )
     if args.fault_rate:
         sim.faults.random(args.fault_rate, seed=args.fault_seed + worker)
@@ -231,6 +247,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--workers must be >= 1")
     if args.replay_cache_mb < 0:
         parser.error("--replay-cache-mb must be >= 0")
+    for name in ("requests_per_minute", "prompt_tokens_per_minute", "generated_tokens_per_minute"):
+        value = getattr(args, name)
+        if value is not None and not value > 0:
+            parser.error(f"--{name.replace('_', '-')} must be > 0")
+    limited = args.ratelimit_headers or any(
+        getattr(args, n) is not None
+        for n in ("requests_per_minute", "prompt_tokens_per_minute", "generated_tokens_per_minute")
+    )
+    if args.replay_cache_mb and limited:
+        parser.error("--replay-cache-mb cannot be combined with rate limits or --ratelimit-headers")
     factory = _loop_factory(args.uvloop)
     if args.workers > 1:
         return _serve_workers(args, factory)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -26,6 +27,11 @@ class Config:
     context_length: int = 131_072
     text_offset_base: OffsetBase = "completion"
     strict_fields: bool = True
+    requests_per_minute: float | None = None
+    prompt_tokens_per_minute: float | None = None
+    generated_tokens_per_minute: float | None = None
+    ratelimit_headers: bool = False
+    clock: Callable[[], float] = time.monotonic
 
 
 def model_names(models: Iterable[str] | None) -> frozenset[str] | None:

@@ -15,6 +15,8 @@ from typing import Any, Final
 
 from ._config import Config
 from ._errors import ApiError
+from ._faults import USAGE_LIMIT_MESSAGE
+from ._limits import RateLimits
 from ._memo import Memo
 from ._model import Generation, Prompt, Step, bos_token_for, generate, walk_prompt
 from ._render import Choice, render_body, render_events
@@ -55,6 +57,13 @@ class Engine:
         # Bounded by tokens held (about 100 bytes each), not entries: one prompt may be 100k tokens.
         self._prompts: Memo[tuple[str, PromptInput, bool], Prompt] = Memo(1_000_000)
         self._gens: Memo[tuple[object, ...], Generation] = Memo(1_000_000)
+        self.limits = RateLimits(
+            cfg.requests_per_minute,
+            cfg.prompt_tokens_per_minute,
+            cfg.generated_tokens_per_minute,
+            clock=cfg.clock,
+            headers=cfg.ratelimit_headers,
+        )
 
     # -- routing ------------------------------------------------------------------------------------
 
@@ -137,15 +146,32 @@ class Engine:
 
     def _answer(self, req: CompletionRequest, request_id: str) -> Reply:
         choices, prompt_tokens, completion_tokens = self._choices(req, request_id)
+        limit_headers: list[tuple[str, str]] = []
+        if self.limits.enabled:
+            # Each choice counts as a request, as Fireworks counts n > 1.
+            admitted, limit_headers = self.limits.admit(len(choices), prompt_tokens, completion_tokens)
+            if not admitted:
+                return self._over_limit(request_id, limit_headers)
         echo_text = self.cfg.echo_text
         if req.stream:
-            headers = self._headers(request_id, "text/event-stream")
+            headers = self._headers(request_id, "text/event-stream") + limit_headers
             headers.append(("cache-control", "no-cache"))
             events = render_events(req, choices, prompt_tokens, completion_tokens, echo_text)
             return Reply(200, b"", request_id, headers, events)
-        headers = self._headers(request_id)
+        headers = self._headers(request_id) + limit_headers
         headers.append(("fireworks-prompt-tokens", str(prompt_tokens)))
         return Reply(200, render_body(req, choices, prompt_tokens, completion_tokens, echo_text), request_id, headers)
+
+    def _over_limit(self, request_id: str, limit_headers: list[tuple[str, str]]) -> Reply:
+        """Fireworks' 429 for a request over a per-minute limit: ``error`` a string, the message beside it."""
+        body = dumps({"error": "Too Many Requests", "message": USAGE_LIMIT_MESSAGE})
+        headers = [
+            ("content-type", "application/json"),
+            ("x-request-id", request_id),
+            ("x-ratelimit-over-limit", "yes"),
+            *limit_headers,
+        ]
+        return Reply(429, body, request_id, headers)
 
     def prompt(self, model: str, item: PromptInput, implicit_bos: bool = True) -> Prompt:
         """Tokenise and score a prompt (memoised per model, prompt and BOS mode).

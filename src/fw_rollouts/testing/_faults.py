@@ -15,7 +15,15 @@ from typing import Any, Literal
 from ._errors import detail_error, flat_error, nested_error
 from ._reply import Reply, dumps, status_phrase
 
-__all__ = ["DEFAULT_RANDOM_KINDS", "ErrorShape", "Fault", "FaultKind", "FaultPlan", "MalformedKind"]
+__all__ = [
+    "DEFAULT_RANDOM_KINDS",
+    "USAGE_LIMIT_MESSAGE",
+    "ErrorShape",
+    "Fault",
+    "FaultKind",
+    "FaultPlan",
+    "MalformedKind",
+]
 
 FaultKind = Literal[
     "ok", "status", "reset", "reset_mid_body", "truncated", "malformed", "slow", "stream_cut", "body", "huge"
@@ -23,10 +31,10 @@ FaultKind = Literal[
 ErrorShape = Literal["nested", "flat", "string", "detail", "html", "empty"]
 MalformedKind = Literal["html", "wrong_shape", "empty"]
 
-_USAGE_LIMIT = (
+USAGE_LIMIT_MESSAGE = (
     "You have exceeded your usage limits. Please try again later or contact Fireworks to explore dedicated capacity."
 )
-_MESSAGES = {429: _USAGE_LIMIT, 503: "Service Overloaded", 425: "Model is being hot-loaded, please retry"}
+_MESSAGES = {429: USAGE_LIMIT_MESSAGE, 503: "Service Overloaded", 425: "Model is being hot-loaded, please retry"}
 
 
 def _phrase(status: int) -> str:

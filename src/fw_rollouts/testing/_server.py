@@ -14,9 +14,10 @@ import logging
 import socket
 import struct
 import threading
+import time
 import uuid
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final, cast
@@ -555,6 +556,19 @@ class FireworksSimulator:
             method, path, ``Authorization`` and ``X-Request-ID`` headers and the exact body bytes, up to
             this many megabytes (oldest out first); an identical request then gets the same bytes back
             (same ``id`` and ``created``) without any work. Faults are still drawn first. For benchmarks.
+            Not with rate limits or their headers (a replayed reply would skip them).
+        requests_per_minute: Enforce Fireworks' request limit on a rolling minute of ``clock``: a completions or
+            chat request whose choices (each counts, as ``n > 1`` does on Fireworks) would take the last
+            minute's count over it gets a 429 with Fireworks' usage-limit body and ``x-ratelimit-over-limit:
+            yes``, and counts for nothing. None: no limit.
+        prompt_tokens_per_minute: The same for prompt tokens (as ``usage.prompt_tokens`` reports them).
+        generated_tokens_per_minute: The same for generated tokens (a request is refused if what it generates
+            would go over).
+        ratelimit_headers: Send the older documented headers with each completions and chat reply, per minute:
+            ``x-ratelimit-limit-{requests,tokens-prompt,tokens-generated}`` and ``x-ratelimit-remaining-*`` for
+            each limit set (``x-ratelimit-over-limit`` is always sent).
+        clock: The time the limits count on, in seconds (default :func:`time.monotonic`); pass a virtual
+            clock's ``now`` to run a rate-limited client on virtual time.
     """
 
     def __init__(
@@ -574,6 +588,11 @@ class FireworksSimulator:
         record: bool = True,
         strict_fields: bool = True,
         replay_cache_mb: int = 0,
+        requests_per_minute: float | None = None,
+        prompt_tokens_per_minute: float | None = None,
+        generated_tokens_per_minute: float | None = None,
+        ratelimit_headers: bool = False,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if bos not in ("none", "count", "echo"):
             raise ValueError(f"bos must be 'none', 'count' or 'echo', not {bos!r}")
@@ -585,6 +604,16 @@ class FireworksSimulator:
             raise ValueError("api_key must be a non-empty string or None")
         if replay_cache_mb < 0:
             raise ValueError("replay_cache_mb must be >= 0")
+        limits = {
+            "requests_per_minute": requests_per_minute,
+            "prompt_tokens_per_minute": prompt_tokens_per_minute,
+            "generated_tokens_per_minute": generated_tokens_per_minute,
+        }
+        for name, limit in limits.items():
+            if limit is not None and not (isinstance(limit, (int, float)) and limit > 0):
+                raise ValueError(f"{name} must be a number > 0 or None, not {limit!r}")
+        if replay_cache_mb > 0 and (ratelimit_headers or any(v is not None for v in limits.values())):
+            raise ValueError("replay_cache_mb cannot be combined with rate limits or ratelimit_headers")
         cfg = Config(
             api_key=api_key,
             latency=float(latency),
@@ -596,6 +625,11 @@ class FireworksSimulator:
             context_length=context_length,
             text_offset_base=text_offset_base,
             strict_fields=strict_fields,
+            requests_per_minute=requests_per_minute,
+            prompt_tokens_per_minute=prompt_tokens_per_minute,
+            generated_tokens_per_minute=generated_tokens_per_minute,
+            ratelimit_headers=bool(ratelimit_headers),
+            clock=clock,
         )
         self._core = _Core(cfg, record, int(replay_cache_mb * 1024 * 1024))
         self._host = host
@@ -763,13 +797,19 @@ class FireworksSimulator:
         with self._core.lock:
             return Counter(self._core.counts)
 
+    def limits_used(self) -> dict[str, int]:
+        """What the requests let through in the last minute of ``clock`` used, as the rate limits count it:
+        ``requests`` (choices), ``prompt_tokens`` and ``generated_tokens``."""
+        return self._core.engine.limits.used()
+
     def reset(self) -> None:
-        """Forget recorded requests and counts, clear all faults, and empty the replay memo."""
+        """Forget recorded requests and counts, clear all faults, empty the replay memo and the rate limits' minute."""
         core = self._core
         with core.lock:
             core.records.clear()
             core.counts.clear()
         core.faults.clear()
+        core.engine.limits.reset()
         if core.replay is not None:
             core.replay = Memo(core.replay_bytes)  # swapped, not cleared: the server thread may be using it
 
