@@ -60,7 +60,7 @@ import zlib
 from array import array
 from collections.abc import Mapping, Sequence
 from itertools import accumulate, pairwise
-from operator import add, and_, eq, ge, itemgetter, ne
+from operator import itemgetter
 from typing import Any, Final, NamedTuple
 
 from ._columns import Columns, _index_code, _indices, _strings
@@ -114,7 +114,6 @@ _CODES: Final = (
     ("alternative logprob", _FLOATS, True),
     ("alternatives per position", _UNSIGNED, True),
 )
-_CODES_V2: Final = (*_CODES, ("rank", frozenset("B"), True))
 
 
 def _malformed(why: str) -> ValueError:
@@ -518,13 +517,15 @@ def _unpack_v1(data: bytes, header: Header) -> Columns:
 
 # -- version 2 -----------------------------------------------------------------------------------------------
 
-_FIELDS_V2: Final = struct.Struct("<8sBB12Iq")
+# 7 typecodes; samp mode, ids mode, tok mode; then LEB128 varints: separator, tokens, strings, string bytes,
+# alternatives, uniform top_k, None logprobs, None sampling logprobs, positions without alternatives, ids, and the
+# first offset (zigzag). Varints: a short form's fields are a few bytes, not 58.
+_CODES_V2: Final = struct.Struct("<7sBBB")
+_N_COUNTS: Final = 10
 _LEVEL: Final = 1  # DEFLATE level: 6 saves 1-2% of the bytes for twice the time
-_EXPLICIT: Final = 255  # the rank of a token stored explicitly
-_HIT_TO_RANK: Final = bytes([_EXPLICIT, 0]) + bytes(range(2, 256))  # bytes.translate: 1 (first matches) -> 0
-_RANK_TO_INDEX: Final = bytes(range(255)) + b"\0"  # bytes.translate: the explicit rank -> 0, for gathering
-_SAMP_ALL, _SAMP_DIFF = 1, 2
+_SAMP_ALL, _SAMP_XOR = 1, 2
 _IDS_ALL, _IDS_PER_TOKEN = 1, 2
+_TOK_ALL, _TOK_XOR = 0, 1
 
 
 def _varint(data: bytes | memoryview, at: int) -> tuple[int, int]:
@@ -536,7 +537,7 @@ def _varint(data: bytes | memoryview, at: int) -> tuple[int, int]:
         if byte < 0x80:
             return value, i + 1
         shift += 7
-    raise _malformed("a varint of the head runs past its end")
+    raise _malformed("a varint runs past the end of its part")
 
 
 def _varint_bytes(value: int) -> bytes:
@@ -590,82 +591,54 @@ def _read_envelope(data: bytes, crc: int, *, checksum: bool) -> Envelope:
     )
 
 
-def _bits(column: array[float]) -> list[int]:
-    """The bit pattern of each float, as an unsigned integer (so that comparing is exact: NaN, -0.0)."""
-    raw = memoryview(column).cast("B")
-    return (raw.cast("I") if column.typecode == "f" else raw.cast("Q")).tolist()
+def _xor(a: bytes | bytearray | memoryview, b: bytes | bytearray | memoryview) -> bytes:
+    """``a`` XOR ``b``, byte by byte (equal lengths): one big-integer operation in C, no per-item work."""
+    return (int.from_bytes(a, "little") ^ int.from_bytes(b, "little")).to_bytes(len(a), "little")
 
 
-def _floats(code: str, bits: Sequence[int]) -> array[float]:
-    column: array[float] = array(code)
-    column.frombytes(array(_BITS[code], bits).tobytes())
-    return column
-
-
-def _find_all(data: bytes | bytearray, value: int) -> list[int]:
-    """The offsets of ``value`` in ``data``, ascending (one C search per hit)."""
-    found = []
-    at = data.find(value)
-    while at >= 0:
-        found.append(at)
-        at = data.find(value, at + 1)
-    return found
-
-
-def _position_sizes(n: int, top_k: int, top_sizes: array[int] | None, top_none: tuple[int, ...]) -> list[int]:
+def _firsts(n: int, top_k: int, top_sizes: array[int] | None, top_none: tuple[int, ...]) -> Sequence[int] | None:
+    """Where each position's first alternative is (``len(alternatives)`` for a position without any),
+    None when that is every ``top_k``-th: then a strided slice gathers them."""
+    if top_sizes is None and not top_none:
+        return None
     if top_sizes is not None:
-        return top_sizes.tolist()
-    sizes = [top_k] * n
-    for i in top_none:
-        sizes[i] = 0
-    return sizes
-
-
-def _ranks(c: Columns, top_tok: array[int], top_lp: array[float], lp_bits: list[int]) -> bytearray:
-    """For each position, where its token (key and logprob bits) is among its alternatives, or 255."""
-    n = len(c.tok)
-    tok = c.tok.tolist()
-    keys = top_tok.tolist()
-    bits = _bits(top_lp)
-    k = c.top_k
-    sizes: list[int] | None = None
-    if c.top_sizes is None and not c.top_none:
-        if not k:
-            return bytearray([_EXPLICIT]) * n
-        starts: Sequence[int] = range(0, n * k, k)
-        first_keys: Sequence[int] = keys[0::k]
-        first_bits: Sequence[int] = bits[0::k]
+        sizes: Sequence[int] = top_sizes
+        starts = list(accumulate(sizes, initial=0))
+        end = starts.pop()
     else:
-        sizes = _position_sizes(n, k, c.top_sizes, c.top_none)
-        starts = list(accumulate(sizes, initial=0))[:-1]
-        empty = [i for i, size in enumerate(sizes) if not size]
-        safe = list(starts)
-        for i in empty:
-            safe[i] = 0  # any valid index: the position is made explicit below
-        first_keys, first_bits = _lookup(keys, safe), _lookup(bits, safe)
-    # The first alternative is the token at most positions: one pass in C for all of them.
-    hit = bytes(map(and_, map(eq, tok, first_keys), map(eq, lp_bits, first_bits)))
-    ranks = bytearray(hit.translate(_HIT_TO_RANK))
-    if sizes is not None:
-        for i in empty:
-            ranks[i] = _EXPLICIT
-    for i in _find_all(ranks, _EXPLICIT):
-        size = k if sizes is None else sizes[i]
-        if size < 2:
-            continue
-        start = starts[i]
-        try:
-            j = keys.index(tok[i], start + 1, start + min(size, _EXPLICIT))
-        except ValueError:
-            continue
-        if bits[j] == lp_bits[i]:
-            ranks[i] = j - start
-    return ranks
+        sizes = [top_k] * n
+        for i in top_none:
+            sizes[i] = 0
+        starts = list(accumulate(sizes, initial=0))
+        end = starts.pop()
+    if 0 in sizes:  # rare: None or empty alternatives; those positions point past the end, at a zero
+        for i, size in enumerate(sizes):
+            if not size:
+                starts[i] = end
+    return starts
 
 
-def _planes(data: bytes, width: int) -> bytes:
+def _gather(
+    items: bytes | bytearray | memoryview, code: str, n: int, top_k: int, firsts: Sequence[int] | None
+) -> bytes:
+    """The little-endian bytes of the first alternative's item at each of ``n`` positions (zero where none)."""
+    width = _ITEM[code]
+    if firsts is None:
+        if not top_k:
+            return bytes(n * width)
+        return _le_bytes(_column(code, items)[0 : n * top_k : top_k])
+    column = _column(code, items)
+    column.append(0)  # what a position without alternatives is XORed with
+    return _le_bytes(array(code, _lookup(column, firsts) if n else ()))
+
+
+def _planes(data: bytes | bytearray | memoryview, width: int) -> bytes:
     """``data``'s items of ``width`` bytes, byte plane by byte plane."""
-    return b"".join(data[i::width] for i in range(width)) if width > 1 else data
+    if type(data) is not bytes:
+        data = bytes(data)
+    if width == 1:
+        return data
+    return b"".join([data[i::width] for i in range(width)])  # bytes slicing: far faster than a strided memoryview
 
 
 def _items(planes: bytes | memoryview, width: int) -> bytes | bytearray | memoryview:
@@ -677,6 +650,10 @@ def _items(planes: bytes | memoryview, width: int) -> bytes | bytearray | memory
     for i in range(width):
         out[i::width] = planes[i * m : (i + 1) * m]
     return out
+
+
+def _bits_code(code: str) -> str:
+    return _BITS.get(code, code)
 
 
 def _pack_v2(c: Columns, num_prompt_tokens: int, prompt_length: int, echo: bool) -> bytes:
@@ -694,32 +671,34 @@ def _pack_v2(c: Columns, num_prompt_tokens: int, prompt_length: int, echo: bool)
     top_keys = (
         array(key_code) if top_tok is None else top_tok if top_tok.typecode == key_code else array(key_code, top_tok)
     )
-    tok_list = c.tok.tolist()
     separator, joined = _joined(strings)
     text = joined.encode("utf-8", "surrogatepass")
     lp_code = c.lp.typecode
-    lp_bits = _bits(c.lp)
+    lp_bytes = _le_bytes(c.lp)
+    top_k = c.top_k if top else 0
+    top_sizes = c.top_sizes if top else None
+    top_none = c.top_none if top else ()
 
-    ranks: bytearray | None = None
-    explicit: Sequence[int] = range(n)
-    if top_tok is not None and top_lp is not None and len(top_lp) and top_lp.typecode == lp_code:
-        ranks = _ranks(c, top_tok, top_lp, lp_bits)
-        explicit = _find_all(ranks, _EXPLICIT)
+    # The sampled token is its position's first alternative, with the same logprob, at most positions: XORed
+    # with that alternative's key and logprob bits it is zeros, which DEFLATE all but drops. Bit for bit, in C.
+    tok_mode = _TOK_ALL
+    tok_data, lp_data = _le_bytes(tok_keys), lp_bytes
+    if top_lp is not None and len(top_lp) and top_lp.typecode == lp_code:
+        tok_mode = _TOK_XOR
+        firsts = _firsts(n, top_k, top_sizes, top_none)
+        tok_data = _xor(tok_data, _gather(_le_bytes(top_keys), key_code, n, top_k, firsts))
+        lp_data = _xor(lp_data, _gather(_le_bytes(top_lp), _BITS[lp_code], n, top_k, firsts))
 
-    samp_mode, samp_code, samp_values = 0, _ABSENT, b""
-    samp_diff: tuple[int, ...] = ()
+    samp_mode, samp_code, samp_data = 0, _ABSENT, b""
     if c.samp is not None:
-        samp_mode, samp_code, samp_values = _SAMP_ALL, c.samp.typecode, _le_bytes(c.samp)
-        if c.samp.typecode == lp_code:
-            samp_bits = _bits(c.samp)
-            differ = _find_all(bytes(map(ne, samp_bits, lp_bits)), 1)
-            if len(differ) * (4 + _ITEM[lp_code]) < n * _ITEM[lp_code]:
-                samp_mode, samp_diff = _SAMP_DIFF, tuple(differ)
-                samp_values = _le_bytes(array(_BITS[lp_code], _lookup(samp_bits, differ)))
+        samp_mode, samp_code, samp_data = _SAMP_ALL, c.samp.typecode, _le_bytes(c.samp)
+        if c.samp.typecode == lp_code:  # mostly equal to the logprob: zeros once XORed with it
+            samp_mode, samp_data = _SAMP_XOR, _xor(samp_data, lp_bytes)
 
     ids_mode, ids_code, ids_values, n_ids = 0, _ABSENT, b"", 0
     if c.ids is not None:
         ids_mode, ids_code, ids_values, n_ids = _IDS_ALL, c.ids.typecode, _le_bytes(c.ids), n
+        tok_list = c.tok.tolist()
         ids = c.ids.tolist()
         id_of = dict(zip(tok_list, ids, strict=True))
         if len(id_of) < n and list(map(id_of.__getitem__, tok_list)) == ids:
@@ -727,70 +706,55 @@ def _pack_v2(c: Columns, num_prompt_tokens: int, prompt_length: int, echo: bool)
             ids_values = _le_bytes(array(ids_code, _lookup(id_of, sorted(id_of))))
 
     top_code = _ABSENT if top_lp is None else top_lp.typecode
-    sizes_code = c.top_sizes.typecode if top and c.top_sizes is not None else _ABSENT
-    codes = (
-        key_code,
-        lp_code,
-        samp_code,
-        _ABSENT if c.off is None else c.off.typecode,
-        ids_code,
-        top_code,
-        sizes_code,
-        _ABSENT if ranks is None else "B",
-    )
-    top_none = c.top_none if top else ()
+    sizes_code = top_sizes.typecode if top_sizes is not None else _ABSENT
+    off_code = _ABSENT if c.off is None else c.off.typecode
+    codes = (key_code, lp_code, samp_code, off_code, ids_code, top_code, sizes_code)
     counts = (
         separator,
         n,
         len(strings),
         len(text),
         len(top_keys),
-        c.top_k if top else 0,
-        len(explicit),
+        top_k,
         len(c.lp_none),
         len(c.samp_none),
-        len(samp_diff),
         len(top_none),
         n_ids,
     )
     if max(counts) > _U32:
         raise ValueError("logprobs too large for the packed format (a column over 2**32 - 1 entries)")
-    try:
-        fields = _FIELDS_V2.pack("".join(codes).encode("latin-1"), samp_mode, ids_mode, *counts, c.off_base)
-    except struct.error as exc:
-        raise ValueError(f"the logprobs' attributes do not fit the packed format: {exc}") from None
-    explicit_keys = tok_keys if ranks is None else array(key_code, _lookup(tok_list, explicit))
-    explicit_bits = c.lp if ranks is None else array(_BITS[lp_code], _lookup(lp_bits, explicit))
+    fields = _CODES_V2.pack("".join(codes).encode("latin-1"), samp_mode, ids_mode, tok_mode) + b"".join(
+        map(_varint_bytes, (*counts, _zigzag(c.off_base)))
+    )
+    # (bytes, typecode, whether the low half of each float32 goes to the raw part): see _Fields.sections.
     sections = (
-        (text, "B"),
-        (b"" if ranks is None else bytes(ranks), "B"),
-        (_le_bytes(explicit_keys), key_code),
-        (_le_bytes(explicit_bits), lp_code),
-        (_le_bytes(top_keys), key_code),
-        (b"" if top_lp is None else _le_bytes(top_lp), top_code),
-        (_le_bytes(c.top_sizes) if sizes_code != _ABSENT and c.top_sizes is not None else b"", sizes_code),
-        (_positions(top_none), "I"),
-        (_positions(c.lp_none), "I"),
-        (samp_values if samp_mode == _SAMP_ALL else b"", samp_code),
-        (_positions(samp_diff), "I"),
-        (samp_values if samp_mode == _SAMP_DIFF else b"", samp_code),
-        (_positions(c.samp_none), "I"),
-        (b"" if c.off is None else _le_bytes(c.off), _ABSENT if c.off is None else c.off.typecode),
-        (ids_values, ids_code),
+        (text, "B", False),
+        (tok_data, key_code, False),
+        (lp_data, lp_code, tok_mode == _TOK_ALL),
+        (_le_bytes(top_keys), key_code, False),
+        (b"" if top_lp is None else _le_bytes(top_lp), top_code, True),
+        (_le_bytes(top_sizes) if top_sizes is not None else b"", sizes_code, False),
+        (_positions(top_none), "I", False),
+        (_positions(c.lp_none), "I", False),
+        (samp_data, samp_code, samp_mode == _SAMP_ALL),
+        (_positions(c.samp_none), "I", False),
+        (b"" if c.off is None else _le_bytes(c.off), off_code, False),
+        (ids_values, ids_code, False),
     )
     plain = [fields]
     raw = []
-    for data, code in sections:
+    for data, code, split in sections:
         if not data:
             continue
         planes = _planes(data, _ITEM[code])
-        if code == "f":  # the low half of a float32 is mantissa noise: kept out of DEFLATE
+        if split and code == "f":  # the low half of a float32 is mantissa noise: kept out of DEFLATE
             half = len(data) // 2
             raw.append(planes[:half])
             planes = planes[half:]
         plain.append(planes)
     body = b"".join(plain)
-    deflater = zlib.compressobj(_LEVEL, zlib.DEFLATED, -15)
+    # A window no larger than the input: a small form costs less to set up (any window inflates with -15).
+    deflater = zlib.compressobj(_LEVEL, zlib.DEFLATED, -max(9, min(15, len(body).bit_length())), 8)
     stored = deflater.compress(body) + deflater.flush()
     flags = _ECHO if echo else 0
     if len(stored) < len(body):
@@ -825,83 +789,85 @@ class _Fields(NamedTuple):
     ids: str
     top_lp: str
     top_sizes: str
-    rank: str
     samp_mode: int
     ids_mode: int
+    tok_mode: int
     separator: int
     n: int
     n_strings: int
     text_bytes: int
     n_top: int
     top_k: int
-    n_explicit: int
     n_lp_none: int
     n_samp_none: int
-    n_samp_diff: int
     n_top_none: int
     n_ids: int
     off_base: int
+    start: int
+    """Where the first section starts, after the fields."""
 
-    def sections(self) -> tuple[tuple[str, int], ...]:
-        """``(typecode, item count)`` of each section in order; ``("", 0)`` for an absent one."""
+    def sections(self) -> tuple[tuple[str, int, bool], ...]:
+        """``(typecode, item count, split)`` of each section in order (``("", 0, False)`` for an absent one);
+        ``split``: the low half of each float32 item is in the raw part."""
         n = self.n
 
-        def column(code: str, count: int, present: bool = True) -> tuple[str, int]:
-            return (code, count) if present and code != _ABSENT else ("", 0)
+        def column(code: str, count: int, split: bool = False) -> tuple[str, int, bool]:
+            return (code, count, split) if code != _ABSENT else ("", 0, False)
 
-        diff = self.samp_mode == _SAMP_DIFF
         return (
-            ("B", self.text_bytes),
-            column(self.rank, n),
-            (self.key, self.n_explicit),
-            (self.lp, self.n_explicit),
-            column(self.key, self.n_top, self.top_lp != _ABSENT),
-            column(self.top_lp, self.n_top),
+            ("B", self.text_bytes, False),
+            (self.key, n, False),
+            (self.lp, n, self.tok_mode == _TOK_ALL),
+            column(self.top_lp and self.key, self.n_top),
+            column(self.top_lp, self.n_top, True),
             column(self.top_sizes, n),
-            ("I", self.n_top_none),
-            ("I", self.n_lp_none),
+            ("I", self.n_top_none, False),
+            ("I", self.n_lp_none, False),
             column(self.samp, n, self.samp_mode == _SAMP_ALL),
-            ("I", self.n_samp_diff),
-            column(self.samp, self.n_samp_diff, diff),
-            ("I", self.n_samp_none),
+            ("I", self.n_samp_none, False),
             column(self.off, n),
             column(self.ids, n if self.ids_mode == _IDS_ALL else self.n_ids),
         )
 
 
 def _read_fields(plain: bytes, raw_size: int) -> _Fields:
-    if len(plain) < _FIELDS_V2.size:
-        raise _malformed(f"a plain part of {len(plain)} bytes is shorter than its {_FIELDS_V2.size}-byte fields")
-    raw_codes, *numbers = _FIELDS_V2.unpack_from(plain)
+    if len(plain) < _CODES_V2.size:
+        raise _malformed(f"a plain part of {len(plain)} bytes is shorter than its fields")
+    raw_codes, *numbers = _CODES_V2.unpack_from(plain)
+    at = _CODES_V2.size
+    for _ in range(_N_COUNTS + 1):
+        value, at = _varint(plain, at)
+        numbers.append(value)
+    numbers[-1] = _unzigzag(numbers[-1])
+    if max(numbers[3:-1]) > _U32:
+        raise _malformed("a count beyond 2**32 - 1")
     codes = raw_codes.decode("latin-1")
-    for code, (name, allowed, optional) in zip(codes, _CODES_V2, strict=True):
+    for code, (name, allowed, optional) in zip(codes, _CODES, strict=True):
         if code not in allowed and not (optional and code == _ABSENT):
             raise _malformed(f"typecode {code!r} is not allowed for the {name} column")
-    f = _Fields(*codes, *numbers)
+    f = _Fields._make([*codes, *numbers, at])
     if f.separator > _MAX_CODE_POINT:
         raise _malformed(f"separator {f.separator:#x} is not a code point")
-    if f.top_lp == _ABSENT and (f.n_top or f.n_top_none or f.top_k or f.top_sizes != _ABSENT or f.rank != _ABSENT):
+    if f.top_lp == _ABSENT and (f.n_top or f.n_top_none or f.top_k or f.top_sizes != _ABSENT):
         raise _malformed("alternatives are described but their column is absent")
     if f.top_sizes != _ABSENT and f.top_k:
         raise _malformed("both a uniform and a varying number of alternatives per position")
-    if f.rank != _ABSENT and f.top_lp != f.lp:
-        raise _malformed("ranks into alternatives whose logprobs are not of the tokens' type")
-    if f.rank == _ABSENT and f.n_explicit != f.n:
-        raise _malformed(f"{f.n_explicit} explicit tokens of {f.n} without ranks")
-    if (f.samp == _ABSENT) != (f.samp_mode == 0) or f.samp_mode > _SAMP_DIFF:
+    if f.tok_mode > _TOK_XOR or (f.tok_mode == _TOK_XOR and (f.top_lp != f.lp or not f.n_top)):
+        raise _malformed(f"tokens in mode {f.tok_mode} with alternatives of typecode {f.top_lp!r}")
+    if (f.samp == _ABSENT) != (f.samp_mode == 0) or f.samp_mode > _SAMP_XOR:
         raise _malformed(f"sampling logprobs of typecode {f.samp!r} in mode {f.samp_mode}")
-    if f.samp_mode == _SAMP_DIFF and f.samp != f.lp:
+    if f.samp_mode == _SAMP_XOR and f.samp != f.lp:
         raise _malformed("sampling logprobs stored as differences from logprobs of another type")
-    if (f.samp == _ABSENT and f.n_samp_none) or (f.samp_mode != _SAMP_DIFF and f.n_samp_diff):
-        raise _malformed("None or differing sampling logprobs are listed but their column is absent")
+    if f.samp == _ABSENT and f.n_samp_none:
+        raise _malformed("None sampling logprobs are listed but their column is absent")
     if (f.ids == _ABSENT) != (f.ids_mode == 0) or f.ids_mode > _IDS_PER_TOKEN:
         raise _malformed(f"token ids of typecode {f.ids!r} in mode {f.ids_mode}")
-    plain_size = _FIELDS_V2.size
+    plain_size = at
     raw = 0
-    for code, count in f.sections():
+    for code, count, split in f.sections():
         if count:
             size = count * _ITEM[code]
-            half = size // 2 if code == "f" else 0
+            half = size // 2 if split and code == "f" else 0
             plain_size += size - half
             raw += half
     if (plain_size, raw) != (len(plain), raw_size):
@@ -916,19 +882,19 @@ class _Sections:
 
     def __init__(self, plain: bytes, raw: memoryview, fields: _Fields) -> None:
         self._plain = memoryview(plain)
-        self._plain_at = _FIELDS_V2.size
+        self._plain_at = fields.start
         self._raw = raw
         self._raw_at = 0
         self._sections = iter(fields.sections())
 
     def data(self) -> tuple[str, bytes | bytearray | memoryview]:
         """The next section's typecode and little-endian items."""
-        code, count = next(self._sections)
+        code, count, split = next(self._sections)
         if not count:
             return code, b""  # "" for an absent section
         width = _ITEM[code]
         size = count * width
-        if code == "f":
+        if split and code == "f":
             half = size // 2
             low = self._raw[self._raw_at : self._raw_at + half]
             self._raw_at += half
@@ -944,15 +910,19 @@ class _Sections:
         code, data = self.data()
         if not code:
             return None
-        column: array[Any] = array(as_code or code)
-        column.frombytes(data)
-        if not _LE:  # pragma: no cover - big-endian hosts
-            column.byteswap()
-        return column
+        return _column(as_code or code, data)
 
     def positions(self, n: int, what: str) -> tuple[int, ...]:
         column = self.column()
         return _check_positions(tuple(column), n, what) if column else ()
+
+
+def _column(code: str, data: bytes | bytearray | memoryview) -> array[Any]:
+    column: array[Any] = array(code)
+    column.frombytes(data)
+    if not _LE:  # pragma: no cover - big-endian hosts
+        column.byteswap()
+    return column
 
 
 def _unpack_v2(data: bytes, envelope: Envelope) -> Columns:
@@ -964,32 +934,28 @@ def _unpack_v2(data: bytes, envelope: Envelope) -> Columns:
     read = _Sections(plain, view[start + stored :], f)
     n = f.n
     strings = _read_strings(read.data()[1], f.n_strings, f.separator)
-    ranks = read.data()[1]
-    explicit_keys, explicit_bits = read.column(), read.column(_BITS[f.lp])
-    assert explicit_keys is not None and explicit_bits is not None  # never absent
-    top_keys, top_lp = read.column(), read.column()
+    tok_data = read.data()[1]
+    lp_data = read.data()[1]
+    top_key_data = read.data()[1]
+    top_lp_data = read.data()[1]
+    top_keys = _column(f.key, top_key_data) if f.top_lp != _ABSENT else None
+    top_lp = _column(f.top_lp, top_lp_data) if f.top_lp != _ABSENT else None
     top_sizes = read.column()
     top_none = read.positions(n, "missing alternatives")
     if top_lp is not None:
         _check_alternatives(n, f.n_top, f.top_k, top_sizes, top_none)
     lp_none = read.positions(n, "None logprobs")
-    if f.rank == _ABSENT:
-        tok_keys, lp_bits = explicit_keys, explicit_bits
-    else:
-        assert top_keys is not None and top_lp is not None  # _read_fields: ranks need alternatives
-        tok_keys, lp_bits = _ranked(n, bytes(ranks), f, explicit_keys, explicit_bits, top_keys, top_lp, top_sizes,
-                                    top_none)  # fmt: skip
-    lp = _floats(f.lp, lp_bits)
-    samp_all = read.column()
-    samp_diff = read.positions(n, "differing sampling logprobs")
-    samp_values = read.column(_BITS[f.lp]) if f.samp_mode == _SAMP_DIFF else read.column()
+    if f.tok_mode == _TOK_XOR:
+        firsts = _firsts(n, f.top_k, top_sizes, top_none)
+        tok_data = _xor(tok_data, _gather(top_key_data, f.key, n, f.top_k, firsts))
+        lp_data = _xor(lp_data, _gather(top_lp_data, _BITS[f.lp], n, f.top_k, firsts))
+    tok_keys = _column(f.key, tok_data)
+    lp = _column(f.lp, lp_data)
+    samp_data = read.data()[1]
     samp_none = read.positions(n, "None sampling logprobs")
-    samp: array[float] | None = samp_all
-    if f.samp_mode == _SAMP_DIFF:
-        bits = array(_BITS[f.lp], lp_bits)
-        for i, value in zip(samp_diff, samp_values or (), strict=True):
-            bits[i] = value
-        samp = _floats(f.lp, bits)
+    samp = None
+    if f.samp_mode:
+        samp = _column(f.samp, _xor(samp_data, lp_data) if f.samp_mode == _SAMP_XOR else samp_data)
     off = read.column()
     ids = read.column()
     if ids is not None and f.ids_mode == _IDS_PER_TOKEN:
@@ -1013,42 +979,3 @@ def _unpack_v2(data: bytes, envelope: Envelope) -> Columns:
         f.top_k,
         top_none,
     )
-
-
-def _ranked(
-    n: int,
-    ranks: bytes,
-    f: _Fields,
-    explicit_keys: array[int],
-    explicit_bits: array[int],
-    top_keys: array[int],
-    top_lp: array[float],
-    top_sizes: array[int] | None,
-    top_none: tuple[int, ...],
-) -> tuple[array[int], array[int]]:
-    """Token keys and logprob bits from the ranks, the alternatives and the explicit tokens."""
-    explicit = _find_all(ranks, _EXPLICIT)
-    if len(explicit) != f.n_explicit:
-        raise _malformed(f"{len(explicit)} explicit ranks where the header counts {f.n_explicit}")
-    index = ranks.translate(_RANK_TO_INDEX)
-    if top_sizes is None and not top_none:
-        if (index and max(index) >= max(f.top_k, 1)) or (not f.top_k and len(explicit) != n):
-            raise _malformed(f"a rank beyond the {f.top_k} alternatives of its position")
-        gather = list(map(add, range(0, n * f.top_k, f.top_k), index))
-    else:
-        sizes = _position_sizes(n, f.top_k, top_sizes, top_none)
-        beyond = _find_all(bytes(map(ge, index, sizes)), 1)
-        if set(beyond).difference(explicit):
-            raise _malformed("a rank beyond the alternatives of its position")
-        gather = list(map(add, accumulate(sizes, initial=0), index))
-    tok_keys = explicit_keys
-    lp_bits = explicit_bits
-    if len(explicit) < n:  # then there are alternatives to gather from
-        for i in explicit:
-            gather[i] = 0
-        tok_keys = array(explicit_keys.typecode, _lookup(top_keys, gather))
-        lp_bits = array(explicit_bits.typecode, _lookup(_bits(top_lp), gather))
-        for i, key, bits in zip(explicit, explicit_keys, explicit_bits, strict=True):
-            tok_keys[i] = key
-            lp_bits[i] = bits
-    return tok_keys, lp_bits
