@@ -181,7 +181,7 @@ class TestRoundTrip:
         sample = full_sample()
         data = encode_record(sample)
         assert data[:4] == MAGIC == b"FWRC"
-        assert data[4] == FORMAT_VERSION == 2
+        assert data[4] == FORMAT_VERSION == 3
         fields = fields_of(sample)
         assert fields["flags"] == 1 | 2 | 4 | 8 | 16 | 32
         assert fields["key_tag"] == 0  # written without a key
@@ -249,7 +249,7 @@ class TestCorruption:
         with pytest.raises(RecordError, match="bytes, not str"):
             decode_record("FWRC", "p")  # type: ignore[arg-type]
 
-    @pytest.mark.parametrize("version", [0, 3, 255])
+    @pytest.mark.parametrize("version", [0, 4, 255])
     def test_unknown_version(self, version: int) -> None:
         sample = full_sample()
         data = forge(fields_of(sample), body_of(sample), version=version)
@@ -347,16 +347,22 @@ class TestMalformedFields:
         return full_sample(logprobs=None)
 
     @pytest.mark.parametrize("flags", [128, 255])
-    def test_unknown_flags(self, flags: int) -> None:
+    def test_content_is_full_is_unknown_to_version_2(self, flags: int) -> None:
         fields = {**fields_of(self.sample()), "flags": flags}
         with pytest.raises(RecordError, match="unknown flags"):
+            decode_record(forge(fields, body_of(self.sample()), version=2), "p")
+
+    def test_content_bytes_beside_content_is_full(self) -> None:
+        fields = {**fields_of(self.sample()), "flags": 128}
+        with pytest.raises(RecordError, match="content bytes but says its content is its full text"):
             decode_record(forge(fields, body_of(self.sample())), "p")
 
     @pytest.mark.parametrize("flags", [64, 64 | 32, 64 | 1])
-    def test_shared_prompt_flag_without_echoed_logprobs(self, flags: int) -> None:
+    @pytest.mark.parametrize("version", [2, 3])
+    def test_shared_prompt_flag_without_echoed_logprobs(self, flags: int, version: int) -> None:
         fields = {**fields_of(self.sample()), "flags": flags}
         with pytest.raises(RecordError, match="shares a prompt part but has no echoed logprobs"):
-            decode_record(forge(fields, body_of(self.sample())), "p")
+            decode_record(forge(fields, body_of(self.sample()), version=version), "p")
 
     @pytest.mark.parametrize(("field", "delta"), [("full_bytes", 1), ("model_bytes", -1), ("logprobs_bytes", 3)])
     def test_lengths_do_not_add_up(self, field: str, delta: int) -> None:

@@ -2,14 +2,15 @@
 
 A record never holds code: reading one is one ``struct`` read, six UTF-8 decodes and the
 logprobs bytes handed to :meth:`Logprobs.from_packed`, so a cache directory from elsewhere can
-at worst be unreadable, never run anything. Format version 2, all integers little-endian::
+at worst be unreadable, never run anything. Format version 3, all integers little-endian::
 
     offset  size  field
     0       4     magic b"FWRC"
-    4       1     format version (2)
+    4       1     format version (3)
     5       1     flags: 1 echo, 2 completed_reasoning known, 4 completed_reasoning, 8 seed known,
                   16 usage.cached_tokens known, 32 logprobs present, 64 prompt shared (the logprobs
-                  are the generated positions only; other bits: not a v2 record)
+                  are the generated positions only), 128 content is full (its length is then 0:
+                  the text is stored once)
     6       4     key tag: CRC32 of the cache key (UTF-8) the record was written under
     10      8     seed (int64; 0 when not known)
     18      8     created (int64)
@@ -19,6 +20,9 @@ at worst be unreadable, never run anything. Format version 2, all integers littl
                   response_id, logprobs
     94      ...   those six strings (UTF-8), then the logprobs (Logprobs.packed())
     end-4   4     CRC32 (zlib.crc32) of every byte before it
+
+Version 2 is the same without flag 128 (and with logprobs in packed format 1, which
+:meth:`Logprobs.from_packed` still reads): version 2 records are read as they are.
 
 Types come from the layout itself, so a well-formed record cannot hold a value of the wrong
 type; the CRC catches damage to the record (every burst of up to 32 flipped bits, and any other
@@ -77,8 +81,8 @@ __all__ = [
 
 MAGIC: Final = b"FWRC"
 """The first bytes of every record."""
-FORMAT_VERSION: Final = 2
-"""The format :func:`encode_record` writes (and the only one :func:`decode_record` reads)."""
+FORMAT_VERSION: Final = 3
+"""The format :func:`encode_record` writes; :func:`decode_record` reads it and version 2."""
 
 FIELDS: Final = (
     "flags",
@@ -104,8 +108,11 @@ _FIXED = struct.Struct("<4sBBIqqQQQQQ7I")
 _CRC_SIZE = 4
 _CRC_RESIDUE = 0x2144DF1C  # zlib.crc32(m + zlib.crc32(m).to_bytes(4, "little")), whatever m is
 _START = MAGIC + bytes((FORMAT_VERSION,))
+_START_V2 = MAGIC + b"\x02"
 _ECHO, _COMPLETED_KNOWN, _COMPLETED, _SEED_KNOWN, _CACHED_KNOWN, _LOGPROBS, _SHARED = 1, 2, 4, 8, 16, 32, 64
-_ALL_FLAGS = 127
+_CONTENT_IS_FULL = 128
+_ALL_FLAGS = 255
+_ALL_FLAGS_V2 = 127
 
 PROMPT_MAGIC: Final = b"FWPR"
 """The first bytes of every prompt record."""
@@ -202,6 +209,9 @@ def encode_record(response: FwResponse, key: str | None = None) -> bytes:
         _text(name, getattr(response, name))
         for name in ("full", "content", "reasoning", "finish_reason", "model", "response_id")
     ]
+    if texts[1] == texts[0] and texts[0]:  # no reasoning split off: the same text twice
+        flags |= _CONTENT_IS_FULL
+        texts[1] = b""
     try:
         fixed = _FIXED.pack(
             MAGIC,
@@ -244,8 +254,11 @@ def decode_record(
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise RecordError(f"a cache record is bytes, not {type(data).__name__}")
         data = bytes(data)
+    all_flags = _ALL_FLAGS
     if data[:5] != _START:
-        _refuse_other(data)
+        if data[:5] != _START_V2:
+            _refuse_other(data)
+        all_flags = _ALL_FLAGS_V2
     # A cache hit pays for every step here.
     size = len(data)
     if size < _FIXED.size + _CRC_SIZE:
@@ -257,7 +270,7 @@ def decode_record(
      n_full, n_content, n_reasoning, n_finish, n_model, n_rid, n_lp) = _FIXED.unpack_from(data)  # fmt: skip
     if key is not None and tag != zlib.crc32(key.encode("utf-8", "surrogatepass")):  # key_tag(key), inlined
         raise RecordError("cache record was written under another key (the database around it is damaged)")
-    if flags & ~_ALL_FLAGS:
+    if flags & ~all_flags:
         raise RecordError(f"cache record has unknown flags {flags:#04x}")
     end = _FIXED.size + n_full + n_content + n_reasoning + n_finish + n_model + n_rid
     if end + n_lp + _CRC_SIZE != size:
@@ -266,6 +279,8 @@ def decode_record(
         )
     if not flags & _LOGPROBS and n_lp:
         raise RecordError("cache record holds logprobs bytes but says it has none")
+    if flags & _CONTENT_IS_FULL and n_content:
+        raise RecordError("cache record holds content bytes but says its content is its full text")
     p1 = _FIXED.size + n_full
     p2 = p1 + n_content
     p3 = p2 + n_reasoning
@@ -273,6 +288,8 @@ def decode_record(
     p5 = p4 + n_model
     try:
         full, content, reasoning = data[_FIXED.size : p1].decode(), data[p1:p2].decode(), data[p2:p3].decode()
+        if flags & _CONTENT_IS_FULL:
+            content = full
         finish, model, rid = data[p3:p4].decode(), data[p4:p5].decode(), data[p5:end].decode()
     except UnicodeDecodeError as exc:
         raise RecordError(f"cache record text is not UTF-8: {exc}") from exc
@@ -306,7 +323,7 @@ def decode_record(
 
 
 def _refuse_other(data: bytes) -> None:
-    """Bytes that do not start as a version 1 record: a RecordError saying what they are.
+    """Bytes that do not start as a record this version reads: a RecordError saying what they are.
 
     (A future format version gets its reader here.)
     """
@@ -319,14 +336,14 @@ def _refuse_other(data: bytes) -> None:
             )
         raise RecordError(f"not a fw_rollouts cache record (it starts {data[:8]!r}, not {MAGIC!r})")
     version = data[4]
-    if 0 < version < FORMAT_VERSION:
+    if 0 < version < 2:
         raise RecordError(
-            f"cache record format version {version} is older than the one this version of fw_rollouts reads "
-            f"({FORMAT_VERSION}); the sample is fetched again and stored anew"
+            f"cache record format version {version} is older than the ones this version of fw_rollouts reads "
+            f"(2 and {FORMAT_VERSION}); the sample is fetched again and stored anew"
         )
     raise RecordError(
         f"cache record format version {version} is not one this version of fw_rollouts reads "
-        f"(it reads {FORMAT_VERSION}); the entry is probably from a newer fw_rollouts"
+        f"(it reads 2 and {FORMAT_VERSION}); the entry is probably from a newer fw_rollouts"
     )
 
 
