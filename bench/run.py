@@ -45,7 +45,7 @@ PROMPT = "What is 2+2?"
 MEMORY_PROMPT = "Once upon a time"  # sent raw, with ignore_eos: plain words until max_tokens
 API_KEY = "bench-key"
 SPR_KS = (1, 8, 128)
-SECTIONS = ("throughput", "peer", "memory", "cache", "spr", "sync")
+SECTIONS = ("throughput", "peer", "memory", "cache", "spr", "sync", "studies", "echo", "storage", "budget")
 
 
 @dataclass(frozen=True)
@@ -495,6 +495,102 @@ class Bench:
             )
 
     # profile ----------------------------------------------------------------------------------------------
+    # 9 (issue 9) --------------------------------------------------------------------------------------------
+    def studies(self) -> None:
+        """Many prompts vs one, streaming memory, resume: bench/study.py (its own servers and processes)."""
+        from bench import study
+
+        with section(self.report, "studies") as data:
+            result = study.measure(self.sizes is MODES["smoke"])
+            data.update(result)
+            many, stream, resume = result["many"], result["stream"], result["resume"]
+            self.report.row(
+                "9",
+                f"{many['prompts']} prompts x {many['samples'] // many['prompts']}: generate_many",
+                f"{many['median_s']['many']:.2f} s",
+                f"{many['many_vs_one']:.2f}x one prompt x {many['samples']}",
+            )
+            self.report.row(
+                "9",
+                f"{many['prompts']} prompts: asyncio.gather of generate",
+                f"{many['median_s']['gather']:.2f} s",
+                f"{many['gather_vs_one']:.2f}x one prompt",
+            )
+            self.report.targets.append(
+                Target(
+                    "9a", "generate_many / one prompt of as many samples, wall", many["many_vs_one"], 1.15, "<=", "x"
+                )
+            )
+            peak = stream["peak_rss_mb"]
+            self.report.row(
+                "9", f"stream {stream['count']:,} samples to disk", f"RSS {stream['rss_mb']} MB", f"peak {peak} MB"
+            )
+            self.report.targets.append(Target("9d", "peak RSS streaming a study to disk", peak, 400, "<=", " MB"))
+            self.report.targets.append(
+                Target(
+                    "9e",
+                    "re-run after a kill: requests beyond the missing",
+                    resume["rerun_requests"] - resume["missing"],
+                    0,
+                    "<=",
+                    "",
+                )
+            )
+
+    def echo_once(self) -> None:
+        """Echo paid once: bytes stored and held against no echo plus one prompt copy (bench/echo.py)."""
+        from bench import echo
+
+        with section(self.report, "echo") as data:
+            result = echo.measure(self.sizes is MODES["smoke"])
+            data.update(result)
+            for what in ("received", "record", "disk", "held"):
+                ratio = result[f"{what}_ratio"]["once/baseline"]
+                self.report.row(
+                    "9",
+                    f"echo once: bytes {what}",
+                    f"{ratio:.3f}x no echo + one prompt copy",
+                    f"today {result[f'{what}_ratio']['today/baseline']:.2f}x",
+                )
+                self.report.targets.append(Target("9b", f"echo once, bytes {what} / baseline", ratio, 1.2, "<=", "x"))
+
+    def storage(self) -> None:
+        """Bytes stored per generated token with top-5 alternatives (bench/storage.py)."""
+        from bench import storage
+
+        with section(self.report, "storage") as data:
+            result = storage.measure(self.sizes is MODES["smoke"])
+            data.update(result)
+            for length, figures in result["lengths"].items():
+                per = figures["disk_bytes_per_token"]
+                self.report.row(
+                    "9",
+                    f"stored per generated token, {length}-token samples",
+                    f"{per:.1f} B",
+                    f"{figures['disk_ratio']:.2f}x before",
+                )
+                self.report.targets.append(
+                    Target("9c", f"bytes stored per token, {length} tokens", per, 48, "<=", " B")
+                )
+
+    def budgets(self) -> None:
+        """The limiter's cost and the share of each limit it achieves without a 429 (bench/budget.py)."""
+        from bench import budget
+
+        with section(self.report, "budget") as data:
+            result = budget.measure(self.sizes is MODES["smoke"])
+            data.update(result)
+            self.report.row(
+                "9",
+                "limiter CPU per request, limits set",
+                f"{result['limiter_us_per_request_limited']} us",
+                f"{result['limited_over_none']}x no limits",
+            )
+            for which in ("generated", "prompt"):
+                share = result[f"share_of_{which}_limit"]
+                self.report.targets.append(Target("9f", f"share of the {which}-token limit used", share, 0.9, ">=", ""))
+            self.report.targets.append(Target("9f", "429s under enforced limits", result["429s"], 0, "<=", ""))
+
     def profile(self, output: Path) -> dict[str, Any]:
         spec = {**self.base(self.strict), "n": self.sizes.n}
         warm = run_job({**spec, "variant": "ours", "cache_dir": self.fresh_dir("warm")})
@@ -621,6 +717,10 @@ def main(argv: list[str] | None = None) -> int:
             "cache": bench.cache,
             "spr": bench.samples_per_request,
             "sync": bench.sync_overhead,
+            "studies": bench.studies,
+            "echo": bench.echo_once,
+            "storage": bench.storage,
+            "budget": bench.budgets,
         }
         for name, step in steps.items():
             if not only or name in only:
