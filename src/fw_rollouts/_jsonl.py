@@ -24,15 +24,14 @@ old file or none, never half of one.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import tempfile
 from collections.abc import Iterator, Mapping
 from typing import Any, Final
 
 from ._echo import PromptPart, prompt_part, with_prompt
 from ._exceptions import ValidationError
+from ._files import write_whole
 from ._logprobs import Logprobs
 from ._models import FwResponse, FwRollouts, Usage
 
@@ -186,21 +185,7 @@ def _lines(rollouts: FwRollouts) -> Iterator[str]:
 
 def write_rollouts(rollouts: FwRollouts, path: str | os.PathLike[str]) -> None:
     """Write ``rollouts`` to ``path`` (replacing it) as a rollouts JSON Lines file, all or nothing."""
-    target = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(target))
-    handle, temporary = tempfile.mkstemp(prefix=".fw_rollouts-", suffix=".jsonl.part", dir=directory)
-    try:
-        with os.fdopen(handle, "w", encoding="ascii", newline="\n") as out:
-            for line in _lines(rollouts):
-                out.write(line)
-                out.write("\n")
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
+    write_whole(os.fspath(path), "".join(line + "\n" for line in _lines(rollouts)).encode("ascii"))
 
 
 def read_rollouts(path: str | os.PathLike[str]) -> FwRollouts:

@@ -43,7 +43,6 @@ import importlib
 import json
 import os
 import re
-import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -53,6 +52,7 @@ from typing import Any, Final
 import orjson
 
 from ._exceptions import ConfigurationError, ValidationError
+from ._files import sync_directory, write_whole
 from ._jsonl import response_from_dict, response_to_dict
 from ._models import FwResponse, FwRollouts
 
@@ -182,6 +182,11 @@ def _read_json_header(where: str, argument: str) -> dict[str, Any]:
             first = lines.readline()
     except IsADirectoryError:
         return _read_parquet_header(where, argument)
+    return _header_line(first, argument, where)
+
+
+def _header_line(first: bytes, argument: str, where: str) -> dict[str, Any]:
+    """The header a study file's first line holds (ValidationError naming ``argument`` if it holds none)."""
     if not first.endswith(b"\n"):
         raise _bad_file(argument, where, "it is empty or its first line is not a whole header")
     try:
@@ -215,33 +220,6 @@ def read_header(path: str | os.PathLike[str]) -> dict[str, Any]:
     return _read_json_header(where, "path")
 
 
-def _write_whole(target: str, data: bytes) -> None:
-    """``data`` at ``target``, all or nothing (a temporary name, fsync, rename)."""
-    directory = os.path.dirname(os.path.abspath(target))
-    handle, temporary = tempfile.mkstemp(prefix=".fw_rollouts-", suffix=".part", dir=directory)
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
-    _sync_directory(directory)
-
-
-def _sync_directory(directory: str) -> None:
-    # The rename itself is durable only once the directory is synced (POSIX; Windows cannot open a directory).
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def _foreign(where: str, found: str, wanted: str) -> ValidationError:
     return ValidationError(
         "output",
@@ -265,13 +243,7 @@ def _jsonl_entries(where: str, argument: str) -> Iterator[tuple[int, int, bytes,
     is not a study file."""
     with open(where, "rb") as lines:
         first = lines.readline()
-        if not first.endswith(b"\n"):
-            raise _bad_file(argument, where, "it is empty or its first line is not a whole header")
-        try:
-            data = _loads(first)
-        except (ValueError, RecursionError):
-            raise _bad_file(argument, where, "line 1 is not JSON") from None
-        header = _header_of(data, argument, where)
+        header = _header_line(first, argument, where)
         offset = len(first)
         yield 1, offset, first, header
         for number, line in enumerate(lines, start=2):
@@ -359,7 +331,7 @@ def _open_jsonl(where: str, header: dict[str, Any]) -> tuple[_JsonlSink, frozens
         fresh = True
     if fresh:
         data = json.dumps(header, allow_nan=False).encode("ascii") + b"\n"
-        _write_whole(where, data)
+        write_whole(where, data)
         return _JsonlSink(where, len(data)), frozenset()
     done, end = _scan_jsonl(where, header["study"])
     return _JsonlSink(where, end), done
@@ -565,7 +537,7 @@ class _ParquetSink:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(temporary)
             raise
-        _sync_directory(self._where)
+        sync_directory(self._where)
         self._next += 1
 
     def close(self, write: bool) -> None:
@@ -586,7 +558,7 @@ def _open_parquet(
     if HEADER_NAME not in names:
         if any(not name.startswith(".") for name in names):
             raise _bad_file("output", where, f"it is a directory with other files and no {HEADER_NAME}")
-        _write_whole(os.path.join(where, HEADER_NAME), json.dumps(header, allow_nan=False).encode("ascii"))
+        write_whole(os.path.join(where, HEADER_NAME), json.dumps(header, allow_nan=False).encode("ascii"))
         return _ParquetSink(where, 0, part_rows, part_interval), frozenset()
     found = _read_parquet_header(where, "output")
     if found["study"] != header["study"]:

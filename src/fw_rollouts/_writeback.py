@@ -40,8 +40,8 @@ class WriteBehind:
         "_interval",
         "_last",
         "_max_in_flight",
-        "_space",
         "_pending",
+        "_space",
         "_store",
         "_uncached",
     )
