@@ -142,3 +142,28 @@ def read_cache(cache_dir: Path, prompt: str = "") -> dict[str, Any]:
         assert len(sample.logprobs.tokens) == len(sample.logprobs.token_logprobs) > 0
         assert sample.full and sample.usage.completion_tokens > 0
     return entries
+
+
+def exact(value: Any) -> Any:
+    """``value`` with every float as its repr, so that -0.0 and 0.0 (equal as floats) differ here."""
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, dict):
+        return {k: exact(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [exact(v) for v in value]
+    return value
+
+
+def same_rollouts(a: Any, b: Any) -> None:
+    """Two ``FwRollouts`` equal, every float bit for bit (-0.0 is not 0.0 here), alternatives in the same order."""
+    assert a == b
+    assert exact(a.to_dict()) == exact(b.to_dict())
+    for x, y in zip(a, b, strict=True):
+        assert (x.logprobs is None) == (y.logprobs is None)
+        if x.logprobs is not None and y.logprobs is not None:
+            assert exact(x.logprobs.sampling_logprobs) == exact(y.logprobs.sampling_logprobs)
+            assert [list(alts or {}) for alts in x.logprobs.top_logprobs] == [
+                list(alts or {}) for alts in y.logprobs.top_logprobs
+            ]
+            assert x.get_prompt_logprobs() == y.get_prompt_logprobs()

@@ -10,31 +10,9 @@ from typing import Any
 
 import pytest
 
-from _helpers import MakeClient
+from _helpers import MakeClient, same_rollouts
 from fw_rollouts import FwResponse, FwRollouts, Logprobs, Usage, ValidationError
 from fw_rollouts._jsonl import FORMAT, VERSION
-
-
-def exact(value: Any) -> Any:
-    """``value`` with every float as its repr, so that -0.0 and 0.0 (equal as floats) differ here."""
-    if isinstance(value, float):
-        return repr(value)
-    if isinstance(value, dict):
-        return {k: exact(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [exact(v) for v in value]
-    return value
-
-
-def same(a: FwRollouts, b: FwRollouts) -> None:
-    assert a == b
-    assert exact(a.to_dict()) == exact(b.to_dict())
-    for x, y in zip(a, b, strict=True):
-        assert (x.logprobs is None) == (y.logprobs is None)
-        if x.logprobs is not None and y.logprobs is not None:
-            assert exact(x.logprobs.sampling_logprobs) == exact(y.logprobs.sampling_logprobs)
-            assert list(x.logprobs.top_logprobs[1] or {}) == list(y.logprobs.top_logprobs[1] or {})  # key order
-            assert x.get_prompt_logprobs() == y.get_prompt_logprobs()
 
 
 @pytest.mark.parametrize("per_request", [1, 3])
@@ -48,7 +26,7 @@ def test_samples_from_the_server_round_trip_exactly(make_client: MakeClient, tmp
     path = tmp_path / "study.jsonl"
     rollouts.to_jsonl(path)
     back = FwRollouts.from_jsonl(path)
-    same(rollouts, back)
+    same_rollouts(rollouts, back)
     assert [r.seed for r in back] == list(range(7, 13)) and back.settings == rollouts.settings
     lines = path.read_text(encoding="ascii").splitlines()
     # A header, the prompt's echoed part once (its samples share it), then a line per sample.
@@ -83,7 +61,7 @@ def test_awkward_values_survive_exactly(tmp_path: Path) -> None:
         settings={"stop": ["\n\n"], "logit_bias": {"7": -100.0}},
     )  # fmt: skip
     rollouts.to_jsonl(tmp_path / "r.jsonl")
-    same(rollouts, FwRollouts.from_jsonl(tmp_path / "r.jsonl"))
+    same_rollouts(rollouts, FwRollouts.from_jsonl(tmp_path / "r.jsonl"))
 
 
 def test_an_interrupted_write_leaves_the_old_file_and_no_debris(tmp_path: Path) -> None:
@@ -167,7 +145,7 @@ def test_samples_sharing_a_prompt_part_round_trip_with_the_part_written_once(tmp
     path = tmp_path / "shared.jsonl"
     rollouts.to_jsonl(path)
     back = FwRollouts.from_jsonl(path)
-    same(rollouts, back)
+    same_rollouts(rollouts, back)
     lines = [json.loads(line) for line in path.read_text(encoding="ascii").splitlines()]
     assert [next(iter(line)) for line in lines] == ["format", "prompt_part"] + ["response"] * 5
     assert all("prompt" not in line["response"] for line in lines[2:])
@@ -176,7 +154,7 @@ def test_samples_sharing_a_prompt_part_round_trip_with_the_part_written_once(tmp
     # The file holds the prompt once: about a sample without echo per sample, plus one prompt part.
     whole = dataclasses.replace(rollouts, responses=[_unshared(r) for r in rollouts])
     whole.to_jsonl(tmp_path / "whole.jsonl")
-    same(whole, FwRollouts.from_jsonl(tmp_path / "whole.jsonl"))
+    same_rollouts(whole, FwRollouts.from_jsonl(tmp_path / "whole.jsonl"))
     assert path.stat().st_size < (tmp_path / "whole.jsonl").stat().st_size / 3
 
 
@@ -195,7 +173,7 @@ def test_several_parts_and_unshared_samples_in_one_file(tmp_path: Path) -> None:
     path = tmp_path / "mixed.jsonl"
     rollouts.to_jsonl(path)
     back = FwRollouts.from_jsonl(path)
-    same(rollouts, back)
+    same_rollouts(rollouts, back)
     kinds = [next(iter(json.loads(line))) for line in path.read_text(encoding="ascii").splitlines()]
     assert kinds.count("prompt_part") == 2 and kinds.index("prompt_part", 2) == 4  # each before its first sample
     assert prompt_part(back[0]) is prompt_part(back[3]) is not prompt_part(back[2]) is prompt_part(back[5])

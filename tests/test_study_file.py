@@ -17,28 +17,16 @@ from typing import Any
 
 import pytest
 
-from _helpers import REPO_ROOT, MakeClient
+from _helpers import REPO_ROOT, MakeClient, same_rollouts
 from fw_rollouts import ConfigurationError, FwResponse, FwRollouts, Logprobs, Usage, ValidationError
 from fw_rollouts._jsonl import response_to_dict
 from fw_rollouts._study_file import HEADER_NAME, StudyWriter, load_study, read_header, read_samples, study_format
-from test_jsonl import awkward_sample, exact
+from test_jsonl import awkward_sample
 
 FORMATS = ["jsonl", "parquet"]
 CALL_FIELDS = [f.name for f in dataclasses.fields(FwRollouts) if f.name != "responses"]
 
 
-def same(a: FwRollouts, b: FwRollouts) -> None:
-    """Equal, every float bit for bit (-0.0 is not 0.0 here), alternatives in the same order."""
-    assert a == b
-    assert exact(a.to_dict()) == exact(b.to_dict())
-    for x, y in zip(a, b, strict=True):
-        assert (x.logprobs is None) == (y.logprobs is None)
-        if x.logprobs is not None and y.logprobs is not None:
-            assert exact(x.logprobs.sampling_logprobs) == exact(y.logprobs.sampling_logprobs)
-            assert [list(alts or {}) for alts in x.logprobs.top_logprobs] == [
-                list(alts or {}) for alts in y.logprobs.top_logprobs
-            ]
-            assert x.get_prompt_logprobs() == y.get_prompt_logprobs()
 
 
 def item_fields(rollouts: FwRollouts) -> dict[str, Any]:
@@ -109,7 +97,7 @@ def test_samples_from_the_server_round_trip_exactly(make_client: MakeClient, tmp
     back = load_study(path)
     assert len(back) == 2
     for original, loaded in zip(studies, back, strict=True):
-        same(original, loaded)
+        same_rollouts(original, loaded)
     assert [r.seed for r in back[0]] == list(range(7, 13))
     assert sorted((i, r.seed) for i, r in read_samples(path)) == sorted(
         [(0, s) for s in range(7, 13)] + [(1, s) for s in range(4)]
@@ -127,7 +115,7 @@ def test_awkward_values_survive_exactly(tmp_path: Path, fmt: str) -> None:
     asyncio.run(write(path, [(0, awkward), (0, bare), (0, empty)], head))
     expected = FwRollouts(**{**plain_item(3), "prompt": [{"role": "user", "content": "q\udce9"}]},
                           responses=[bare, empty, awkward])  # fmt: skip
-    same(expected, load_study(path)[0])
+    same_rollouts(expected, load_study(path)[0])
     loaded = load_study(path)[0]
     assert loaded[0].logprobs is None and loaded[1].logprobs is not None and len(loaded[1].logprobs) == 0
 
