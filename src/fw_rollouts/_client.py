@@ -425,7 +425,7 @@ class AsyncFireworks:
             if errors or stopped is not None:
                 failed[p.index] = _failure(errors, stopped, rollouts)
         if failed and on_error == "raise":
-            error = _study_failure(failed, results, fatal)
+            error = _study_failure(failed, results)
             raise scrub_error(error, redactor(self._settings.api_key))
         return results
 
@@ -526,7 +526,6 @@ class AsyncFireworks:
         self, items: Sequence[StudyItem], call: Mapping[str, Any], *, n_samples: int, seed: int, where: str | None
     ) -> list[_Prepared]:
         """Validate and render every item, before anything is looked up or sent."""
-        services = self._services
         base = self._settings.for_call(call)
         prepared = []
         for index, item in enumerate(items):
@@ -573,7 +572,6 @@ class AsyncFireworks:
                     prompt_id=prompt_id,
                 )
             )
-        del services
         return prepared
 
     async def _run_study(self, prepared: Sequence[_Prepared], events: Collected | Streamed) -> FwRolloutsError | None:
@@ -917,9 +915,7 @@ def _failure(
     return error._evolve(message=message, rollouts=rollouts, errors=errors)
 
 
-def _study_failure(
-    failed: Mapping[int, FwRolloutsError], results: list[FwRollouts], fatal: FwRolloutsError | None
-) -> FwRolloutsError:
+def _study_failure(failed: Mapping[int, FwRolloutsError], results: list[FwRollouts]) -> FwRolloutsError:
     """The error to raise for a study with failed items: the first failed item's error, with every
     item's results (``error.results``) and the failed items named in its message."""
     first = min(failed)
@@ -933,5 +929,4 @@ def _study_failure(
         f"{samples} of {total} samples succeeded (in error.results, one FwRollouts per item, and cached: "
         "a re-run fetches only the missing ones)]"
     )
-    del fatal
     return error._evolve(message=message, results=results)
