@@ -24,7 +24,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import diskcache
 import pytest
 
 from _helpers import client_options
@@ -88,11 +87,19 @@ async def until(condition: Callable[[], bool], what: str, timeout: float = 60.0)
 
 
 def count_entries(cache_dir: Path) -> int:
-    """Samples in the cache (not the prompt's echoed part, stored once beside them)."""
-    if not (cache_dir / "cache.db").exists():
+    """Samples in the cache (not the prompt's echoed part, stored once beside them), read through a read-only
+    SQLite connection: the test must not take any lock the client it watches could wait for."""
+    database = cache_dir / "cache.db"
+    if not database.exists():
         return 0
-    with diskcache.Cache(str(cache_dir)) as cache:
-        return sum(1 for key in cache.iterkeys() if cache[key][:4] != b"FWPR")
+    connection = sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=10)
+    try:
+        ((count,),) = connection.execute(
+            "SELECT count(*) FROM Cache WHERE value IS NULL OR substr(value, 1, 4) != X'46575052'"
+        ).fetchall()
+    finally:
+        connection.close()
+    return int(count)
 
 
 def read_cache(cache_dir: Path) -> dict[str, FwResponse]:
