@@ -301,9 +301,12 @@ def test_wait_for_timeout_cancels_cleanly(
 
 CHILD = textwrap.dedent(
     """
-    import json, sys
+    import json, signal, sys
     from fw_rollouts import Fireworks
 
+    # Ctrl-C as in a terminal, whatever this test was started from: a shell runs a background job (`cmd &`,
+    # nohup) with SIGINT ignored, and the child would inherit that.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     options, prompt, n, style = json.loads(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4]
     print("generating", flush=True)
     if style == "with":
