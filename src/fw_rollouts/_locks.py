@@ -7,7 +7,7 @@ import threading
 import weakref
 from typing import Literal
 
-__all__ = ["ForkSafeLock"]
+__all__ = ["ForkBarrier", "ForkSafeLock"]
 
 
 class ForkSafeLock:
@@ -36,7 +36,6 @@ class ForkSafeLock:
         self._lock = threading.Lock()
 
 
-_LOCKS: weakref.WeakSet[ForkSafeLock] = weakref.WeakSet()
 
 
 def _renew_all() -> None:
@@ -44,5 +43,47 @@ def _renew_all() -> None:
         lock._renew()
 
 
+class ForkBarrier(ForkSafeLock):
+    """A :class:`ForkSafeLock` that ``os.fork()`` waits for: held by a thread while it is inside code that a
+    child must not inherit half done.
+
+    SQLite keeps process-wide mutexes of its own; a fork while another thread is inside an SQLite
+    call can leave one held in the child, whose first SQLite call then hangs for good. A fork
+    waits (before it happens) until no thread holds a barrier, and the child gets them back new.
+    """
+
+    __slots__ = ()
+
+    def __init__(self) -> None:
+        super().__init__()
+        _BARRIERS.add(self)
+
+
+_LOCKS: weakref.WeakSet[ForkSafeLock] = weakref.WeakSet()
+_BARRIERS: weakref.WeakSet[ForkBarrier] = weakref.WeakSet()
+_held: list[threading.Lock] = []
+
+
+def _before_fork() -> None:
+    held = []
+    for barrier in list(_BARRIERS):
+        barrier._lock.acquire()
+        held.append(barrier._lock)
+    _held[:] = held
+
+
+def _after_fork_in_parent() -> None:
+    held, _held[:] = list(_held), []
+    for lock in held:
+        lock.release()
+
+
+def _after_fork_in_child() -> None:
+    _held.clear()
+    _renew_all()
+
+
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_renew_all)
+    os.register_at_fork(
+        before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child
+    )

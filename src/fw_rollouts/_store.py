@@ -46,7 +46,7 @@ import diskcache
 
 from ._diskcache_rows import MAX_ROW_BYTES, BytesDisk, knows_layout, read_public, read_rows, write_rows
 from ._exceptions import ConfigurationError, FwRolloutsError
-from ._locks import ForkSafeLock
+from ._locks import ForkBarrier, ForkSafeLock
 
 __all__ = ["DiskStore", "SampleStore", "StoreStats"]
 
@@ -146,7 +146,7 @@ class DiskStore:
     docstring for a damaged or removed database.
     """
 
-    __slots__ = ("_closed", "_database", "_executor", "_handle", "_lock", "_pid", "_read_only", "location")
+    __slots__ = ("_closed", "_database", "_executor", "_handle", "_lock", "_pid", "_read_only", "_sqlite", "location")
 
     location: str
     """The absolute path of the directory."""
@@ -161,6 +161,8 @@ class DiskStore:
         self._closed = False
         # For starting and ending the worker: loops in several threads may race (and one may fork meanwhile).
         self._lock = ForkSafeLock()
+        # Held while the store's thread is inside SQLite: a fork waits for it (see ForkBarrier).
+        self._sqlite = ForkBarrier()
 
     @staticmethod
     def check(directory: str | os.PathLike[str], *, read_only: bool = False) -> str:
@@ -232,7 +234,7 @@ class DiskStore:
         if executor is None or self._closed or self._pid != os.getpid():
             executor = self._start()
         try:
-            return loop.run_in_executor(executor, fn, *args)
+            return loop.run_in_executor(executor, self._guarded, fn, *args)
         except RuntimeError:  # "cannot schedule new futures after shutdown": closed meanwhile, by another thread
             raise self._closed_error() from None
 
@@ -249,6 +251,11 @@ class DiskStore:
                 self._pid = os.getpid()
             return self._executor
 
+    def _guarded(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` on the store's thread, with no fork taking place meanwhile."""
+        with self._sqlite:
+            return fn(*args)
+
     def _closed_error(self) -> ConfigurationError:
         return ConfigurationError(f"cache store is closed (cache_dir={self.location!r})")
 
@@ -260,7 +267,7 @@ class DiskStore:
             executor, self._executor = self._executor, None
             if executor is None or self._pid != os.getpid():
                 return None
-            closing = executor.submit(self._drop)
+            closing = executor.submit(self._guarded, self._drop)
         executor.shutdown(wait=False)  # the thread ends once the queue, close included, is done
         return closing
 
