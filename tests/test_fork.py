@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import textwrap
 import threading
 from pathlib import Path
 from typing import Any
@@ -92,3 +93,39 @@ def test_a_lock_held_at_fork_does_not_stop_the_child_from_reading_logprobs() -> 
     os.close(read)
     os.waitpid(pid, 0)
     assert reported == b"\x00", "the child hung on a lock its parent held at fork"
+
+
+def test_a_fork_waits_for_a_thread_inside_sqlite() -> None:
+    """A ForkBarrier held by another thread (the cache thread inside SQLite) holds the fork back until it is let go,
+    and the child gets it back free: a fork mid-call left SQLite's own mutex held in the child, which then hung."""
+    script = textwrap.dedent(
+        """
+        import os, threading, time
+        from fw_rollouts._locks import ForkBarrier
+
+        barrier = ForkBarrier()
+        inside = threading.Event()
+
+        def busy():
+            with barrier:
+                inside.set()
+                time.sleep(0.4)
+
+        thread = threading.Thread(target=busy)
+        thread.start()
+        inside.wait()
+        started = time.monotonic()
+        pid = os.fork()
+        if pid == 0:
+            with barrier:  # free in the child
+                os._exit(0)
+        waited = time.monotonic() - started
+        _, status = os.waitpid(pid, 0)
+        thread.join()
+        print(f"{waited:.3f} {os.waitstatus_to_exitcode(status)}")
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30, check=False)
+    assert done.returncode == 0, done.stderr
+    waited, code = done.stdout.split()
+    assert float(waited) >= 0.3 and code == "0"
