@@ -167,3 +167,21 @@ def same_rollouts(a: Any, b: Any) -> None:
                 list(alts or {}) for alts in y.logprobs.top_logprobs
             ]
             assert x.get_prompt_logprobs() == y.get_prompt_logprobs()
+
+
+def post_completion(sim: Any, body: dict[str, Any], *, path: str = "/v1/completions") -> bytes:
+    """``body`` posted straight to ``sim``'s completions endpoint (no client in between); the reply body, which
+    must come with status 200."""
+    import http.client
+    import json
+
+    conn = http.client.HTTPConnection("127.0.0.1", sim.port, timeout=10)
+    try:
+        headers = {"Content-Type": "application/json", "Authorization": f"Bearer {sim.api_key}"}
+        conn.request("POST", path, json.dumps(body).encode(), headers)
+        reply = conn.getresponse()
+        data = reply.read()
+    finally:
+        conn.close()
+    assert reply.status == 200, data[:300]
+    return data

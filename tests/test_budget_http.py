@@ -5,14 +5,13 @@ and the extra request headers a transport sends."""
 from __future__ import annotations
 
 import asyncio
-import http.client
 import json
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from _helpers import MakeClient
+from _helpers import MakeClient, post_completion
 from _virtual_time import VirtualTime
 from fw_rollouts import FwRollouts, HTTPTransport, OpenAITransport
 from fw_rollouts.testing import FireworksSimulator
@@ -137,12 +136,8 @@ def test_what_others_spent_of_the_minute_counts_from_the_remaining_header(
 ) -> None:
     with limited_sim(clock, requests_per_minute=6, ratelimit_headers=True) as sim:
         # Another client on the account: 4 of the minute's 6 requests, straight to the server.
-        conn = http.client.HTTPConnection("127.0.0.1", sim.port, timeout=10)
         body = {"model": "accounts/fireworks/models/deepseek-r1-distill-qwen-1p5b", "prompt": "x", "max_tokens": 1}
-        conn.request("POST", "/inference/v1/completions", json.dumps({**body, "n": 4}).encode(),
-                     {"Authorization": f"Bearer {sim.api_key}", "Content-Type": "application/json"})  # fmt: skip
-        assert conn.getresponse().status == 200
-        conn.close()
+        post_completion(sim, {**body, "n": 4}, path="/inference/v1/completions")
 
         async def main() -> FwRollouts:
             async with make_client(clock=clock, base_url=sim.base_url, **ONE_AT_A_TIME) as client:

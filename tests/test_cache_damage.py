@@ -252,7 +252,7 @@ def test_a_damaged_prompt_record_makes_its_samples_misses_never_wrong(
 ) -> None:
     """With echo paid once, the prompt's positions live in one record of their own; damage there must not
     give any sample another prompt part or a broken one: its samples are fetched again, and stored again."""
-    source = tmp_path / "shared"
+    source = tmp_path / "echo-once"
     reference = {r.seed: view(r) for r in run_one(make_client, source, echo_once=True) if r.seed is not None}
     assert entries(source) == N + 1  # the samples' generated positions, and the prompt part once
     (record,) = [value for value in stored_records(source).values() if value[:4] == b"FWPR"]
@@ -540,7 +540,7 @@ def test_a_read_only_mount_of_a_cache_being_written(
 ) -> None:
     """A writer (another client, on the writable path) keeps the database open, -wal and -shm beside it: a reader
     on a read-only mount of the directory reads through them, and sees the writer's newest entries too."""
-    source = tmp_path / "shared"
+    source = tmp_path / "echo-once"
 
     async def main() -> None:
         async with make_client(cache_dir=str(source), **OPTIONS) as writer:

@@ -105,7 +105,7 @@ def run_children(options: dict[str, Any], jobs_per_child: Sequence[list[tuple[st
 
 
 def test_overlapping_seed_ranges_from_three_processes(sim: FireworksSimulator, tmp_path: Path) -> None:
-    opts = client_options(sim, tmp_path / "shared", CONCURRENCY)
+    opts = client_options(sim, tmp_path / "common", CONCURRENCY)
     ranges = [(0, 300), (150, 300), (75, 300)]  # seeds 0-299, 150-449 and 75-374: 450 in all
     reports = run_children(opts, [[(PROMPT, seed, n)] for seed, n in ranges])
     union = range(450)
@@ -127,7 +127,7 @@ def test_overlapping_seed_ranges_from_three_processes(sim: FireworksSimulator, t
         keyer = CacheKeyer(client.settings.resolved_base_url, client.settings.key_body(rollouts.prompt_text))
     assert completions(sim) == []  # not a single request: every seed came from the cache
 
-    entries = read_cache(tmp_path / "shared", rollouts.prompt_text)  # the samples, beside the prompt's part
+    entries = read_cache(tmp_path / "common", rollouts.prompt_text)  # the samples, beside the prompt's part
     assert len(entries) == len(union) and sorted(s.seed for s in entries.values()) == list(union)
     assert set(entries) == {keyer(seed) for seed in union}
     assert [r.seed for r in rollouts] == list(union) and all(r.cached for r in rollouts)
@@ -136,7 +136,7 @@ def test_overlapping_seed_ranges_from_three_processes(sim: FireworksSimulator, t
 
 def test_different_prompts_from_three_processes(sim: FireworksSimulator, tmp_path: Path) -> None:
     # Whole samples in every record, so that read_cache can read a directory of several prompts.
-    opts = {**client_options(sim, tmp_path / "shared", CONCURRENCY), "echo_once": False}
+    opts = {**client_options(sim, tmp_path / "common", CONCURRENCY), "echo_once": False}
     n = 200
     prompts = [f"{PROMPT} Variant {i}." for i in range(3)]
     # Each child writes its own prompt; the last one then reads back what the first wrote meanwhile.
@@ -145,7 +145,7 @@ def test_different_prompts_from_three_processes(sim: FireworksSimulator, tmp_pat
     assert len(completions(sim)) >= len(prompts) * n and set(sim.status_counts) == {200}
     assert reports[2][1]["samples"] == reports[0][0]["samples"]
 
-    entries = read_cache(tmp_path / "shared")
+    entries = read_cache(tmp_path / "common")
     assert len(entries) == len(prompts) * n
 
     sim.reset()

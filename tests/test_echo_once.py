@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import dataclasses
-import http.client
-import json
 import logging
 import pickle
 from pathlib import Path
@@ -15,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from _helpers import R1_PROMPT, completion_body, legacy_logprobs, load_json_fixture
+from _helpers import R1_PROMPT, completion_body, legacy_logprobs, load_json_fixture, post_completion
 from fw_rollouts import FwResponse
 from fw_rollouts._cache_key import CacheKeyer
 from fw_rollouts._echo import PromptPart, prompt_part, with_prompt
@@ -31,19 +29,6 @@ PROMPT = "Once upon a time, in a city by the sea, there lived a clockmaker who"
 OWN = ("response_id", "created")  # what identifies each reply, not the sample
 
 
-def post(sim: FireworksSimulator, body: dict[str, Any]) -> bytes:
-    conn = http.client.HTTPConnection("127.0.0.1", sim.port, timeout=10)
-    try:
-        headers = {"Content-Type": "application/json", "Authorization": f"Bearer {sim.api_key}"}
-        conn.request("POST", "/v1/completions", json.dumps(body).encode(), headers)
-        reply = conn.getresponse()
-        data = reply.read()
-    finally:
-        conn.close()
-    assert reply.status == 200, data[:300]
-    return data
-
-
 def spec(echo: bool, prompt: str = PROMPT) -> ResponseSpec:
     return ResponseSpec(prompt=prompt, echo=echo, logprobs=True, split_reasoning=split_think)
 
@@ -57,8 +42,8 @@ def replies(
     if n > 1:
         body["n"] = n
     seeds = [seed + j for j in range(n)]
-    echoed = parse_completion(decode_body(post(sim, {**body, "echo": True})), spec(True, prompt), seeds)
-    plain = parse_completion(decode_body(post(sim, {**body, "echo": False})), spec(False, prompt), seeds)
+    echoed = parse_completion(decode_body(post_completion(sim, {**body, "echo": True})), spec(True, prompt), seeds)
+    plain = parse_completion(decode_body(post_completion(sim, {**body, "echo": False})), spec(False, prompt), seeds)
     return echoed, plain
 
 

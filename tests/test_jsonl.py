@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from _helpers import MakeClient, same_rollouts
+from _helpers import MakeClient, post_completion, same_rollouts
 from fw_rollouts import FwResponse, FwRollouts, Logprobs, Usage, ValidationError
 from fw_rollouts._jsonl import FORMAT, VERSION
 
@@ -110,7 +110,6 @@ LONG_PROMPT = " ".join(["Tell me a story about a lighthouse keeper and the ships
 
 def shared_rollouts(prompts: tuple[str, ...] = (LONG_PROMPT,), n: int = 4) -> FwRollouts:
     """Samples parsed from simulator replies: per prompt, one with echo, the rest without, all sharing one part."""
-    import http.client
 
     from fw_rollouts._echo import PromptPart, with_prompt
     from fw_rollouts._parsing import ResponseSpec, decode_body, parse_completion
@@ -123,11 +122,7 @@ def shared_rollouts(prompts: tuple[str, ...] = (LONG_PROMPT,), n: int = 4) -> Fw
             for seed in range(n):
                 body = {"model": "accounts/fireworks/models/m", "prompt": prompt, "max_tokens": 10, "logprobs": 3,
                         "seed": seed, "echo": seed == 0}  # fmt: skip
-                conn = http.client.HTTPConnection("127.0.0.1", sim.port, timeout=10)
-                headers = {"Content-Type": "application/json", "Authorization": f"Bearer {sim.api_key}"}
-                conn.request("POST", "/v1/completions", json.dumps(body).encode(), headers)
-                data = conn.getresponse().read()
-                conn.close()
+                data = post_completion(sim, body)
                 spec = ResponseSpec(prompt=prompt, echo=seed == 0, logprobs=True)
                 sample = parse_completion(decode_body(data), spec, [seed])[0]
                 part = part or PromptPart.of(sample)

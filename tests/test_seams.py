@@ -480,7 +480,7 @@ def test_a_sibling_with_other_concurrency_keeps_the_given_transport(
 
 def test_a_given_store_is_left_open_for_its_owner(sim: FireworksSimulator, tmp_path: Path) -> None:
     async def main() -> None:
-        async with DiskStore(tmp_path / "shared") as store:
+        async with DiskStore(tmp_path / "common") as store:
             first = AsyncFireworks(**options(sim, tmp_path, cache=store))
             second = AsyncFireworks(**options(sim, tmp_path, cache=store))
             await first.generate(PROMPT, n_samples=2)

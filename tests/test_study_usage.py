@@ -118,8 +118,8 @@ def test_session_affinity_header_is_sent(make_client: MakeClient, sim: Fireworks
     items: list[Any] = [
         "alpha",
         "beta",
-        {"prompt": "gamma", "affinity": "shared"},
-        {"prompt": "delta", "affinity": "shared"},
+        {"prompt": "gamma", "affinity": "trace-0"},
+        {"prompt": "delta", "affinity": "trace-0"},
     ]
 
     async def main() -> None:
@@ -132,7 +132,7 @@ def test_session_affinity_header_is_sent(make_client: MakeClient, sim: Fireworks
         word = next(w for w in ("alpha", "beta", "gamma", "delta") if w in r.body["prompt"])
         keys.setdefault(word, set()).add(r.headers.get("x-session-affinity", ""))
     assert all(len(v) == 1 and "" not in v for v in keys.values())  # every sample of a prompt, one key
-    assert keys["alpha"] != keys["beta"] and keys["gamma"] == keys["delta"] == {"shared"}
+    assert keys["alpha"] != keys["beta"] and keys["gamma"] == keys["delta"] == {"trace-0"}
     assert "alpha" not in next(iter(keys["alpha"]))  # a hash, not the prompt's text
 
 
