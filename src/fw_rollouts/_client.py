@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from ._budget import Budget
+from ._budget import Budget, Spent
 from ._cache_key import CacheKeyer
 from ._clock import Clock
 from ._echo import PromptPart, with_prompt
@@ -408,7 +408,7 @@ class AsyncFireworks:
             fatal = await self._run_study(todo, collected) if todo else None
             if not todo:  # all read back from the file: no run, so its bar and counts end here
                 collected.progress.close()  # type: ignore[attr-defined]
-                self._usage = self._usage + collected.totals(0)
+                self._usage = self._usage + collected.totals(Spent(0, 0, 0, 0), 0)
         finally:
             if writer is not None:
                 await writer.aclose()
@@ -672,7 +672,7 @@ class AsyncFireworks:
             return await run.run()
         finally:
             events.progress.close()  # type: ignore[attr-defined]
-            self._usage = self._usage + events.totals(run.requests)
+            self._usage = self._usage + events.totals(run.spent, run.requests)
 
 
 class _Events:

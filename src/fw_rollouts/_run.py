@@ -331,6 +331,9 @@ class SampleRun:
         self.stopped = False
         self.fatal: FwRolloutsError | None = None
         self.requests = 0
+        """Requests sent, retries included."""
+        self.spent = Spent(0, 0, 0, 0)
+        """What the successful requests used, summed (every choice, wanted now or only cached)."""
         self._feed = _Feed(jobs, low_water=2 * target.max_concurrency)
         self._tasks: list[asyncio.Task[None]] = []
         self.sink = sink
@@ -366,6 +369,13 @@ class SampleRun:
                 spec = job.spec if echo or state.echo_once is None else state.plain_spec
                 choices = parse_completion(decode_body(reply.content), spec, range(seed, seed + k))
                 spent = _spent(choices)
+                total = self.spent
+                self.spent = Spent(
+                    total.prompt_tokens + spent.prompt_tokens,
+                    total.cached_tokens + spent.cached_tokens,
+                    total.completion_tokens + spent.completion_tokens,
+                    total.choices + spent.choices,
+                )
             finally:
                 # Exactly one release per acquire: with what the request used when it succeeded.
                 self.budget.release(ticket, spent, headers)

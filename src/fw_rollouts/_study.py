@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from ._budget import Spent
 from ._exceptions import FwRolloutsError, InvalidTypeError, ValidationError
 from ._models import FwResponse
 from ._study_file import StudyWriter
@@ -135,8 +136,8 @@ class Progress(Protocol):
 
 
 class _Outcomes:
-    """Per-item failures and the run's token counts, kept by both collectors (failures are few; samples are
-    what must not pile up), and the study file each sample goes to when there is one."""
+    """Per-item failures and sample counts, kept by both collectors (failures are few; samples are what must
+    not pile up), and the study file each sample goes to when there is one."""
 
     def __init__(self, progress: Progress, writer: StudyWriter | None = None) -> None:
         self.progress = progress
@@ -145,16 +146,13 @@ class _Outcomes:
         self.stopped: dict[int, FwRolloutsError] = {}
         self.fetched = 0
         self.from_cache = 0
-        self.prompt_tokens = 0
-        self.cached_prompt_tokens = 0
-        self.generated_tokens = 0
 
-    def _count(self, response: FwResponse) -> None:
-        usage = response.usage
-        self.generated_tokens += usage.completion_tokens
-        if response.index == 0:  # the request's first choice carries its prompt count, once
-            self.prompt_tokens += usage.prompt_tokens
-            self.cached_prompt_tokens += usage.cached_tokens or 0
+    def failed(self, item: int, seed: int, error: FwRolloutsError) -> None:
+        self.errors.setdefault(item, {})[seed] = error
+        self.progress.failed(1)
+
+    def stop(self, item: int, error: FwRolloutsError) -> None:
+        self.stopped.setdefault(item, error)
 
     async def _write(self, item: int, response: FwResponse) -> None:
         writer = self.writer
@@ -165,23 +163,17 @@ class _Outcomes:
             # A disk slower than the service holds the run back, instead of samples piling up in memory.
             await asyncio.sleep(0.005)
 
-    def totals(self, requests: int) -> UsageTotals:
-        """What the run used, as :class:`UsageTotals` (``requests`` sent, retries included)."""
+    def totals(self, spent: Spent, requests: int) -> UsageTotals:
+        """What the run used, as :class:`UsageTotals`: ``requests`` sent (retries included) and the tokens
+        ``spent`` by those that succeeded, as the server reported them per request."""
         return UsageTotals(
             requests=requests,
             samples=self.fetched,
             cached_samples=self.from_cache,
-            prompt_tokens=self.prompt_tokens,
-            cached_prompt_tokens=min(self.cached_prompt_tokens, self.prompt_tokens),
-            generated_tokens=self.generated_tokens,
+            prompt_tokens=spent.prompt_tokens,
+            cached_prompt_tokens=min(spent.cached_tokens, spent.prompt_tokens),
+            generated_tokens=spent.completion_tokens,
         )
-
-    def failed(self, item: int, seed: int, error: FwRolloutsError) -> None:
-        self.errors.setdefault(item, {})[seed] = error
-        self.progress.failed(1)
-
-    def stop(self, item: int, error: FwRolloutsError) -> None:
-        self.stopped.setdefault(item, error)
 
 
 class Collected(_Outcomes):
@@ -195,7 +187,6 @@ class Collected(_Outcomes):
         """A sample fetched from the service."""
         self.results[item][seed] = response
         self.fetched += 1
-        self._count(response)
         self.progress.fetched(1)
         await self._write(item, response)
 
@@ -223,7 +214,6 @@ class Streamed(_Outcomes):
     async def sample(self, item: int, seed: int, response: FwResponse) -> None:
         """A sample fetched from the service."""
         self.fetched += 1
-        self._count(response)
         self.progress.fetched(1)
         await self.queue.put(response)
 
