@@ -440,11 +440,12 @@ def job_cache_lookup(spec: Spec) -> Result:
     """Per-hit time of a store lookup (``DiskStore.get_many`` and decoding each record) for the real samples
     of a cache directory, and of a cached ``generate`` for the same samples."""
     from fw_rollouts import DiskStore, Fireworks
-    from fw_rollouts._record import decode_record
+    from fw_rollouts._record import decode_prompt_record, decode_record
 
     n, passes = spec["n"], spec.get("passes", 5)
     keyer, prompt = _keyer(spec)
     keys = [keyer(s) for s in range(n)]
+    prompt_key = keyer.prompt_key()  # with echo, the prompt's part is stored once, beside the samples
 
     async def lookups() -> tuple[list[float], int]:
         times = []
@@ -452,7 +453,12 @@ def job_cache_lookup(spec: Spec) -> Result:
             for _ in range(passes + 1):
                 gc.collect()
                 t0 = time.perf_counter()
-                hits = [None if data is None else decode_record(data, prompt) for data in await store.get_many(keys)]
+                *records, part_data = await store.get_many([*keys, prompt_key])
+                part = None if part_data is None else decode_prompt_record(part_data, prompt, prompt_key)
+                hits = [
+                    None if data is None else decode_record(data, prompt, key, part)
+                    for key, data in zip(keys, records, strict=True)
+                ]
                 times.append(time.perf_counter() - t0)
                 if any(h is None for h in hits):
                     raise RuntimeError(f"{sum(h is None for h in hits)} of {n} real samples missing from the cache")
