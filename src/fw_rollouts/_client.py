@@ -298,6 +298,29 @@ class AsyncFireworks:
         sibling._init(settings, services)
         return sibling
 
+    def render(self, prompt: Prompt, /, *, raw: bool | None = None, **options: Any) -> str:
+        """The exact prompt string a :meth:`generate` call with these arguments would send.
+
+        A string is one user message (or, with ``<think>`` in it, a message and the start of
+        the model's thought), a list of messages is a conversation, and ``raw=True`` sends a
+        string verbatim; ``options`` are the call's overrides (``chat_template=...`` among
+        them). Nothing is sent. The research methods build their prompts on this string.
+        """
+        self._check_open()
+        settings = self._settings.for_call(_call_options(options, raw=raw, use_cache=None, progress_bar=None))
+        return self._render(prompt, settings).text
+
+    def template_for(self, *, raw: bool | None = None, **options: Any) -> ChatTemplate | None:
+        """The chat template a call with these options renders with (None for ``raw=True``)."""
+        self._check_open()
+        settings = self._settings.for_call(_call_options(options, raw=raw, use_cache=None, progress_bar=None))
+        if settings.raw:
+            return None
+        template = self._template(settings)
+        if template is None:
+            self._render("x", settings)  # raises the error naming the model and what to pass
+        return template
+
     async def generate(
         self,
         /,

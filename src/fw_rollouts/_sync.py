@@ -10,6 +10,7 @@ from ._client import AsyncFireworks
 from ._models import FwResponse
 from ._runner import get_runner
 from ._settings import Settings
+from ._templates import ChatTemplate
 from ._usage import UsageTotals
 
 __all__ = ["Fireworks"]
@@ -87,6 +88,14 @@ class Fireworks:
     def with_options(self, **options: Any) -> Fireworks:
         """:meth:`AsyncFireworks.with_options`: a sibling client with ``options`` changed."""
         return Fireworks._wrap(self._async.with_options(**options))
+
+    def render(self, prompt: Any, /, *, raw: bool | None = None, **options: Any) -> str:
+        """:meth:`AsyncFireworks.render`: the exact prompt string a call would send."""
+        return self._async.render(prompt, raw=raw, **options)
+
+    def template_for(self, *, raw: bool | None = None, **options: Any) -> ChatTemplate | None:
+        """:meth:`AsyncFireworks.template_for`: the chat template a call would render with."""
+        return self._async.template_for(raw=raw, **options)
 
     generate = blocking(AsyncFireworks.generate)
     generate_many = blocking(AsyncFireworks.generate_many)
