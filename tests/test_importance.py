@@ -245,6 +245,8 @@ def test_lexical_similarity() -> None:
     assert lexical_similarity("...", "?!") == 1.0
     assert lexical_similarity("...", "x") == 0.0
     assert lexical_similarity("one two", "three four") == 0.0
+    # 4 shared words of 5: exactly 4/5, so not below the threshold 0.8 (two square roots would give 0.79999...).
+    assert lexical_similarity("That is 340 plus 51.", "That is 340 plus 41.") == 0.8
 
 
 class Embedder:
@@ -290,3 +292,32 @@ def test_an_embedder_must_give_one_vector_per_text() -> None:
     with pytest.raises(InvalidTypeError) as info:
         embedding_similarity("all-MiniLM-L6-v2")  # type: ignore[arg-type]
     assert info.value.argument == "embed"
+
+
+# --- the docs -----------------------------------------------------------------------------------------------------
+
+
+def test_the_worked_example_in_docs_prints_what_its_comments_say() -> None:
+    """docs/research-metrics.md's example runs as written; each print is followed by its output as comments."""
+    import contextlib
+    import io
+    import re
+    from pathlib import Path
+
+    docs = Path(__file__).resolve().parent.parent / "docs" / "research-metrics.md"
+    match = re.search(r"```python\n(.*?)```", docs.read_text(encoding="utf-8"), re.S)
+    assert match is not None
+    code = match.group(1)
+    expected = []
+    after_print = False
+    for line in code.splitlines():
+        stripped = line.strip()
+        if after_print and stripped.startswith("# "):
+            expected.append(re.sub(r"\s+<- .*$", "", stripped[2:]))
+            continue
+        after_print = "print(" in stripped
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(compile(code, str(docs), "exec"), {"__name__": "example"})
+    assert out.getvalue().splitlines() == expected
+    assert len(expected) == 9
