@@ -6,7 +6,9 @@
 ...     response.get_generation_logprobs().token_logprobs
 """
 
+from ._answers import extract_answer, extract_boxed, normalize_answer
 from ._budget import Budget, Cost, Spent
+from ._chunks import Chunk, first_chunk, prefix_before, prefix_through, split_reasoning
 from ._client import AsyncFireworks, SampleStream
 from ._clock import Clock, SystemClock
 from ._compat import FireworksClient
@@ -28,6 +30,18 @@ from ._exceptions import (
     ResponseError,
     ServerError,
     ValidationError,
+)
+from ._importance import (
+    accuracy,
+    answer_distribution,
+    counterfactual_importance,
+    different_trajectories_fraction,
+    embedding_similarity,
+    forced_answer_importance,
+    kl_divergence,
+    lexical_similarity,
+    overdeterminedness,
+    resampling_importance,
 )
 from ._logprobs import Logprobs, TokenLogprob
 from ._models import FwResponse, FwRollouts, Usage
@@ -66,6 +80,7 @@ __all__ = [
     "Budget",
     "Budgets",
     "ChatTemplate",
+    "Chunk",
     "Clock",
     "ConfigurationError",
     "Cost",
@@ -107,8 +122,25 @@ __all__ = [
     "UsageTotals",
     "ValidationError",
     "__version__",
+    "accuracy",
+    "answer_distribution",
+    "counterfactual_importance",
+    "different_trajectories_fraction",
+    "embedding_similarity",
+    "extract_answer",
+    "extract_boxed",
+    "first_chunk",
+    "forced_answer_importance",
+    "kl_divergence",
+    "lexical_similarity",
     "load_study",
+    "normalize_answer",
+    "overdeterminedness",
+    "prefix_before",
+    "prefix_through",
+    "resampling_importance",
     "resolve_model",
+    "split_reasoning",
 ]
 
 
