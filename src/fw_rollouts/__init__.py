@@ -29,8 +29,10 @@ from ._exceptions import (
     ServerError,
     ValidationError,
 )
+from ._forks import Fork, ForkPoint, fork_points, fork_prompt
 from ._logprobs import Logprobs, TokenLogprob
 from ._models import FwResponse, FwRollouts, Usage
+from ._next_token import TokenDistribution
 from ._options import DEFAULT_BASE_URL, DEFAULT_CACHE_DIR
 from ._prompts import MODEL_ALIASES, resolve_model
 from ._ratelimit import Limiter
@@ -73,6 +75,8 @@ __all__ = [
     "DiskStore",
     "Fireworks",
     "FireworksClient",
+    "Fork",
+    "ForkPoint",
     "FwResponse",
     "FwRollouts",
     "FwRolloutsError",
@@ -101,12 +105,15 @@ __all__ = [
     "StudyEstimate",
     "StudyItem",
     "SystemClock",
+    "TokenDistribution",
     "TokenLogprob",
     "Transport",
     "Usage",
     "UsageTotals",
     "ValidationError",
     "__version__",
+    "fork_points",
+    "fork_prompt",
     "load_study",
     "resolve_model",
 ]
