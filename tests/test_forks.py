@@ -322,3 +322,25 @@ def test_the_sync_twins(sim: FireworksSimulator, tmp_path: Path) -> None:
         one = client.fork(base, point.position, next(iter(point.alternatives)), 2, answer=last_word)
         every = client.forks(base, n_samples=2, positions=[point.position], answer=last_word)
     assert every[0].prefix == one.prefix and every[0].answers == one.answers
+
+
+def test_the_worked_example_in_docs_runs_as_written_and_resumes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """docs/forks.md's example, run twice in a fresh directory: the second run reads every fork back from its file."""
+    import re
+
+    docs = Path(__file__).resolve().parent.parent / "docs" / "forks.md"
+    match = re.search(r"```python\n(.*?)```", docs.read_text(encoding="utf-8"), re.S)
+    assert match is not None
+    code = compile(match.group(1), str(docs), "exec")
+    monkeypatch.chdir(tmp_path)
+    outputs = []
+    for _ in range(2):
+        exec(code, {"__name__": "__main__"})  # in this process: a subprocess would spend seconds importing
+        outputs.append(capsys.readouterr().out)
+    found = re.search(r"(\d+) forks, (\d+) samples, 0 read back", outputs[0])
+    assert found is not None and int(found.group(2)) == 4 * int(found.group(1)) > 0
+    assert f"{found.group(1)} forks, {found.group(2)} samples, {found.group(2)} read back" in outputs[1]
+    assert outputs[0].count("alternatives {") == 3 and "the final answers is" in outputs[0]
+    assert "not shown: 0." in outputs[0]
