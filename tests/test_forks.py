@@ -64,11 +64,19 @@ def test_fork_points_of_a_hand_made_sample() -> None:
 
 
 def test_offsets_in_utf8_bytes_are_read_as_bytes() -> None:
-    # "café au": the server counted bytes (é is two), so " au" starts at byte 5, character 4.
-    top: list[dict[str, float] | None] = [{"caf": -0.1}, {"é": -0.1, "e": -1.0}, {" au": -0.5, " et": -1.2}]
-    response = _sample("café au", ["caf", "é", " au"], [10, 13, 15], top)
-    assert [p.offset for p in fork_points(response, threshold=0.2)] == [1 + 2, 4]
-    assert fork_prompt(response, 2, " et") == "P:café et"
+    # "é東 x" from a server that counts bytes (é is two, 東 three, in two pieces): " x" starts at byte 5,
+    # character 2. Neither the offsets read as characters nor the summed token texts spell the text.
+    tokens = ["é", "bytes:\\xe6\\x9d", "bytes:\\xb1", " x"]
+    top: list[dict[str, float] | None] = [
+        {"é": -0.1, "e": -1.0},
+        {"bytes:\\xe6\\x9d": -0.1},
+        {"bytes:\\xb1": -0.1},
+        {" x": -0.5, " y": -1.2},
+    ]
+    response = _sample("é東 x", tokens, [10, 12, 14, 15], top)
+    assert [(p.position, p.offset) for p in fork_points(response, threshold=0.2)] == [(0, 0), (3, 2)]
+    assert fork_prompt(response, 3, " y") == "P:é東 y"
+    assert fork_prompt(response, 0, "e") == "P:e"
 
 
 def test_offsets_absent_are_summed_from_the_token_texts() -> None:

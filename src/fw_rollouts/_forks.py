@@ -229,16 +229,14 @@ def fork_points(response: FwResponse, *, threshold: float = 0.05) -> list[ForkPo
     """
     limit = _check_threshold(threshold)
     response, generated = _generated(response)
-    starts = _starts_of(response, generated)
+    return _points(generated, _starts_of(response, generated), limit)
+
+
+def _points(generated: Any, starts: Sequence[int | None], limit: float) -> list[ForkPoint]:
     points = []
     for i, (position, start) in enumerate(zip(generated, starts, strict=True)):
-        alternatives = {
-            token: p
-            for token, p in sorted(
-                ((t, math.exp(lp)) for t, lp in (position.top_logprobs or {}).items()), key=lambda kv: -kv[1]
-            )
-            if token != position.token and p > limit
-        }
+        ranked = sorted(((t, math.exp(lp)) for t, lp in (position.top_logprobs or {}).items()), key=lambda kv: -kv[1])
+        alternatives = {token: p for token, p in ranked if token != position.token and p > limit}
         if alternatives:
             chosen_lp = position.logprob if position.logprob is not None else float("-inf")
             points.append(ForkPoint(i, start, position.token, math.exp(chosen_lp), alternatives))
@@ -411,9 +409,10 @@ async def forks(
     **sampling: Any,
 ) -> list[Fork]:
     """See :meth:`AsyncFireworks.forks`."""
-    points = fork_points(response, threshold=threshold)
-    _, generated = _generated(response)
+    limit = _check_threshold(threshold)
+    response, generated = _generated(response)
     starts = _starts_of(response, generated)
+    points = _points(generated, starts, limit)
     if positions is not None:
         if isinstance(positions, (str, bytes)) or not isinstance(positions, Sequence):
             raise InvalidTypeError("positions", positions, "a list of generated positions, or None for all")
