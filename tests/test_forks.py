@@ -12,7 +12,16 @@ from typing import Any
 import pytest
 
 from _helpers import MakeClient, completion_body, legacy_logprobs
-from fw_rollouts import Fireworks, Fork, ForkPoint, FwResponse, ValidationError, fork_points, fork_prompt
+from fw_rollouts import (
+    Fireworks,
+    Fork,
+    ForkPoint,
+    FwResponse,
+    ValidationError,
+    answer_distribution,
+    fork_points,
+    fork_prompt,
+)
 from fw_rollouts._parsing import ResponseSpec, parse_completion
 from fw_rollouts.testing import FireworksSimulator
 
@@ -216,7 +225,19 @@ def test_a_fork_sends_exactly_the_prompt_the_generated_text_and_the_token(
     assert fork.prob == pytest.approx(point.alternatives[token])
     assert fork.texts == tuple(base.full[: point.offset] + token + r.full for r in fork.rollouts)
     assert fork.answers == tuple(last_word(t) for t in fork.texts)
+    assert fork.outcomes == answer_distribution(fork.answers) and sum(fork.outcomes.values()) == pytest.approx(1)
     assert fork.base_answer == last_word(base.full)
+
+
+def test_the_default_answer_is_the_last_box_of_the_whole_text(make_client: MakeClient) -> None:
+    async def main() -> Fork:
+        async with make_client() as client:
+            base = (await _base(client, 1))[0]
+            with pytest.warns(UserWarning):
+                return await client.fork(base, 3, " \\boxed{ 7 }", 3)
+
+    fork = asyncio.run(main())
+    assert fork.answers == ("7", "7", "7") and fork.outcomes == {"7": 1.0} and fork.base_answer is None
 
 
 def test_any_token_can_be_forked_with_a_warning_when_it_is_no_alternative(

@@ -32,7 +32,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from ._answers import extract_answer
 from ._exceptions import InvalidTypeError, ValidationError
+from ._importance import answer_distribution
 from ._models import FwResponse, FwRollouts
 
 if TYPE_CHECKING:
@@ -295,18 +297,10 @@ def fork_prompt(response: FwResponse, position: int, token: str) -> str:
 
 def _answer_fn(answer: Answer | None) -> Answer:
     if answer is None:
-        from ._answers import extract_answer
-
         return extract_answer
     if not callable(answer):
         raise InvalidTypeError("answer", answer, "a function from a sample's text to its answer (or None)")
     return answer
-
-
-def _outcomes(answers: Sequence[str | None]) -> dict[str, float]:
-    from ._importance import answer_distribution
-
-    return answer_distribution(answers)
 
 
 @dataclass(frozen=True, slots=True)
@@ -352,7 +346,7 @@ def _fork_of(
         rollouts=rollouts,
         texts=texts,
         answers=answers,
-        outcomes=_outcomes(answers),
+        outcomes=answer_distribution(answers),
         base_answer=base_answer,
     )
 
