@@ -12,7 +12,7 @@ import pytest
 
 from _helpers import MakeClient, completion_body, legacy_logprobs, post_completion
 from fw_rollouts import Fireworks, FwResponse, TokenDistribution, ValidationError
-from fw_rollouts._next_token import PUBLISHED_ANSWER_CUE, token_distribution
+from fw_rollouts._next_token import DEFAULT_ANSWER_CUE, token_distribution
 from fw_rollouts._parsing import ResponseSpec, parse_completion
 from fw_rollouts.testing import FireworksSimulator
 
@@ -116,35 +116,38 @@ def test_answer_distribution_closes_the_reasoning_and_appends_the_cue(
             ]
 
     chat, raw = asyncio.run(main())
-    assert chat.prompt_text == R1 + prefix + "\n</think>\n\n" + PUBLISHED_ANSWER_CUE
-    assert PUBLISHED_ANSWER_CUE == "Therefore, the final answers is \\boxed{"
+    assert chat.prompt_text == R1 + prefix + "\n</think>\n\n" + DEFAULT_ANSWER_CUE
+    assert DEFAULT_ANSWER_CUE == "Therefore, the final answers is \\boxed{"
     assert raw.prompt_text == R1 + prefix + "\n</think>\n\nAnswer: "
     assert [b["prompt"] for b in _completions(sim)] == [chat.prompt_text, raw.prompt_text]
 
 
 @pytest.mark.parametrize(
-    ("model", "options", "expected"),
+    ("model", "options", "prefix", "expected"),
     [
         (
             "llama-v3p1-8b",
             {},
+            "Step one.",
             "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nQ?<|eot_id|>"
             "<|start_header_id|>assistant<|end_header_id|>\n\nStep one.\n\nCue",
         ),
+        ("llama-v3p1-8b", {}, "", "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\nCue"),
         (
             "gpt-oss-20b",
             {"chat_template_kwargs": {"current_date": "2025-01-01"}},
+            "Step one.",
             "<|start|>user<|message|>Q?<|end|><|start|>assistant<|channel|>analysis<|message|>Step one."
             "<|end|><|start|>assistant<|channel|>final<|message|>Cue",
         ),
     ],
 )
 def test_the_cue_follows_each_template_family(
-    make_client: MakeClient, sim: FireworksSimulator, model: str, options: dict[str, Any], expected: str
+    make_client: MakeClient, sim: FireworksSimulator, model: str, options: dict[str, Any], prefix: str, expected: str
 ) -> None:
     async def main() -> TokenDistribution:
         async with make_client(model=model) as client:
-            return await client.answer_distribution("Q?", "Step one.", answer_cue="Cue", **options)
+            return await client.answer_distribution("Q?", prefix, answer_cue="Cue", **options)
 
     dist = asyncio.run(main())
     assert dist.prompt_text.endswith(expected) and dist.probs
@@ -165,7 +168,7 @@ def test_many_prompts_run_as_one_study_with_the_same_results(make_client: MakeCl
     assert [dataclass_without_cached(d) for d in one] == many
     assert len(_completions(sim)) == 6  # three next-token requests, three forced-answer ones
     assert [d.prompt_text for d in forced] == [
-        f"<｜begin▁of▁sentence｜><｜User｜>{p}<｜Assistant｜><think>\nHmm.\n</think>\n\n{PUBLISHED_ANSWER_CUE}"
+        f"<｜begin▁of▁sentence｜><｜User｜>{p}<｜Assistant｜><think>\nHmm.\n</think>\n\n{DEFAULT_ANSWER_CUE}"
         for p in prompts
     ]
 
@@ -207,4 +210,4 @@ def test_answer_distribution_refuses_a_non_string_prefix(make_client: MakeClient
 def test_the_sync_twin(sim: FireworksSimulator, tmp_path: Any) -> None:
     with Fireworks("qwen-15b", base_url=sim.base_url, api_key=sim.api_key, cache_dir=str(tmp_path)) as client:
         dist = client.answer_distribution("What is 2+2?", "Hmm.")
-    assert dist.prompt_text == R1 + "Hmm.\n</think>\n\n" + PUBLISHED_ANSWER_CUE and len(dist.probs) == 5
+    assert dist.prompt_text == R1 + "Hmm.\n</think>\n\n" + DEFAULT_ANSWER_CUE and len(dist.probs) == 5

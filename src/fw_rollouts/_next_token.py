@@ -36,7 +36,7 @@ __all__ = [
     "token_distribution",
 ]
 
-PUBLISHED_ANSWER_CUE = "Therefore, the final answers is \\boxed{"
+DEFAULT_ANSWER_CUE = "Therefore, the final answers is \\boxed{"
 """The Thought Anchors forced-answer cue, their typo ("answers") kept: their numbers were measured with it."""
 
 # What closes the reasoning before the cue, per template family: R1's think tags, gpt-oss's analysis channel
@@ -143,11 +143,13 @@ def forced_answer_prompt(
     * R1 ``<think>`` templates, and ``raw=True``: ``"\\n</think>\\n\\n" + cue`` (the published form; a raw
       ``prompt`` is the exact text up to the reasoning, which is appended as it is);
     * harmony (gpt-oss): ``"<|end|><|start|>assistant<|channel|>final<|message|>" + cue``;
-    * Llama 3.1 (an assistant prefill): ``"\\n\\n" + cue``.
+    * Llama 3.1 (an assistant prefill): ``"\\n\\n" + cue`` (the cue alone after an empty prefix).
+
+    These are the forced-answer suffixes of step resampling too.
     """
     if not isinstance(reasoning_prefix, str):
         raise InvalidTypeError("reasoning_prefix", reasoning_prefix, "a string (the reasoning so far, verbatim)")
-    cue = PUBLISHED_ANSWER_CUE if answer_cue is None else answer_cue
+    cue = DEFAULT_ANSWER_CUE if answer_cue is None else answer_cue
     if not isinstance(cue, str):
         raise InvalidTypeError("answer_cue", answer_cue, "a string, or None for the published cue")
     template = client.template_for(raw=raw, **options)
@@ -160,7 +162,8 @@ def forced_answer_prompt(
     if isinstance(template, HarmonyTemplate):
         return template.open_reasoning(base, reasoning_prefix) + _CLOSE_HARMONY + cue
     if isinstance(template, Llama31Template):
-        return template.continue_assistant(base, reasoning_prefix) + _CLOSE_LLAMA + cue
+        # No break before the cue when the reply is still empty: the cue is then the reply's start.
+        return template.continue_assistant(base, reasoning_prefix) + (_CLOSE_LLAMA if reasoning_prefix else "") + cue
     return template.open_reasoning(base, reasoning_prefix) + _CLOSE_THINK + cue
 
 
