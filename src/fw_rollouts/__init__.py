@@ -31,6 +31,7 @@ from ._exceptions import (
     ServerError,
     ValidationError,
 )
+from ._forks import Fork, ForkPoint, fork_points, fork_prompt
 from ._importance import (
     accuracy,
     answer_distribution,
@@ -45,6 +46,7 @@ from ._importance import (
 )
 from ._logprobs import Logprobs, TokenLogprob
 from ._models import FwResponse, FwRollouts, Usage
+from ._next_token import TokenDistribution
 from ._options import DEFAULT_BASE_URL, DEFAULT_CACHE_DIR
 from ._prompts import MODEL_ALIASES, resolve_model
 from ._ratelimit import Limiter
@@ -88,6 +90,8 @@ __all__ = [
     "DiskStore",
     "Fireworks",
     "FireworksClient",
+    "Fork",
+    "ForkPoint",
     "FwResponse",
     "FwRollouts",
     "FwRolloutsError",
@@ -116,6 +120,7 @@ __all__ = [
     "StudyEstimate",
     "StudyItem",
     "SystemClock",
+    "TokenDistribution",
     "TokenLogprob",
     "Transport",
     "Usage",
@@ -131,6 +136,8 @@ __all__ = [
     "extract_boxed",
     "first_chunk",
     "forced_answer_importance",
+    "fork_points",
+    "fork_prompt",
     "kl_divergence",
     "lexical_similarity",
     "load_study",

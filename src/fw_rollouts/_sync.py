@@ -100,6 +100,12 @@ class Fireworks:
     generate = blocking(AsyncFireworks.generate)
     generate_many = blocking(AsyncFireworks.generate_many)
     estimate = blocking(AsyncFireworks.estimate)
+    next_token_distribution = blocking(AsyncFireworks.next_token_distribution)
+    next_token_distributions = blocking(AsyncFireworks.next_token_distributions)
+    answer_distribution = blocking(AsyncFireworks.answer_distribution)
+    answer_distributions = blocking(AsyncFireworks.answer_distributions)
+    fork = blocking(AsyncFireworks.fork)
+    forks = blocking(AsyncFireworks.forks)
 
     @property
     def usage(self) -> UsageTotals:
