@@ -103,7 +103,7 @@ def dataclass_without_cached(d: TokenDistribution) -> TokenDistribution:
     return dataclasses.replace(d, cached=False)
 
 
-def test_answer_distribution_closes_the_reasoning_and_appends_the_cue(
+def test_forced_answer_distribution_closes_the_reasoning_and_appends_the_cue(
     make_client: MakeClient, sim: FireworksSimulator
 ) -> None:
     prefix = "Two plus two.\n\nThat is 4."
@@ -111,8 +111,8 @@ def test_answer_distribution_closes_the_reasoning_and_appends_the_cue(
     async def main() -> list[TokenDistribution]:
         async with make_client() as client:
             return [
-                await client.answer_distribution("What is 2+2?", prefix),
-                await client.answer_distribution(R1, prefix, raw=True, answer_cue="Answer: "),
+                await client.forced_answer_distribution("What is 2+2?", prefix),
+                await client.forced_answer_distribution(R1, prefix, raw=True, answer_cue="Answer: "),
             ]
 
     chat, raw = asyncio.run(main())
@@ -147,7 +147,7 @@ def test_the_cue_follows_each_template_family(
 ) -> None:
     async def main() -> TokenDistribution:
         async with make_client(model=model) as client:
-            return await client.answer_distribution("Q?", prefix, answer_cue="Cue", **options)
+            return await client.forced_answer_distribution("Q?", prefix, answer_cue="Cue", **options)
 
     dist = asyncio.run(main())
     assert dist.prompt_text.endswith(expected) and dist.probs
@@ -161,7 +161,7 @@ def test_many_prompts_run_as_one_study_with_the_same_results(make_client: MakeCl
         async with make_client() as client:
             many = await client.next_token_distributions(prompts)
             one = [await client.next_token_distribution(p) for p in prompts]  # cached: the same requests
-            forced = await client.answer_distributions([(p, "Hmm.") for p in prompts])
+            forced = await client.forced_answer_distributions([(p, "Hmm.") for p in prompts])
             return many, one, forced
 
     many, one, forced = asyncio.run(main())
@@ -197,10 +197,10 @@ def test_bad_arguments_are_refused_before_any_request(
     assert _completions(sim) == []
 
 
-def test_answer_distribution_refuses_a_non_string_prefix(make_client: MakeClient, sim: FireworksSimulator) -> None:
+def test_forced_answer_distribution_refuses_a_bad_prefix(make_client: MakeClient, sim: FireworksSimulator) -> None:
     async def main() -> None:
         async with make_client() as client:
-            await client.answer_distribution("Q?", ["not", "text"])  # type: ignore[arg-type]
+            await client.forced_answer_distribution("Q?", ["not", "text"])  # type: ignore[arg-type]
 
     with pytest.raises(ValidationError) as info:
         asyncio.run(main())
@@ -209,5 +209,5 @@ def test_answer_distribution_refuses_a_non_string_prefix(make_client: MakeClient
 
 def test_the_sync_twin(sim: FireworksSimulator, tmp_path: Any) -> None:
     with Fireworks("qwen-15b", base_url=sim.base_url, api_key=sim.api_key, cache_dir=str(tmp_path)) as client:
-        dist = client.answer_distribution("What is 2+2?", "Hmm.")
+        dist = client.forced_answer_distribution("What is 2+2?", "Hmm.")
     assert dist.prompt_text == R1 + "Hmm.\n</think>\n\n" + DEFAULT_ANSWER_CUE and len(dist.probs) == 5

@@ -515,7 +515,7 @@ class AsyncFireworks:
             self, prompts, raw=raw, top_logprobs=top_logprobs, **options
         )
 
-    async def answer_distribution(
+    async def forced_answer_distribution(
         self,
         /,
         prompt: Prompt,
@@ -534,11 +534,11 @@ class AsyncFireworks:
         answers, for answers that differ in their FIRST token: a multi-token answer ("12" may be "1", "2")
         shows as its first token only. :meth:`TokenDistribution.answers` merges tokens that are one answer.
         """
-        return await _next_token.answer_distribution(
+        return await _next_token.forced_answer_distribution(
             self, prompt, reasoning_prefix, answer_cue=answer_cue, raw=raw, top_logprobs=top_logprobs, **options
         )
 
-    async def answer_distributions(
+    async def forced_answer_distributions(
         self,
         /,
         items: Sequence[tuple[Prompt, str]],
@@ -548,8 +548,8 @@ class AsyncFireworks:
         top_logprobs: int = 5,
         **options: Any,
     ) -> list[TokenDistribution]:
-        """:meth:`answer_distribution` of every ``(prompt, reasoning_prefix)`` pair, as one study, in order."""
-        return await _next_token.answer_distributions(
+        """:meth:`forced_answer_distribution` of every ``(prompt, reasoning_prefix)`` pair, as one study, in order."""
+        return await _next_token.forced_answer_distributions(
             self, items, answer_cue=answer_cue, raw=raw, top_logprobs=top_logprobs, **options
         )
 

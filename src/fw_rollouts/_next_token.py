@@ -28,8 +28,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "TokenDistribution",
-    "answer_distribution",
-    "answer_distributions",
+    "forced_answer_distribution",
+    "forced_answer_distributions",
     "forced_answer_prompt",
     "next_token_distribution",
     "next_token_distributions",
@@ -216,7 +216,7 @@ async def next_token_distributions(
     return [token_distribution(r[0]) for r in results]
 
 
-async def answer_distribution(
+async def forced_answer_distribution(
     client: AsyncFireworks,
     prompt: Prompt,
     reasoning_prefix: str,
@@ -226,12 +226,12 @@ async def answer_distribution(
     top_logprobs: int = 5,
     **options: Any,
 ) -> TokenDistribution:
-    """See :meth:`AsyncFireworks.answer_distribution`."""
+    """See :meth:`AsyncFireworks.forced_answer_distribution`."""
     text = forced_answer_prompt(client, prompt, reasoning_prefix, answer_cue=answer_cue, raw=raw, **options)
     return await next_token_distribution(client, text, raw=True, top_logprobs=top_logprobs, **options)
 
 
-async def answer_distributions(
+async def forced_answer_distributions(
     client: AsyncFireworks,
     items: Sequence[tuple[Prompt, str]],
     *,
@@ -240,7 +240,7 @@ async def answer_distributions(
     top_logprobs: int = 5,
     **options: Any,
 ) -> list[TokenDistribution]:
-    """See :meth:`AsyncFireworks.answer_distributions`."""
+    """See :meth:`AsyncFireworks.forced_answer_distributions`."""
     if isinstance(items, str) or not isinstance(items, Sequence):
         raise InvalidTypeError("items", items, "a list of (prompt, reasoning_prefix) pairs")
     texts = []

@@ -102,8 +102,8 @@ class Fireworks:
     estimate = blocking(AsyncFireworks.estimate)
     next_token_distribution = blocking(AsyncFireworks.next_token_distribution)
     next_token_distributions = blocking(AsyncFireworks.next_token_distributions)
-    answer_distribution = blocking(AsyncFireworks.answer_distribution)
-    answer_distributions = blocking(AsyncFireworks.answer_distributions)
+    forced_answer_distribution = blocking(AsyncFireworks.forced_answer_distribution)
+    forced_answer_distributions = blocking(AsyncFireworks.forced_answer_distributions)
     fork = blocking(AsyncFireworks.fork)
     forks = blocking(AsyncFireworks.forks)
 
