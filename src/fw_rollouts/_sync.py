@@ -100,6 +100,7 @@ class Fireworks:
     generate = blocking(AsyncFireworks.generate)
     generate_many = blocking(AsyncFireworks.generate_many)
     estimate = blocking(AsyncFireworks.estimate)
+    verify_logprobs = blocking(AsyncFireworks.verify_logprobs)
 
     @property
     def usage(self) -> UsageTotals:
