@@ -429,3 +429,21 @@ def test_a_report_is_ok_only_when_every_check_passed() -> None:
 
 def test_the_default_prompt_tells_characters_from_bytes() -> None:
     assert len(DEFAULT_VERIFY_PROMPT) != len(DEFAULT_VERIFY_PROMPT.encode("utf-8"))
+
+
+def test_the_worked_example_in_docs_prints_what_the_docs_show(tmp_path: Path) -> None:
+    """docs/verify.md's example, run as written in a fresh directory: its output is the page's, port aside."""
+    import subprocess
+    import sys
+
+    page = (Path(__file__).resolve().parent.parent / "docs" / "verify.md").read_text(encoding="utf-8")
+    code = re.search(r"```python\n(.*?)```", page, re.S)
+    shown = re.search(r"```text\n(.*?)```", page, re.S)
+    assert code is not None and shown is not None
+    script = tmp_path / "example.py"
+    script.write_text(code.group(1), encoding="utf-8")
+    done = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert re.sub(r"127\.0\.0\.1:\d+/", "127.0.0.1:PORT/", done.stdout) == shown.group(1)
