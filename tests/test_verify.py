@@ -107,7 +107,10 @@ def test_an_honest_server_passes_every_check(make_sim: Any, tmp_path: Path, bos:
 
 
 def test_raw_prompts_fewer_alternatives_and_a_given_length(sim: FireworksSimulator, tmp_path: Path) -> None:
-    report = _verify(sim, tmp_path, prompt="The quick brown fox", raw=True, logprobs=3, max_tokens=5)
+    report = _verify(
+        sim, tmp_path, client={"samples_per_request": 4}, prompt="The quick brown fox", raw=True, logprobs=3,
+        max_tokens=5,
+    )  # fmt: skip
     assert report.ok, str(report)
     assert report.prompt == "The quick brown fox"
     assert report.check("well_formed").details["requested"] == 3
@@ -117,6 +120,7 @@ def test_raw_prompts_fewer_alternatives_and_a_given_length(sim: FireworksSimulat
     bodies = [r.body for r in sim.requests]
     assert all(b is not None and b["prompt"].startswith("The quick brown fox") for b in bodies)
     assert sorted(b["max_tokens"] for b in bodies if b is not None) == [1, 5, 5, 5]
+    assert all(b is not None and b.get("n", 1) == 1 for b in bodies)  # one choice each, whatever the client's default
 
 
 def test_the_probes_go_to_the_server_not_the_cache(sim: FireworksSimulator, tmp_path: Path) -> None:

@@ -224,7 +224,10 @@ async def verify_logprobs(
     requested = settings.top_logprobs if settings.top_logprobs is not None else settings.logprobs
     if not requested:
         raise ValidationError("top_logprobs", requested, "1 to 5: the checks compare tokens with their alternatives")
-    probe: dict[str, Any] = {**options, "raw": True, "use_cache": False, "progress_bar": False}
+    # One choice per request whatever the client's default: each probe is one sample of its own request.
+    probe: dict[str, Any] = {
+        **options, "raw": True, "use_cache": False, "progress_bar": False, "samples_per_request": 1,
+    }  # fmt: skip
 
     def generate(prompt_text: str, **sampling: Any) -> Awaitable[FwResponse | FwRolloutsError]:
         return _sample(client.generate(prompt_text, **probe, **sampling))
