@@ -65,7 +65,7 @@ class Engine:
             clock=cfg.clock,
             headers=cfg.ratelimit_headers,
         )
-        self._replies = 0  # completions answered, for the ``noisy`` logprobs fault
+        self._replies = 0  # requests answered under a logprobs fault (``noisy`` lowers each reply by its own amount)
 
     # -- routing ------------------------------------------------------------------------------------
 
@@ -239,8 +239,10 @@ class Engine:
         prompt_tokens = completion_tokens = 0
         cfg = self.cfg
         fault = cfg.logprobs_fault
-        noise = noise_of(self._replies)
-        self._replies += 1
+        noise = 0.0
+        if fault is not None:
+            noise = noise_of(self._replies)
+            self._replies += 1
         for pi, item in enumerate(req.prompts):
             prompt = self.prompt(req.model, item, not req.chat)
             max_tokens = self._max_tokens(req, prompt, request_id)
