@@ -65,6 +65,7 @@ from ._templates import (
 )
 from ._transport import HTTPTransport, OpenAITransport, Reply, Transport
 from ._usage import Budgets, Prices, PriceTable, StudyEstimate, UsageTotals
+from ._verify import LogprobsCheck, LogprobsReport
 from ._version import __version__
 
 __all__ = [
@@ -102,6 +103,8 @@ __all__ = [
     "Limiter",
     "Llama31Template",
     "Logprobs",
+    "LogprobsCheck",
+    "LogprobsReport",
     "MalformedResponseError",
     "MissingLogprobsError",
     "NotFoundError",

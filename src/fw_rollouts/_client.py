@@ -57,6 +57,7 @@ from ._study_file import StudyWriter, read_samples, study_format
 from ._templates import ChatTemplate, template_for_model
 from ._transport import Transport
 from ._usage import Budgets, ItemEstimate, Prices, PriceTable, StudyEstimate, UsageTotals, estimate, price_table
+from ._verify import DEFAULT_TOLERANCE, LogprobsReport, verify_logprobs
 from ._writeback import WriteBehind
 
 if TYPE_CHECKING:
@@ -613,6 +614,27 @@ class AsyncFireworks:
             output=output,
             **sampling,
         )
+
+    async def verify_logprobs(
+        self,
+        /,
+        prompt: Prompt | None = None,
+        *,
+        tolerance: float = DEFAULT_TOLERANCE,
+        raw: bool | None = None,
+        **options: Any,
+    ) -> LogprobsReport:
+        """Probe the server with four short requests and report whether its logprobs are sane.
+
+        Checks that generated positions carry well-formed logprobs and alternatives, that echo returns
+        one position per prompt token, that temperature 0 picks the top alternative, that a generated
+        token's logprob matches the echoed logprob of the same text within ``tolerance`` (nats), and
+        that the same request twice gives the same logprobs. ``report.ok`` is True only when every
+        check passed; ``print(report)`` shows each finding. ``prompt`` (a default is provided),
+        ``raw`` and ``options`` are as in :meth:`generate`; nothing is read from or written to the
+        cache. See ``docs/verify.md``.
+        """
+        return await verify_logprobs(self, prompt, tolerance=tolerance, raw=raw, **options)
 
     async def aclose(self) -> None:
         """Close connections (on the current loop) and the cache. The client cannot be used afterwards."""

@@ -106,6 +106,7 @@ class Fireworks:
     forced_answer_distributions = blocking(AsyncFireworks.forced_answer_distributions)
     fork = blocking(AsyncFireworks.fork)
     forks = blocking(AsyncFireworks.forks)
+    verify_logprobs = blocking(AsyncFireworks.verify_logprobs)
 
     @property
     def usage(self) -> UsageTotals:

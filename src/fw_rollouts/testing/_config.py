@@ -7,10 +7,17 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["BosMode", "Config", "OffsetBase", "model_names"]
+__all__ = ["LOGPROBS_FAULTS", "BosMode", "Config", "LogprobsFault", "OffsetBase", "model_names"]
 
 BosMode = Literal["none", "count", "echo"]
 OffsetBase = Literal["completion", "prompt"]
+LogprobsFault = Literal[
+    "missing", "shifted", "not-greedy", "echo-drift", "echo-short", "no-echo", "noisy", "processed"
+]
+#: The values of ``logprobs_fault``: a server that answers 200 with wrong logprobs (see ``_misreport``).
+LOGPROBS_FAULTS: tuple[LogprobsFault, ...] = (
+    "missing", "shifted", "not-greedy", "echo-drift", "echo-short", "no-echo", "noisy", "processed"
+)
 
 
 @dataclass(frozen=True)
@@ -32,6 +39,7 @@ class Config:
     generated_tokens_per_minute: float | None = None
     ratelimit_headers: bool = False
     clock: Callable[[], float] = time.monotonic
+    logprobs_fault: LogprobsFault | None = None
 
 
 def model_names(models: Iterable[str] | None) -> frozenset[str] | None:
