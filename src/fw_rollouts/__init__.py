@@ -29,9 +29,11 @@ from ._exceptions import (
     ServerError,
     ValidationError,
 )
+from ._frames import to_pandas
 from ._logprobs import Logprobs, TokenLogprob
 from ._models import FwResponse, FwRollouts, Usage
 from ._options import DEFAULT_BASE_URL, DEFAULT_CACHE_DIR
+from ._plots import plot_logprobs
 from ._prompts import MODEL_ALIASES, resolve_model
 from ._ratelimit import Limiter
 from ._redact import install_log_filter as _install_log_filter
@@ -48,6 +50,7 @@ from ._templates import (
     Llama31Template,
 )
 from ._transport import HTTPTransport, OpenAITransport, Reply, Transport
+from ._uncertainty import semantic_entropy
 from ._usage import Budgets, Prices, PriceTable, StudyEstimate, UsageTotals
 from ._version import __version__
 
@@ -108,7 +111,10 @@ __all__ = [
     "ValidationError",
     "__version__",
     "load_study",
+    "plot_logprobs",
     "resolve_model",
+    "semantic_entropy",
+    "to_pandas",
 ]
 
 
