@@ -32,6 +32,7 @@ from ._exceptions import (
     ValidationError,
 )
 from ._forks import Fork, ForkPoint, fork_points, fork_prompt
+from ._frames import to_pandas
 from ._importance import (
     accuracy,
     answer_distribution,
@@ -48,6 +49,7 @@ from ._logprobs import Logprobs, TokenLogprob
 from ._models import FwResponse, FwRollouts, Usage
 from ._next_token import TokenDistribution
 from ._options import DEFAULT_BASE_URL, DEFAULT_CACHE_DIR
+from ._plots import plot_logprobs
 from ._prompts import MODEL_ALIASES, resolve_model
 from ._ratelimit import Limiter
 from ._redact import install_log_filter as _install_log_filter
@@ -64,6 +66,7 @@ from ._templates import (
     Llama31Template,
 )
 from ._transport import HTTPTransport, OpenAITransport, Reply, Transport
+from ._uncertainty import semantic_entropy
 from ._usage import Budgets, Prices, PriceTable, StudyEstimate, UsageTotals
 from ._verify import LogprobsCheck, LogprobsReport
 from ._version import __version__
@@ -146,11 +149,14 @@ __all__ = [
     "load_study",
     "normalize_answer",
     "overdeterminedness",
+    "plot_logprobs",
     "prefix_before",
     "prefix_through",
     "resampling_importance",
     "resolve_model",
+    "semantic_entropy",
     "split_reasoning",
+    "to_pandas",
 ]
 
 
