@@ -136,6 +136,7 @@ class AsyncFireworks:
         stop: str | Sequence[str] | None = (),
         logprobs: int | None = 5,
         echo: bool = True,
+        echo_last: int | None = None,
         samples_per_request: int = 1,
         top_logprobs: int | None = None,
         typical_p: float | None = None,
@@ -571,7 +572,8 @@ class AsyncFireworks:
                 split_reasoning=rendered.split_reasoning,
             )
             keyer = prompt_id = affinity = None
-            once = spec.echo and settings.echo_once
+            # A partial echo (echo_last) is no prompt part to share: each request echoes its own.
+            once = spec.echo and settings.echo_once and settings.echo_last is None
             if settings.use_cache or once:
                 keyer = CacheKeyer(settings.resolved_base_url, settings.key_body(rendered.text))
                 prompt_id = keyer.prompt_key() if once else None
