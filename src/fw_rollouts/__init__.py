@@ -35,6 +35,7 @@ from ._options import DEFAULT_BASE_URL, DEFAULT_CACHE_DIR
 from ._prompts import MODEL_ALIASES, resolve_model
 from ._ratelimit import Limiter
 from ._redact import install_log_filter as _install_log_filter
+from ._scoring import BoundaryInsideToken, Score, score_span
 from ._settings import Settings
 from ._store import DiskStore, SampleStore, StoreStats
 from ._study import StudyItem
@@ -63,6 +64,7 @@ __all__ = [
     "AsyncFireworks",
     "AuthenticationError",
     "BadRequestError",
+    "BoundaryInsideToken",
     "Budget",
     "Budgets",
     "ChatTemplate",
@@ -94,6 +96,7 @@ __all__ = [
     "ResponseError",
     "SampleStore",
     "SampleStream",
+    "Score",
     "ServerError",
     "Settings",
     "Spent",
@@ -109,6 +112,7 @@ __all__ = [
     "__version__",
     "load_study",
     "resolve_model",
+    "score_span",
 ]
 
 

@@ -100,6 +100,8 @@ class Fireworks:
     generate = blocking(AsyncFireworks.generate)
     generate_many = blocking(AsyncFireworks.generate_many)
     estimate = blocking(AsyncFireworks.estimate)
+    score = blocking(AsyncFireworks.score)
+    score_many = blocking(AsyncFireworks.score_many)
 
     @property
     def usage(self) -> UsageTotals:
