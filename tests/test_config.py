@@ -41,6 +41,7 @@ FIREWORKS_FIELDS = {
     "logprobs",
     "top_logprobs",
     "echo",
+    "echo_last",
     "stop",
     "logit_bias",
     "ignore_eos",
@@ -89,6 +90,7 @@ OUT_OF_RANGE = [
     ("repetition_penalty", -0.1, "[0.0, 2.0]"),
     ("repetition_penalty", 2.1, "[0.0, 2.0]"),
     ("max_tokens", -1, ">= 0"),
+    ("echo_last", 0, ">= 1"),
     ("stop", ["a", "b", "c", "d", "e"], "at most 4 stop sequences"),
     ("stop", ["a", ""], "non-empty"),
     ("stop", "", "non-empty"),
@@ -120,6 +122,7 @@ WRONG_TYPE = [
     ("top_k", True, "an integer from 0 to 100"),
     ("max_tokens", 10.0, "an integer >= 0"),
     ("max_tokens", "100", "an integer >= 0"),
+    ("echo_last", 2.0, "an integer >= 1"),
     ("presence_penalty", "0", "a number from -2.0 to 2.0"),
     ("stop", 5, "a string or a list of up to 4 strings"),
     ("stop", ["a", 1], "a string or a list of up to 4 strings"),
@@ -447,6 +450,13 @@ class TestBody:
         body = create(logprobs=3, echo=True).body("p")
         assert body["logprobs"] == 3 and body["echo"] is True
         assert create(logprobs=1).wants_echo is True
+
+    def test_echo_last_only_with_echo_and_logprobs(self) -> None:
+        body = create(logprobs=2, echo_last=7).body("p")
+        assert body["echo"] is True and body["echo_last"] == 7
+        assert create(logprobs=2, echo_last=7).key_body("p")["echo_last"] == 7  # it shapes the reply
+        assert "echo_last" not in create(logprobs=2, echo=False, echo_last=7).body("p")
+        assert "echo_last" not in create(logprobs=0, echo=True, echo_last=7).body("p")
 
     def test_stop_is_sent_as_a_list(self) -> None:
         assert create(stop="###").body("p")["stop"] == ["###"]

@@ -105,7 +105,7 @@ class TestSettingsDerive:
             "samples_per_request": 2, "top_logprobs": 2, "typical_p": 0.9, "logit_bias": {"1": 2.0},
             "ignore_eos": True, "context_length_exceeded_behavior": "error", "mirostat_target": 1.0,
             "mirostat_lr": 0.1, "response_format": {"type": "json_object"}, "user": "u", "service_tier": "flex",
-            "prompt_cache_key": "k",
+            "prompt_cache_key": "k", "echo_last": 3,
         }  # fmt: skip
         settings = Settings.create(**values)
         body = settings.body("p")

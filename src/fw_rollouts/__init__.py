@@ -53,6 +53,7 @@ from ._plots import plot_logprobs
 from ._prompts import MODEL_ALIASES, resolve_model
 from ._ratelimit import Limiter
 from ._redact import install_log_filter as _install_log_filter
+from ._scoring import BoundaryInsideToken, Score, score_span
 from ._settings import Settings
 from ._store import DiskStore, SampleStore, StoreStats
 from ._study import StudyItem
@@ -83,6 +84,7 @@ __all__ = [
     "AsyncFireworks",
     "AuthenticationError",
     "BadRequestError",
+    "BoundaryInsideToken",
     "Budget",
     "Budgets",
     "ChatTemplate",
@@ -119,6 +121,7 @@ __all__ = [
     "ResponseError",
     "SampleStore",
     "SampleStream",
+    "Score",
     "ServerError",
     "Settings",
     "Spent",
@@ -154,6 +157,7 @@ __all__ = [
     "prefix_through",
     "resampling_importance",
     "resolve_model",
+    "score_span",
     "semantic_entropy",
     "split_reasoning",
     "to_pandas",

@@ -21,7 +21,7 @@ import logging
 import os
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from . import _forks, _next_token
 from ._budget import Budget, Spent
@@ -49,6 +49,7 @@ from ._progress import StudyProgress
 from ._prompts import MODEL_ALIASES, RenderedPrompt, model_hint, render_prompt
 from ._redact import redactor, remember_secret, scrub_error
 from ._run import EchoOnce, Job, SampleRun, Target
+from ._scoring import Score, score, score_many
 from ._services import SEAMS, Services
 from ._settings import Settings
 from ._store import SampleStore
@@ -140,6 +141,7 @@ class AsyncFireworks:
         stop: str | Sequence[str] | None = (),
         logprobs: int | None = 5,
         echo: bool = True,
+        echo_last: int | None = None,
         samples_per_request: int = 1,
         top_logprobs: int | None = None,
         typical_p: float | None = None,
@@ -636,6 +638,87 @@ class AsyncFireworks:
         """
         return await verify_logprobs(self, prompt, tolerance=tolerance, raw=raw, **options)
 
+    async def score(
+        self,
+        /,
+        prompt: Prompt,
+        continuation: str,
+        suffix: str = "",
+        *,
+        raw: bool | None = None,
+        use_cache: bool | None = None,
+        max_tokens: int | None = None,
+        **options: Any,
+    ) -> Score:
+        """The log-probability of ``continuation`` after ``prompt``: a :class:`Score` (tokens, logprobs, sums, greedy).
+
+        ``prompt`` takes what :meth:`generate` takes (a string or chat messages, ``raw=True`` for a
+        string sent verbatim); the text sent is :meth:`render`'s prompt + ``continuation`` +
+        ``suffix``. With a ``suffix``, ``score(prefix, span, suffix)`` scores a span in the middle
+        of a text exactly: the whole text is sent, only the span's tokens are counted. One request,
+        echo at temperature 0, cached like every sample; ``max_tokens`` None sends the fewest
+        generated tokens the server accepts (0, or 1 where 0 is refused; they are dropped), 0 or 1
+        as given. Logprobs use the client's number of alternatives, at least 1. A token that
+        straddles a boundary is scored as part of the span (``Score.boundary_inside_token`` says so).
+        """
+        return await score(
+            self, prompt, continuation, suffix, raw=raw, use_cache=use_cache, max_tokens=max_tokens, **options
+        )
+
+    @overload
+    async def score_many(
+        self,
+        pairs: Sequence[Any],
+        /,
+        *,
+        raw: bool | None = ...,
+        use_cache: bool | None = ...,
+        progress_bar: bool | None = ...,
+        on_error: Literal["raise"] = ...,
+        max_tokens: int | None = ...,
+        **options: Any,
+    ) -> list[Score]: ...
+
+    @overload
+    async def score_many(
+        self,
+        pairs: Sequence[Any],
+        /,
+        *,
+        raw: bool | None = ...,
+        use_cache: bool | None = ...,
+        progress_bar: bool | None = ...,
+        on_error: Literal["return"],
+        max_tokens: int | None = ...,
+        **options: Any,
+    ) -> list[Score | FwRolloutsError]: ...
+
+    async def score_many(
+        self,
+        pairs: Sequence[Any],
+        /,
+        *,
+        raw: bool | None = None,
+        use_cache: bool | None = None,
+        progress_bar: bool | None = None,
+        on_error: Literal["raise", "return"] = "raise",
+        max_tokens: int | None = None,
+        **options: Any,
+    ) -> list[Score] | list[Score | FwRolloutsError]:
+        """A :class:`Score` per pair, in order, all in one study (one budget, one progress bar, cached).
+
+        ``pairs`` holds ``(prompt, continuation)`` tuples, ``(prefix, span, suffix)`` triples, or
+        mappings ``{"prompt": ..., "continuation": ..., "suffix": ..., **options}`` (``prefix`` and
+        ``span`` may stand for ``prompt`` and ``continuation``; other keys override options for that
+        pair). Each is what :meth:`score` takes; every pair is checked before any request. A pair that
+        fails does not lose the others: ``on_error="raise"`` raises the first failure after all are
+        done, ``on_error="return"`` puts each failure's error in its place in the list.
+        """
+        return await score_many(
+            self, pairs, raw=raw, use_cache=use_cache, progress_bar=progress_bar, on_error=on_error,
+            max_tokens=max_tokens, **options,
+        )  # fmt: skip
+
     async def aclose(self) -> None:
         """Close connections (on the current loop) and the cache. The client cannot be used afterwards."""
         if self._closed:
@@ -715,7 +798,8 @@ class AsyncFireworks:
                 split_reasoning=rendered.split_reasoning,
             )
             keyer = prompt_id = affinity = None
-            once = spec.echo and settings.echo_once
+            # A partial echo (echo_last) is no prompt part to share: each request echoes its own.
+            once = spec.echo and settings.echo_once and settings.echo_last is None
             if settings.use_cache or once:
                 keyer = CacheKeyer(settings.resolved_base_url, settings.key_body(rendered.text))
                 prompt_id = keyer.prompt_key() if once else None

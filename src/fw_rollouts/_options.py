@@ -116,7 +116,8 @@ class Option:
     encode: Callable[[Any], Any] = _identity
     """The value as sent (``stop`` goes as a list)."""
     requires: str = ""
-    """Another option that must be on for this one to be sent (``echo`` and ``top_logprobs`` need ``logprobs``)."""
+    """Another option, earlier in the table, that must be sent for this one to be (``echo`` and ``top_logprobs``
+    need ``logprobs``, ``echo_last`` needs ``echo``)."""
     shapes_prompt: bool = False
     """Whether it changes the prompt string (and so, through the prompt, the cache key)."""
     annotation: str = ""
@@ -168,6 +169,9 @@ OPTIONS: Final[tuple[Option, ...]] = (
               omit=lambda value: not value),
     _sampling("echo", True, v.flag("echo"), "Also return the prompt's logprobs (only with logprobs on).", "bool",
               omit=lambda value: not value, requires="logprobs"),
+    _sampling("echo_last", None, v.integer("echo_last", 1),
+              "With echo: return only the last N prompt positions, a smaller reply (`echo_once` does not apply).",
+              "int | None", requires="echo"),
     _sampling("samples_per_request", 1, v.integer("samples_per_request", 1, v.MAX_N, allow_none=False),
               f"Choices per request (`n`, up to {v.MAX_N}); each choice is cached as its own sample.", "int",
               wire="n", omit=lambda value: value == 1),

@@ -42,6 +42,7 @@ class Settings:
     stop: tuple[str, ...]
     logprobs: int | None
     echo: bool
+    echo_last: int | None
     samples_per_request: int
     top_logprobs: int | None
     typical_p: float | None
@@ -163,7 +164,9 @@ class Settings:
         body: dict[str, Any] = {"prompt": prompt}
         for option in SENT_OPTIONS:
             value = getattr(self, option.name)
-            if option.omit(value) or (option.requires and not getattr(self, option.requires)):
+            # What an option requires comes earlier in the table, so "sent" chains: echo_last needs echo, which
+            # needs logprobs.
+            if option.omit(value) or (option.requires and by_name(option.requires).field not in body):
                 continue
             body[option.field] = option.encode(value)
         return body

@@ -107,6 +107,8 @@ class Fireworks:
     fork = blocking(AsyncFireworks.fork)
     forks = blocking(AsyncFireworks.forks)
     verify_logprobs = blocking(AsyncFireworks.verify_logprobs)
+    score = blocking(AsyncFireworks.score)
+    score_many = blocking(AsyncFireworks.score_many)
 
     @property
     def usage(self) -> UsageTotals:

@@ -33,6 +33,7 @@ class Config:
     default_max_tokens: int = 16
     context_length: int = 131_072
     text_offset_base: OffsetBase = "completion"
+    refuse_max_tokens_zero: bool = False
     strict_fields: bool = True
     requests_per_minute: float | None = None
     prompt_tokens_per_minute: float | None = None

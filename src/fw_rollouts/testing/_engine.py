@@ -265,7 +265,8 @@ class Engine:
                 echo_steps = reported_echo(fault, echo_steps, drifted, noise)
             echo_text = "".join(st.text for st in (echo_steps[1:] if zero_width else echo_steps))
             if req.echo_last is not None:
-                offset0 = len(echo_text)
+                # Offsets count from the first echoed token, or (text_offset_base="prompt") from the prompt's start.
+                offset0 = len(prompt.text) if cfg.text_offset_base == "prompt" else len(echo_text)
             else:
                 offset0 = len(prompt.text) if cfg.text_offset_base == "prompt" else 0
             for j in range(req.n):

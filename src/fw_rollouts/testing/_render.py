@@ -182,8 +182,8 @@ class Choice:
         self.offset0 = offset0  # text_offset of the first completion token
 
     def echo_offsets(self) -> list[int]:
-        """``text_offset`` of each echoed prompt token."""
-        return _offsets(self.echo_steps, 0, self.zero_width)
+        """``text_offset`` of each echoed prompt token (the last ends where the first generated one starts)."""
+        return _offsets(self.echo_steps, self.offset0 - len(self.echo_text), self.zero_width)
 
     def gen_offsets(self) -> list[int]:
         """``text_offset`` of each generated token."""

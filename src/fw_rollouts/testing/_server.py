@@ -547,7 +547,11 @@ class FireworksSimulator:
         context_length: Context window; longer requests are truncated or rejected as Fireworks does.
         text_offset_base: Where ``text_offset`` of completion tokens starts without echo:
             ``"completion"`` (0, like the Fireworks fixtures) or ``"prompt"`` (``len(prompt)``, like
-            llama.cpp).
+            llama.cpp). With ``echo_last`` (a partial echo), ``"completion"`` counts every offset from the
+            first echoed token and ``"prompt"`` from the start of the prompt (the two readings a real
+            server may have).
+        refuse_max_tokens_zero: Answer ``max_tokens=0`` with a 422 naming ``max_tokens`` (a server whose
+            minimum is 1), instead of echoing without generating.
         record: Keep a :class:`RecordedRequest` per request in :attr:`requests` (turn off for long runs).
         strict_fields: Answer body fields outside the Fireworks schema with its 400 "extra fields not
             permitted" error; False ignores them (for OpenRouter-style clients that send ``provider``,
@@ -592,6 +596,7 @@ class FireworksSimulator:
         default_max_tokens: int = 16,
         context_length: int = 131_072,
         text_offset_base: OffsetBase = "completion",
+        refuse_max_tokens_zero: bool = False,
         record: bool = True,
         strict_fields: bool = True,
         replay_cache_mb: int = 0,
@@ -635,6 +640,7 @@ class FireworksSimulator:
             default_max_tokens=default_max_tokens,
             context_length=context_length,
             text_offset_base=text_offset_base,
+            refuse_max_tokens_zero=bool(refuse_max_tokens_zero),
             strict_fields=strict_fields,
             requests_per_minute=requests_per_minute,
             prompt_tokens_per_minute=prompt_tokens_per_minute,

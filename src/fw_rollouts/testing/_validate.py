@@ -305,6 +305,10 @@ def validate(cfg: Config, obj: object, request_id: str, *, chat: bool = False) -
         else:
             prompts = _validate_prompt(get(source), errs)
     _check_scalars(get, errs)
+    if cfg.refuse_max_tokens_zero:
+        for name in ("max_tokens", "max_completion_tokens"):
+            if get(name) == 0 and _is_int(get(name)):  # a server whose minimum is 1 (the current spec states none)
+                _check_range(errs, ["body", name], 0, 1, None)
     logprobs = get("logprobs")
     if logprobs is not None and not isinstance(logprobs, bool):
         if _is_int(logprobs):
