@@ -796,6 +796,7 @@ class AsyncFireworks:
                 logprobs=settings.wants_logprobs,
                 stop=settings.stop,
                 split_reasoning=rendered.split_reasoning,
+                echo_last=settings.echo_last if settings.wants_echo else None,
             )
             keyer = prompt_id = affinity = None
             # A partial echo (echo_last) is no prompt part to share: each request echoes its own.

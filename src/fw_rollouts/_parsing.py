@@ -38,6 +38,7 @@ __all__ = [
     "LOGPROB_TOLERANCE",
     "ReasoningSplit",
     "ResponseSpec",
+    "count_echoed_tail",
     "count_prompt_tokens",
     "decode_body",
     "parse_completion",
@@ -78,6 +79,8 @@ class ResponseSpec:
     """Stop sequences sent; stripped from the end of the text if the server left them in."""
     split_reasoning: ReasoningSplit = _no_reasoning
     """How to split generated text into reasoning and content (from the chat template)."""
+    echo_last: int | None = None
+    """``echo_last`` sent with echo: the server echoes only the prompt's last that many tokens."""
 
 
 class _TooDeep(Exception):
@@ -212,7 +215,11 @@ def _parse_choice(choice: Any, position: int, spec: ResponseSpec, usage: Usage, 
         # Usage is counted per request: with several choices its completion count is not this choice's.
         lp_usage = usage if n == 1 else Usage(prompt_tokens=usage.prompt_tokens)
         logprobs = parse_logprobs(
-            raw_lp, prompt=spec.prompt if spec.echo else None, usage=lp_usage, required=spec.logprobs
+            raw_lp,
+            prompt=spec.prompt if spec.echo else None,
+            usage=lp_usage,
+            required=spec.logprobs,
+            echo_last=spec.echo_last,
         )
     # An empty logprobs object for a non-empty text is as missing as null (and must not be cached).
     if spec.logprobs and (logprobs is None or len(logprobs) == 0) and (text or spec.echo):
@@ -251,7 +258,12 @@ def _strip_stop(text: str, stop: tuple[str, ...]) -> str:
 
 
 def parse_logprobs(
-    raw: Any, *, prompt: str | None = None, usage: Usage | None = None, required: bool = False
+    raw: Any,
+    *,
+    prompt: str | None = None,
+    usage: Usage | None = None,
+    required: bool = False,
+    echo_last: int | None = None,
 ) -> Logprobs:
     """Parse either logprobs shape into :class:`Logprobs`.
 
@@ -260,7 +272,9 @@ def parse_logprobs(
     prompt, and the first echoed position gets no logprob. Values no model produces
     (see the module docstring) raise :class:`MalformedResponseError`; with ``required``
     (logprobs were asked for), a run whose every generated (or every echoed prompt)
-    logprob is null raises :class:`MissingLogprobsError`.
+    logprob is null raises :class:`MissingLogprobsError`. Under ``echo_last`` the echo may be
+    the prompt's tail only (:func:`count_echoed_tail`); its first position then has context and
+    keeps its logprob.
     """
     if not isinstance(raw, Mapping):
         raise MalformedResponseError(f"logprobs is a {type(raw).__name__}, not an object")
@@ -270,8 +284,12 @@ def parse_logprobs(
         tokens, lps, top, offsets, ids, sampling = columns
         n_prompt = 0
         if prompt is not None and tokens:
-            n_prompt = count_prompt_tokens(tokens, offsets, prompt, usage)
-            if n_prompt:
+            whole = True
+            if echo_last is None:
+                n_prompt = count_prompt_tokens(tokens, offsets, prompt, usage)
+            else:
+                n_prompt, whole = count_echoed_tail(tokens, offsets, prompt, usage, echo_last)
+            if n_prompt and whole:
                 # The first echoed position has no context: its value (null, or a meaningless number) is not a
                 # logprob, so it is neither kept nor checked.
                 lps[0] = None
@@ -531,6 +549,32 @@ def count_prompt_tokens(
     if usage is not None and usage.prompt_tokens:
         return min(usage.prompt_tokens, len(tokens))
     return 0
+
+
+def count_echoed_tail(
+    tokens: Sequence[str],
+    text_offset: Sequence[int] | None,
+    prompt: str,
+    usage: Usage | None,
+    echo_last: int,
+) -> tuple[int, bool]:
+    """(echoed prompt positions, whether they start at the prompt's start) under ``echo_last``.
+
+    A server echoes the prompt's last ``echo_last`` tokens, or all of them when the prompt has
+    no more (as plain echo, BOS and all): the first case is told by the leading ``echo_last``
+    token texts spelling the prompt's end, the second as :func:`count_prompt_tokens` tells
+    plain echo. Token texts that spell nothing (byte pieces) leave the counts: ``echo_last``
+    positions when the prompt has more tokens than that (``usage.prompt_tokens``), else plain echo's.
+    """
+    whole = count_prompt_tokens(tokens, text_offset, prompt, usage)
+    if whole and "".join(tokens[:whole]).endswith(prompt):
+        return whole, True
+    k = min(echo_last, len(tokens))
+    if k and prompt.endswith("".join(tokens[:k])) and all(tokens[:k]):
+        return k, False
+    if usage is not None and usage.prompt_tokens > echo_last:
+        return k, False
+    return whole, bool(whole)
 
 
 def _parse_usage(raw: Any) -> Usage:
