@@ -140,6 +140,7 @@ class AsyncFireworks:
         repetition_penalty: float | None = None,
         stop: str | Sequence[str] | None = (),
         logprobs: int | None = 5,
+        logprobs_format: str = "legacy",
         echo: bool = True,
         echo_last: int | None = None,
         samples_per_request: int = 1,

@@ -167,6 +167,9 @@ OPTIONS: Final[tuple[Option, ...]] = (
               omit=lambda value: not value, encode=list),
     _sampling("logprobs", 5, v.logprobs, "Alternatives per token, 1-5; 0 or None turns logprobs off.", "int | None",
               omit=lambda value: not value),
+    Option("logprobs_format", "legacy", v.choice("logprobs_format", ("legacy", "content"), allow_none=False), "call",
+           "`legacy` sends `logprobs: N`; `content` sends `logprobs: true, top_logprobs: N`, Fireworks' OpenAI-style "
+           "form, which also carries `sampling_logprob` and token ids.", shapes_output=True, annotation="str"),
     _sampling("echo", True, v.flag("echo"), "Also return the prompt's logprobs (only with logprobs on).", "bool",
               omit=lambda value: not value, requires="logprobs"),
     _sampling("echo_last", None, v.integer("echo_last", 1),

@@ -41,6 +41,7 @@ class Settings:
     repetition_penalty: float | None
     stop: tuple[str, ...]
     logprobs: int | None
+    logprobs_format: str
     echo: bool
     echo_last: int | None
     samples_per_request: int
@@ -169,6 +170,10 @@ class Settings:
             if option.omit(value) or (option.requires and by_name(option.requires).field not in body):
                 continue
             body[option.field] = option.encode(value)
+        if self.logprobs_format == "content" and "logprobs" in body:
+            # The OpenAI-style request: a flag, with the count of alternatives in top_logprobs.
+            body["top_logprobs"] = body.get("top_logprobs", body["logprobs"])
+            body["logprobs"] = True
         return body
 
     def key_body(self, prompt: str) -> dict[str, Any]:

@@ -189,9 +189,9 @@ def logit_bias(value: Any) -> dict[str, float] | None:
     return out
 
 
-def choice(name: str, allowed: tuple[str, ...]) -> Callable[[Any], str | None]:
+def choice(name: str, allowed: tuple[str, ...], *, allow_none: bool = True) -> Callable[[Any], str | None]:
     def check(value: Any) -> str | None:
-        if value is None:
+        if value is None and allow_none:
             return None
         if value not in allowed:
             raise ValidationError(name, value, f"one of {', '.join(map(repr, allowed))}")

@@ -1,0 +1,56 @@
+"""``logprobs_format="content"``: the OpenAI-style request (``logprobs: true`` + ``top_logprobs``), whose reply
+carries Fireworks' ``sampling_logprob`` and token ids; the same tokens and logprobs as the legacy form."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fw_rollouts import AsyncFireworks, ValidationError
+from fw_rollouts.testing import FireworksSimulator
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+async def test_content_form_keeps_sampling_logprobs_beside_the_logprobs(tmp_path: Path) -> None:
+    with FireworksSimulator() as sim:
+        async with AsyncFireworks(
+            "qwen-15b", base_url=sim.base_url, api_key=sim.api_key, max_tokens=8, temperature=0.7,
+            logprobs=3, cache_dir=str(tmp_path / "c"), progress_bar=False,
+        ) as client:  # fmt: skip
+            content = (await client.generate("hi", logprobs_format="content"))[0]
+            legacy = (await client.generate("hi"))[0]
+            again = (await client.generate("hi", logprobs_format="content"))[0]
+            bodies = [r.body for r in sim.requests]
+    assert len(bodies) == 2  # the two forms are two cache entries; the third call was a hit
+    assert (bodies[0]["logprobs"], bodies[0]["top_logprobs"]) == (True, 3)
+    assert bodies[1]["logprobs"] == 3 and "top_logprobs" not in bodies[1]
+    assert content.full == legacy.full
+    c, lg = content.get_generation_logprobs(), legacy.get_generation_logprobs()
+    assert c is not None and lg is not None
+    assert (c.tokens, c.token_logprobs, c.top_logprobs) == (lg.tokens, lg.token_logprobs, lg.top_logprobs)
+    assert lg.sampling_logprobs is None and lg.token_ids is not None
+    # Under temperature 0.7 the sampling distribution differs from the model's: both are kept.
+    assert c.sampling_logprobs is not None and len(c.sampling_logprobs) == len(c)
+    assert c.sampling_logprobs != c.token_logprobs
+    assert c.token_ids is not None and len(c.token_ids) == len(c)
+    assert again.cached and again.logprobs == content.logprobs
+    assert again.get_generation_logprobs().sampling_logprobs == c.sampling_logprobs  # type: ignore[union-attr]
+
+
+async def test_an_unknown_format_is_refused_before_any_request(tmp_path: Path) -> None:
+    with FireworksSimulator() as sim:
+        async with AsyncFireworks(
+            "qwen-15b", base_url=sim.base_url, api_key=sim.api_key, cache_dir=str(tmp_path / "c"), progress_bar=False
+        ) as client:
+            with pytest.raises(ValidationError, match=r"logprobs_format.*'legacy', 'content'"):
+                await client.generate("hi", logprobs_format="json")
+            with pytest.raises(ValidationError, match="logprobs_format"):
+                await client.generate("hi", logprobs_format=None)
+        assert sim.requests == []
