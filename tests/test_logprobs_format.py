@@ -27,7 +27,7 @@ async def test_content_form_keeps_sampling_logprobs_beside_the_logprobs(tmp_path
             content = (await client.generate("hi", logprobs_format="content"))[0]
             legacy = (await client.generate("hi"))[0]
             again = (await client.generate("hi", logprobs_format="content"))[0]
-            bodies = [r.body for r in sim.requests]
+            bodies = [r.body or {} for r in sim.requests]
     assert len(bodies) == 2  # the two forms are two cache entries; the third call was a hit
     assert (bodies[0]["logprobs"], bodies[0]["top_logprobs"]) == (True, 3)
     assert bodies[1]["logprobs"] == 3 and "top_logprobs" not in bodies[1]
