@@ -7,9 +7,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["BosMode", "Config", "OffsetBase", "model_names"]
+__all__ = ["AnswersMode", "BosMode", "Config", "OffsetBase", "model_names"]
 
 BosMode = Literal["none", "count", "echo"]
+AnswersMode = Literal["boxed"] | None
 OffsetBase = Literal["completion", "prompt"]
 
 
@@ -32,6 +33,7 @@ class Config:
     generated_tokens_per_minute: float | None = None
     ratelimit_headers: bool = False
     clock: Callable[[], float] = time.monotonic
+    answers: AnswersMode = None
 
 
 def model_names(models: Iterable[str] | None) -> frozenset[str] | None:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final, cast
 
-from ._config import BosMode, Config, OffsetBase, model_names
+from ._config import AnswersMode, BosMode, Config, OffsetBase, model_names
 from ._engine import GENERATION_PATHS, Engine
 from ._errors import nested_error
 from ._faults import Fault, FaultPlan
@@ -569,6 +569,9 @@ class FireworksSimulator:
             each limit set (``x-ratelimit-over-limit`` is always sent).
         clock: The time the limits count on, in seconds (default :func:`time.monotonic`); pass a virtual
             clock's ``now`` to run a rate-limited client on virtual time.
+        answers: ``"boxed"`` makes the toy model answer: after ``\\boxed{`` it writes one of a few
+            candidate answers (from a distribution that the finished sentences before it decide) and
+            ``}``, and an answer segment ends with `` \\boxed{<answer>}``. None (the default): word soup.
     """
 
     def __init__(
@@ -593,6 +596,7 @@ class FireworksSimulator:
         generated_tokens_per_minute: float | None = None,
         ratelimit_headers: bool = False,
         clock: Callable[[], float] = time.monotonic,
+        answers: AnswersMode = None,
     ) -> None:
         if bos not in ("none", "count", "echo"):
             raise ValueError(f"bos must be 'none', 'count' or 'echo', not {bos!r}")
@@ -602,6 +606,8 @@ class FireworksSimulator:
             raise ValueError("latency and default_max_tokens must be >= 0 and context_length >= 1")
         if api_key == "":
             raise ValueError("api_key must be a non-empty string or None")
+        if answers not in (None, "boxed"):
+            raise ValueError(f"answers must be None or 'boxed', not {answers!r}")
         if replay_cache_mb < 0:
             raise ValueError("replay_cache_mb must be >= 0")
         limits = {
@@ -630,6 +636,7 @@ class FireworksSimulator:
             generated_tokens_per_minute=generated_tokens_per_minute,
             ratelimit_headers=bool(ratelimit_headers),
             clock=clock,
+            answers=answers,
         )
         self._core = _Core(cfg, record, int(replay_cache_mb * 1024 * 1024))
         self._host = host
