@@ -7,6 +7,7 @@
 """
 
 from ._budget import Budget, Cost, Spent
+from ._chunks import Chunk, first_chunk, prefix_before, prefix_through, split_reasoning
 from ._client import AsyncFireworks, SampleStream
 from ._clock import Clock, SystemClock
 from ._compat import FireworksClient
@@ -66,6 +67,7 @@ __all__ = [
     "Budget",
     "Budgets",
     "ChatTemplate",
+    "Chunk",
     "Clock",
     "ConfigurationError",
     "Cost",
@@ -107,8 +109,12 @@ __all__ = [
     "UsageTotals",
     "ValidationError",
     "__version__",
+    "first_chunk",
     "load_study",
+    "prefix_before",
+    "prefix_through",
     "resolve_model",
+    "split_reasoning",
 ]
 
 
