@@ -6,6 +6,7 @@
 ...     response.get_generation_logprobs().token_logprobs
 """
 
+from ._answers import extract_answer, extract_boxed, normalize_answer
 from ._budget import Budget, Cost, Spent
 from ._chunks import Chunk, first_chunk, prefix_before, prefix_through, split_reasoning
 from ._client import AsyncFireworks, SampleStream
@@ -29,6 +30,18 @@ from ._exceptions import (
     ResponseError,
     ServerError,
     ValidationError,
+)
+from ._importance import (
+    accuracy,
+    answer_distribution,
+    counterfactual_importance,
+    different_trajectories_fraction,
+    embedding_similarity,
+    forced_answer_importance,
+    kl_divergence,
+    lexical_similarity,
+    overdeterminedness,
+    resampling_importance,
 )
 from ._logprobs import Logprobs, TokenLogprob
 from ._models import FwResponse, FwRollouts, Usage
@@ -109,10 +122,23 @@ __all__ = [
     "UsageTotals",
     "ValidationError",
     "__version__",
+    "accuracy",
+    "answer_distribution",
+    "counterfactual_importance",
+    "different_trajectories_fraction",
+    "embedding_similarity",
+    "extract_answer",
+    "extract_boxed",
     "first_chunk",
+    "forced_answer_importance",
+    "kl_divergence",
+    "lexical_similarity",
     "load_study",
+    "normalize_answer",
+    "overdeterminedness",
     "prefix_before",
     "prefix_through",
+    "resampling_importance",
     "resolve_model",
     "split_reasoning",
 ]
