@@ -50,6 +50,7 @@ from ._prompts import MODEL_ALIASES, resolve_model
 from ._ratelimit import Limiter
 from ._redact import install_log_filter as _install_log_filter
 from ._settings import Settings
+from ._steps import StepImportance, StepResampling, StepResult, plot_importance
 from ._store import DiskStore, SampleStore, StoreStats
 from ._study import StudyItem
 from ._study_file import load_study
@@ -112,6 +113,9 @@ __all__ = [
     "ServerError",
     "Settings",
     "Spent",
+    "StepImportance",
+    "StepResampling",
+    "StepResult",
     "StoreStats",
     "StudyEstimate",
     "StudyItem",
@@ -136,6 +140,7 @@ __all__ = [
     "load_study",
     "normalize_answer",
     "overdeterminedness",
+    "plot_importance",
     "prefix_before",
     "prefix_through",
     "resampling_importance",

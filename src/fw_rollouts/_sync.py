@@ -100,6 +100,7 @@ class Fireworks:
     generate = blocking(AsyncFireworks.generate)
     generate_many = blocking(AsyncFireworks.generate_many)
     estimate = blocking(AsyncFireworks.estimate)
+    resample_steps = blocking(AsyncFireworks.resample_steps)
 
     @property
     def usage(self) -> UsageTotals:
