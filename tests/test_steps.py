@@ -381,3 +381,30 @@ async def test_plot_importance_draws_a_bar_per_step(answering: FireworksSimulato
     plt.close("all")
     with pytest.raises(ValidationError, match="kind"):
         plot_importance(result, kind="attention")  # type: ignore[arg-type]
+
+
+def test_the_worked_example_in_docs_runs_as_written_and_resumes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """docs/resampling.md's example, run twice in a fresh directory: the second run reads the study file back."""
+    docs = Path(__file__).resolve().parent.parent / "docs" / "resampling.md"
+    match = re.search(r"```python\n(.*?)```", docs.read_text(encoding="utf-8"), re.S)
+    assert match is not None
+    code = compile(match.group(1), str(docs), "exec")
+    monkeypatch.chdir(tmp_path)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    outputs = []
+    for _ in range(2):
+        exec(code, {"__name__": "__main__"})
+        outputs.append(capsys.readouterr().out)
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
+    first, second = outputs
+    assert first.startswith("110 requests\n") and second.startswith("0 requests\n")
+    assert first.splitlines()[1:] == second.splitlines()[1:]  # the same samples, so the same figures
+    assert sum(line.startswith("step ") and "accuracy" in line for line in first.splitlines()) == 5
+    assert "counterfactual [" in first and "forced_accuracy" in first
+    assert (tmp_path / "steps.jsonl").exists() and (tmp_path / "importance.png").stat().st_size > 1000
