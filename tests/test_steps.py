@@ -16,6 +16,7 @@ import pytest
 from _helpers import MakeClient
 from fw_rollouts import (
     AsyncFireworks,
+    BadRequestError,
     ConfigurationError,
     Fireworks,
     InvalidTypeError,
@@ -25,7 +26,7 @@ from fw_rollouts import (
     plot_importance,
     split_reasoning,
 )
-from fw_rollouts.testing import FireworksSimulator
+from fw_rollouts.testing import Fault, FireworksSimulator
 from fw_rollouts.testing._model import ANSWERS
 
 QUESTION = "What is 6 times 7?"
@@ -176,15 +177,40 @@ async def test_a_larger_n_samples_tops_each_step_up(answering: FireworksSimulato
         assert c.answers == b.answers and c.answers[:2] == a.answers
 
 
-async def test_resumes_from_the_study_file(answering: FireworksSimulator, tmp_path: Path) -> None:
+@pytest.mark.parametrize("model", ["qwen-15b", "gpt-oss-20b"])
+async def test_resumes_from_the_study_file(answering: FireworksSimulator, tmp_path: Path, model: str) -> None:
     output = tmp_path / "steps.jsonl"
-    async with _client(answering, tmp_path, use_cache=False) as client:
-        first = await client.resample_steps(QUESTION, REASONING, 2, forced_answer=True, output=output)
+    call = {"forced_answer": True, "output": output, **(DATE if model == "gpt-oss-20b" else {})}
+    async with _client(answering, tmp_path, model=model, use_cache=False) as client:
+        first = await client.resample_steps(QUESTION, REASONING, 2, **call)
         requests = len(answering.requests)
-        again = await client.resample_steps(QUESTION, REASONING, 2, forced_answer=True, output=output)
+        again = await client.resample_steps(QUESTION, REASONING, 2, **call)
     assert requests == 5 * 2 * 2 and len(answering.requests) == requests  # the second run read the file
+    assert all(r.cached for s in again for r in s.rollouts)
     assert [s.answers for s in again] == [s.answers for s in first]
     assert [s.forced_answers for s in again] == [s.forced_answers for s in first]
+    assert [s.first_chunks for s in again] == [s.first_chunks for s in first]
+    assert [s.rollouts.get_reasonings() for s in again] == [s.rollouts.get_reasonings() for s in first]
+
+
+async def test_failed_samples_are_kept_apart_and_fetched_on_the_next_run(
+    answering: FireworksSimulator, tmp_path: Path
+) -> None:
+    async with _client(answering, tmp_path, max_retries=0) as client:
+        answering.faults.push(Fault.ok(), Fault.status(400))  # the study's second request fails: its step stops
+        partial = await client.resample_steps(QUESTION, REASONING, 3, on_error="return")
+        (short,) = [s for s in partial if s.n < 3]
+        assert sum(s.n for s in partial) == 5 * 3 - (3 - short.n)
+        assert short.rollouts.errors and len(short.answers) == len(short.first_chunks) == short.n
+        answering.faults.push(Fault.status(400))
+        with pytest.raises(BadRequestError) as info:
+            await client.resample_steps(QUESTION, REASONING, 3)
+        assert info.value.results is not None and len(info.value.results) == 5
+        missing = sum(r.num_responses - len(r) for r in info.value.results)
+        assert 0 < missing <= 3 - short.n  # the first run's missing samples, of which the fault stopped some
+        answering.reset()
+        whole = await client.resample_steps(QUESTION, REASONING, 3)
+    assert len(answering.requests) == missing and all(s.n == 3 for s in whole)
 
 
 async def test_forced_answers_are_read_from_the_cue_and_what_follows(

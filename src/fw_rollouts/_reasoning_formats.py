@@ -59,8 +59,9 @@ class ReasoningFormat(Protocol):
         """``continued`` (from :meth:`continue_reasoning`) with the reasoning closed and ``cue`` appended."""
         ...
 
-    def sample(self, response: FwResponse) -> FwResponse:
-        """``response`` with its reasoning and content split as this format writes them."""
+    def sample(self, response: FwResponse, prompt: str) -> FwResponse:
+        """``response`` (a sample of the raw ``prompt``) with its reasoning and content split as this format
+        writes them."""
         ...
 
     def reasoning_text(self, response: FwResponse) -> str:
@@ -89,7 +90,7 @@ class ThinkFormat:
         """``continued + "\\n</think>\\n\\n" + cue``."""
         return continued + "\n" + THINK_CLOSE + "\n\n" + cue
 
-    def sample(self, response: FwResponse) -> FwResponse:
+    def sample(self, response: FwResponse, prompt: str) -> FwResponse:
         """Unchanged: the client split it at ``</think>`` already."""
         return response
 
@@ -150,7 +151,7 @@ class LlamaFormat:
         """``continued + "\\n\\n" + cue`` (no break before the cue when the reply is still empty)."""
         return continued + ("\n\n" if prefix else "") + cue
 
-    def sample(self, response: FwResponse) -> FwResponse:
+    def sample(self, response: FwResponse, prompt: str) -> FwResponse:
         """Unchanged (the reply is all content)."""
         return response
 
@@ -183,12 +184,14 @@ class HarmonyFormat:
         """``continued + "<|end|><|start|>assistant<|channel|>final<|message|>" + cue``."""
         return continued + _HARMONY_FINAL + cue
 
-    def sample(self, response: FwResponse) -> FwResponse:
+    def sample(self, response: FwResponse, prompt: str) -> FwResponse:
         """The response split into the analysis (reasoning) and final (content) channels.
 
-        The prompts are sent raw, and a raw prompt is read as ``<think>`` text, which harmony is not.
+        The prompts are sent raw, and a raw prompt is read as ``<think>`` text, which harmony is not. Where
+        the analysis channel is open decides what the generated text continues, so ``prompt`` is passed in
+        (a sample read back from a study file need not carry its prompt).
         """
-        reasoning, content, completed = self.template.split_reasoning(response.full, response.prompt)
+        reasoning, content, completed = self.template.split_reasoning(response.full, prompt)
         if (reasoning, content, completed) == (response.reasoning, response.content, response.completed_reasoning):
             return response
         return dataclasses.replace(response, reasoning=reasoning, content=content, completed_reasoning=completed)

@@ -620,7 +620,7 @@ async def resample_steps(
 
 def _resplit(rollouts: FwRollouts, fmt: ReasoningFormat) -> FwRollouts:
     """``rollouts`` with each sample read as ``fmt`` writes it (the prompts went out raw)."""
-    responses = [fmt.sample(r) for r in rollouts.responses]
+    responses = [fmt.sample(r, rollouts.prompt_text) for r in rollouts.responses]
     if all(a is b for a, b in zip(responses, rollouts.responses, strict=True)):
         return rollouts
     return dataclasses.replace(rollouts, responses=responses)
