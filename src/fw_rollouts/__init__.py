@@ -31,6 +31,8 @@ from ._exceptions import (
     ServerError,
     ValidationError,
 )
+from ._forks import Fork, ForkPoint, fork_points, fork_prompt
+from ._frames import to_pandas
 from ._importance import (
     accuracy,
     answer_distribution,
@@ -45,7 +47,9 @@ from ._importance import (
 )
 from ._logprobs import Logprobs, TokenLogprob
 from ._models import FwResponse, FwRollouts, Usage
+from ._next_token import TokenDistribution
 from ._options import DEFAULT_BASE_URL, DEFAULT_CACHE_DIR
+from ._plots import plot_logprobs
 from ._prompts import MODEL_ALIASES, resolve_model
 from ._ratelimit import Limiter
 from ._redact import install_log_filter as _install_log_filter
@@ -63,7 +67,9 @@ from ._templates import (
     Llama31Template,
 )
 from ._transport import HTTPTransport, OpenAITransport, Reply, Transport
+from ._uncertainty import semantic_entropy
 from ._usage import Budgets, Prices, PriceTable, StudyEstimate, UsageTotals
+from ._verify import LogprobsCheck, LogprobsReport
 from ._version import __version__
 
 __all__ = [
@@ -89,6 +95,8 @@ __all__ = [
     "DiskStore",
     "Fireworks",
     "FireworksClient",
+    "Fork",
+    "ForkPoint",
     "FwResponse",
     "FwRollouts",
     "FwRolloutsError",
@@ -99,6 +107,8 @@ __all__ = [
     "Limiter",
     "Llama31Template",
     "Logprobs",
+    "LogprobsCheck",
+    "LogprobsReport",
     "MalformedResponseError",
     "MissingLogprobsError",
     "NotFoundError",
@@ -120,6 +130,7 @@ __all__ = [
     "StudyEstimate",
     "StudyItem",
     "SystemClock",
+    "TokenDistribution",
     "TokenLogprob",
     "Transport",
     "Usage",
@@ -135,17 +146,22 @@ __all__ = [
     "extract_boxed",
     "first_chunk",
     "forced_answer_importance",
+    "fork_points",
+    "fork_prompt",
     "kl_divergence",
     "lexical_similarity",
     "load_study",
     "normalize_answer",
     "overdeterminedness",
     "plot_importance",
+    "plot_logprobs",
     "prefix_before",
     "prefix_through",
     "resampling_importance",
     "resolve_model",
+    "semantic_entropy",
     "split_reasoning",
+    "to_pandas",
 ]
 
 

@@ -23,14 +23,17 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from . import _forks, _next_token
 from ._budget import Budget, Spent
 from ._cache_key import CacheKeyer
 from ._chunks import SplitRule
 from ._clock import Clock
 from ._echo import PromptPart, with_prompt
 from ._exceptions import ConfigurationError, FwRolloutsError, InvalidTypeError, ValidationError
+from ._forks import Fork
 from ._lookup import CacheHits, cached_hits
 from ._models import FwResponse, FwRollouts
+from ._next_token import TokenDistribution
 from ._options import (
     DEFAULT_CACHE_DIR,
     DEFAULT_CONNECT_TIMEOUT,
@@ -56,6 +59,7 @@ from ._study_file import StudyWriter, read_samples, study_format
 from ._templates import ChatTemplate, template_for_model
 from ._transport import Transport
 from ._usage import Budgets, ItemEstimate, Prices, PriceTable, StudyEstimate, UsageTotals, estimate, price_table
+from ._verify import DEFAULT_TOLERANCE, LogprobsReport, verify_logprobs
 from ._writeback import WriteBehind
 
 if TYPE_CHECKING:
@@ -555,6 +559,146 @@ class AsyncFireworks:
             on_error=on_error,
             **sampling,
         )
+
+    async def next_token_distribution(
+        self, /, prompt: Prompt, *, raw: bool | None = None, top_logprobs: int = 5, **options: Any
+    ) -> TokenDistribution:
+        """The next token's distribution after ``prompt``: its top ``top_logprobs`` alternatives, from one request.
+
+        One greedy request of one token (``max_tokens=1``, ``logprobs=top_logprobs``, no echo), cached like
+        any other. The result holds the alternatives as probabilities, most likely first, and the
+        ``residual_mass`` they leave (what the server did not show). ``prompt`` and ``raw`` are as for
+        :meth:`generate`; ``options`` are the call's other options (``chat_template=...``).
+        """
+        return await _next_token.next_token_distribution(self, prompt, raw=raw, top_logprobs=top_logprobs, **options)
+
+    async def next_token_distributions(
+        self, /, prompts: Sequence[Prompt], *, raw: bool | None = None, top_logprobs: int = 5, **options: Any
+    ) -> list[TokenDistribution]:
+        """:meth:`next_token_distribution` of every prompt, as one study (one budget, one bar), in order."""
+        return await _next_token.next_token_distributions(
+            self, prompts, raw=raw, top_logprobs=top_logprobs, **options
+        )
+
+    async def forced_answer_distribution(
+        self,
+        /,
+        prompt: Prompt,
+        reasoning_prefix: str,
+        *,
+        answer_cue: str | None = None,
+        raw: bool | None = None,
+        top_logprobs: int = 5,
+        **options: Any,
+    ) -> TokenDistribution:
+        """The forced answer's first-token distribution after ``reasoning_prefix``, from one request.
+
+        Closes the reasoning after ``reasoning_prefix`` for the template's family and appends ``answer_cue``
+        (default the published ``"Therefore, the final answers is \\boxed{"``), then reads the next token's
+        top alternatives (:meth:`next_token_distribution`). A cheap alternative to sampling forced
+        answers, for answers that differ in their FIRST token: a multi-token answer ("12" may be "1", "2")
+        shows as its first token only. :meth:`TokenDistribution.answers` merges tokens that are one answer.
+        """
+        return await _next_token.forced_answer_distribution(
+            self, prompt, reasoning_prefix, answer_cue=answer_cue, raw=raw, top_logprobs=top_logprobs, **options
+        )
+
+    async def forced_answer_distributions(
+        self,
+        /,
+        items: Sequence[tuple[Prompt, str]],
+        *,
+        answer_cue: str | None = None,
+        raw: bool | None = None,
+        top_logprobs: int = 5,
+        **options: Any,
+    ) -> list[TokenDistribution]:
+        """:meth:`forced_answer_distribution` of every ``(prompt, reasoning_prefix)`` pair, as one study, in order."""
+        return await _next_token.forced_answer_distributions(
+            self, items, answer_cue=answer_cue, raw=raw, top_logprobs=top_logprobs, **options
+        )
+
+    async def fork(
+        self,
+        /,
+        response: FwResponse,
+        position: int,
+        token: str,
+        n_samples: int,
+        *,
+        answer: Callable[[str], str | None] | None = None,
+        seed: int | None = None,
+        **sampling: Any,
+    ) -> Fork:
+        """Continue ``n_samples`` from ``response``'s generated text up to ``position``, with ``token`` there.
+
+        The prompt is exactly ``response.prompt + response.full[:offset] + token`` (``offset`` where generated
+        position ``position`` starts), sent raw, echo off unless ``echo=True``; ``sampling`` overrides the
+        client's options. Each continuation's answer is ``answer(text)`` over its whole generated text (the
+        base's text up to the fork, ``token``, the continuation; default: the last ``\\boxed{}``), collected
+        in ``Fork.outcomes``. ``token`` may be any text; one not among the server's alternatives there
+        warns. The server re-tokenises the prompt, so the boundary may not tokenise as generated; a
+        byte-piece token, or a position inside a multi-byte character, is refused (see :func:`fork_prompt`).
+        """
+        return await _forks.fork(self, response, position, token, n_samples, answer=answer, seed=seed, **sampling)
+
+    async def forks(
+        self,
+        /,
+        response: FwResponse,
+        *,
+        n_samples: int,
+        threshold: float = 0.05,
+        positions: Sequence[int] | None = None,
+        include_chosen: bool = False,
+        answer: Callable[[str], str | None] | None = None,
+        seed: int | None = None,
+        on_error: Literal["raise", "return"] = "raise",
+        output: str | os.PathLike[str] | None = None,
+        **sampling: Any,
+    ) -> list[Fork]:
+        """Every fork of ``response`` (Forking Paths), run as one study: one budget, one bar, cached, resumable.
+
+        The forks are those of :func:`fork_points` (alternatives above ``threshold``; only at ``positions``
+        when given), each as :meth:`fork` builds it, ``n_samples`` each; ``include_chosen=True`` also continues
+        from the chosen token at each of those positions, the base's own path. They run as one
+        :meth:`generate_many` call (``on_error`` and ``output`` as there), and come back in position order,
+        most likely alternative first. Forks that cannot be sent as text (byte pieces) are skipped with a warning.
+        """
+        return await _forks.forks(
+            self,
+            response,
+            n_samples=n_samples,
+            threshold=threshold,
+            positions=positions,
+            include_chosen=include_chosen,
+            answer=answer,
+            seed=seed,
+            on_error=on_error,
+            output=output,
+            **sampling,
+        )
+
+    async def verify_logprobs(
+        self,
+        /,
+        prompt: Prompt | None = None,
+        *,
+        tolerance: float = DEFAULT_TOLERANCE,
+        raw: bool | None = None,
+        **options: Any,
+    ) -> LogprobsReport:
+        """Probe the server with four short requests and report whether its logprobs are sane.
+
+        Checks that generated positions carry well-formed logprobs and alternatives, that echo returns
+        one position per prompt token, that temperature 0 picks the top alternative, that a generated
+        token's logprob matches the echoed logprob of the same text within ``tolerance`` (nats), and
+        that the same request twice gives the same logprobs. ``report.ok`` is True only when every
+        check passed; ``print(report)`` shows each finding. ``prompt`` (a default is provided),
+        ``raw`` and ``options`` are as in :meth:`generate`; nothing is read from or written to the
+        cache. See ``docs/verify.md``.
+        """
+        return await verify_logprobs(self, prompt, tolerance=tolerance, raw=raw, **options)
 
     async def aclose(self) -> None:
         """Close connections (on the current loop) and the cache. The client cannot be used afterwards."""

@@ -224,6 +224,62 @@ class Logprobs:
         for row in zip(*columns, strict=True):
             yield TokenLogprob(*row)
 
+    # -- uncertainty and frames (the arithmetic in ._uncertainty, the frames in ._frames) --------
+
+    def topk_entropy(self) -> list[float | None]:
+        """Per position, ``-sum(p * log p)`` over the returned alternatives (nats); None where none were returned.
+
+        A partial sum over the top k, never the full entropy: read it with :meth:`residual_mass`.
+        """
+        from ._uncertainty import topk_entropy
+
+        return [topk_entropy(alts) for alts in self._peek("top_logprobs", Columns.top_list)]
+
+    def residual_mass(self) -> list[float | None]:
+        """Per position, ``1 - sum(p)`` over the returned alternatives (clipped at 0); None where none were returned."""
+        from ._uncertainty import residual_mass
+
+        return [residual_mass(alts) for alts in self._peek("top_logprobs", Columns.top_list)]
+
+    def surprisal(self) -> list[float | None]:
+        """Per position, ``-logprob`` of the token (nats); None where there is no logprob (the first echoed token)."""
+        from ._uncertainty import surprisal
+
+        return [surprisal(lp) for lp in self._peek("token_logprobs", Columns.logprob_list)]
+
+    def ranks(self, *, k: int | None = None) -> list[int | None]:
+        """Per position, the token's rank among the alternatives (0: the most likely); None beyond the top k.
+
+        ``k``: how many alternatives were asked for (``top_logprobs``, else ``logprobs``). The
+        legacy format adds the chosen token to the top k where it is not among them; such a
+        token's rank is not known and is None. Without ``k`` it is read off the run (the fewest
+        alternatives at any position, see :func:`._uncertainty.requested_alternatives`).
+        """
+        from ._uncertainty import rank, requested_alternatives
+
+        top = self._peek("top_logprobs", Columns.top_list)
+        if k is None:
+            k = requested_alternatives(top)
+        tokens = self._peek("tokens", Columns.token_strings)
+        return [rank(token, alts, k) for token, alts in zip(tokens, top, strict=True)]
+
+    def to_numpy(self, *, k: int | None = None) -> Any:
+        """One record per position as a numpy structured array (needs numpy: ``pip install 'fw-rollouts[pandas]'``).
+
+        Fields: token, token_id, logprob, prob, rank, topk_entropy, residual_mass, is_prompt,
+        sampling_logprob, text_offset; NaN (floats) or -1 (integers) where a value is missing.
+        ``k`` as for :meth:`ranks`.
+        """
+        from ._frames import logprobs_array
+
+        return logprobs_array(self, k=k)
+
+    def to_pandas(self, *, k: int | None = None) -> Any:
+        """The fields of :meth:`to_numpy` as a pandas DataFrame, one row per position (the ``pandas`` extra)."""
+        from ._frames import logprobs_frame
+
+        return logprobs_frame(self, k=k)
+
     # -- slicing -------------------------------------------------------------
 
     def get_prompt_logprobs(self) -> Logprobs:

@@ -128,6 +128,18 @@ class FwResponse:
             "object": self.object,
         }
 
+    def to_pandas(self) -> Any:
+        """This sample's positions as a pandas DataFrame (:meth:`Logprobs.to_pandas`); no rows without logprobs."""
+        from ._frames import response_frame
+
+        return response_frame(self)
+
+    def _repr_html_(self) -> str:
+        """The sample in a notebook: generated tokens shaded by probability, alternatives on hover, the prompt apart."""
+        from ._html import response_html
+
+        return response_html(self)
+
     def __repr__(self) -> str:
         text = self.full if len(self.full) <= 60 else self.full[:57] + "..."
         lp = "None" if self.logprobs is None else f"{len(self.logprobs)} positions"
@@ -277,6 +289,21 @@ class FwRollouts(Sequence[FwResponse]):
         from ._jsonl import read_rollouts
 
         return read_rollouts(path)
+
+    def to_pandas(self) -> Any:
+        """One row per sample as a pandas DataFrame (text, finish reason, tokens, sum and mean logprob, ...).
+
+        Columns: ``fw_rollouts._frames.SAMPLE_COLUMNS``; needs ``pip install 'fw-rollouts[pandas]'``.
+        """
+        from ._frames import rollouts_frame
+
+        return rollouts_frame(self)
+
+    def _repr_html_(self) -> str:
+        """The call in a notebook: its settings and a table of its samples (the first few rows)."""
+        from ._html import rollouts_html
+
+        return rollouts_html(self)
 
     def __repr__(self) -> str:
         return (

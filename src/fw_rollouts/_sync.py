@@ -101,6 +101,13 @@ class Fireworks:
     generate_many = blocking(AsyncFireworks.generate_many)
     estimate = blocking(AsyncFireworks.estimate)
     resample_steps = blocking(AsyncFireworks.resample_steps)
+    next_token_distribution = blocking(AsyncFireworks.next_token_distribution)
+    next_token_distributions = blocking(AsyncFireworks.next_token_distributions)
+    forced_answer_distribution = blocking(AsyncFireworks.forced_answer_distribution)
+    forced_answer_distributions = blocking(AsyncFireworks.forced_answer_distributions)
+    fork = blocking(AsyncFireworks.fork)
+    forks = blocking(AsyncFireworks.forks)
+    verify_logprobs = blocking(AsyncFireworks.verify_logprobs)
 
     @property
     def usage(self) -> UsageTotals:

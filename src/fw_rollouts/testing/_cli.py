@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
+from ._config import LOGPROBS_FAULTS
 from ._server import FireworksSimulator, http_url
 
 __all__ = ["build_parser", "main"]
@@ -69,6 +70,11 @@ def build_parser(prog: str = "python -m fw_rollouts.testing") -> argparse.Argume
     p.add_argument(
         "--ratelimit-headers", action="store_true", help="send x-ratelimit-limit-* and x-ratelimit-remaining-* headers"
     )
+    p.add_argument(
+        "--logprobs-fault",
+        choices=LOGPROBS_FAULTS,
+        help="answer 200 with logprobs wrong in this way (what verify_logprobs catches); default: honest",
+    )
     p.add_argument("--uvloop", action="store_true", help="run on uvloop's event loop if it is installed")
     p.add_argument(
         "--workers",
@@ -98,6 +104,7 @@ def _simulator(args: argparse.Namespace, port: int, worker: int) -> FireworksSim
         prompt_tokens_per_minute=args.prompt_tokens_per_minute,
         generated_tokens_per_minute=args.generated_tokens_per_minute,
         ratelimit_headers=args.ratelimit_headers,
+        logprobs_fault=args.logprobs_fault,
     )
     if args.fault_rate:
         sim.faults.random(args.fault_rate, seed=args.fault_seed + worker)

@@ -7,11 +7,18 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["AnswersMode", "BosMode", "Config", "OffsetBase", "model_names"]
+__all__ = ["LOGPROBS_FAULTS", "AnswersMode", "BosMode", "Config", "LogprobsFault", "OffsetBase", "model_names"]
 
 BosMode = Literal["none", "count", "echo"]
 AnswersMode = Literal["boxed"] | None
 OffsetBase = Literal["completion", "prompt"]
+LogprobsFault = Literal[
+    "missing", "shifted", "not-greedy", "echo-drift", "echo-short", "no-echo", "noisy", "processed"
+]
+#: The values of ``logprobs_fault``: a server that answers 200 with wrong logprobs (see ``_misreport``).
+LOGPROBS_FAULTS: tuple[LogprobsFault, ...] = (
+    "missing", "shifted", "not-greedy", "echo-drift", "echo-short", "no-echo", "noisy", "processed"
+)
 
 
 @dataclass(frozen=True)
@@ -34,6 +41,7 @@ class Config:
     ratelimit_headers: bool = False
     clock: Callable[[], float] = time.monotonic
     answers: AnswersMode = None
+    logprobs_fault: LogprobsFault | None = None
 
 
 def model_names(models: Iterable[str] | None) -> frozenset[str] | None:

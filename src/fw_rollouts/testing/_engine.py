@@ -18,6 +18,7 @@ from ._errors import ApiError
 from ._faults import USAGE_LIMIT_MESSAGE
 from ._limits import RateLimits
 from ._memo import Memo
+from ._misreport import DRIFT_SUFFIX, noise_of, reported_echo, reported_generation, reported_request
 from ._model import Generation, Prompt, Step, bos_token_for, generate, walk_prompt
 from ._render import Choice, render_body, render_events
 from ._reply import Reply, decode_body, dumps
@@ -64,6 +65,7 @@ class Engine:
             clock=cfg.clock,
             headers=cfg.ratelimit_headers,
         )
+        self._replies = 0  # requests answered under a logprobs fault (``noisy`` lowers each reply by its own amount)
 
     # -- routing ------------------------------------------------------------------------------------
 
@@ -145,6 +147,7 @@ class Engine:
         return self._answer(validate(self.cfg, obj, request_id, chat=True), request_id)
 
     def _answer(self, req: CompletionRequest, request_id: str) -> Reply:
+        req = reported_request(self.cfg.logprobs_fault, req)
         choices, prompt_tokens, completion_tokens = self._choices(req, request_id)
         limit_headers: list[tuple[str, str]] = []
         if self.limits.enabled:
@@ -211,6 +214,7 @@ class Engine:
                 stops=req.stops,
                 stop_included=self.cfg.stop_included,
                 ignore_eos=req.ignore_eos,
+                greedy_rank=1 if self.cfg.logprobs_fault == "not-greedy" else 0,
             )
             self._gens.put(key, g, len(g.steps))
         return g
@@ -234,6 +238,11 @@ class Engine:
         choices: list[Choice] = []
         prompt_tokens = completion_tokens = 0
         cfg = self.cfg
+        fault = cfg.logprobs_fault
+        noise = 0.0
+        if fault is not None:
+            noise = noise_of(self._replies)
+            self._replies += 1
         for pi, item in enumerate(req.prompts):
             prompt = self.prompt(req.model, item, not req.chat)
             max_tokens = self._max_tokens(req, prompt, request_id)
@@ -247,6 +256,13 @@ class Engine:
                 echo_steps = shown[len(shown) - req.echo_last :] if req.echo_last else []
             first_null = bool(echo_steps) and echo_steps[0] is shown[0]
             zero_width = cfg.bos == "echo" and first_null and not req.chat
+            if fault is not None and echo_steps:
+                drifted = None
+                if fault == "echo-drift":
+                    other = self.prompt(req.model + DRIFT_SUFFIX, item, not req.chat)
+                    other_shown = other.steps[1:] if other.bos_hidden else other.steps
+                    drifted = other_shown[len(other_shown) - len(echo_steps) :]
+                echo_steps = reported_echo(fault, echo_steps, drifted, noise)
             echo_text = "".join(st.text for st in (echo_steps[1:] if zero_width else echo_steps))
             if req.echo_last is not None:
                 offset0 = len(echo_text)
@@ -255,6 +271,8 @@ class Engine:
             for j in range(req.n):
                 gen = self._generate(req, prompt, j, max_tokens)
                 completion_tokens += len(gen.steps)
+                if fault is not None:
+                    gen = reported_generation(fault, gen, noise)
                 choices.append(
                     Choice(pi * req.n + j, prompt, gen, echo_steps, echo_text, first_null, zero_width, offset0)
                 )

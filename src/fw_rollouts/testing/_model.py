@@ -174,6 +174,10 @@ class Dist:
         self.base: Dist | None = None
         self.rank = -1
 
+    def lowered(self, by: float) -> Dist:
+        """A copy whose candidate logprobs are all ``by`` lower (a misreporting server's numbers)."""
+        return Dist(self.key, self.ids, tuple(lp - by for lp in self.lps), self.tail_lp, self.pool)
+
     def substitute(self, rank: int, tid: int) -> Dist:
         """Return a copy with candidate ``rank`` replaced by ``tid`` (same probability)."""
         d = Dist.__new__(Dist)
@@ -820,8 +824,13 @@ def generate(
     stops: tuple[str, ...] = (),
     stop_included: bool = False,
     ignore_eos: bool = False,
+    greedy_rank: int = 0,
 ) -> Generation:
-    """Generate one choice; see the module docstring for the rules."""
+    """Generate one choice; see the module docstring for the rules.
+
+    ``greedy_rank`` is the candidate greedy decoding picks where nothing is forced: 0, or 1 for a server
+    whose temperature 0 does not take the top token (``logprobs_fault="not-greedy"``).
+    """
     s = prompt.end_state.copy()
     if not s.fresh:
         # Count a segment the prompt already started from here, so a long prompt still gets an answer.
@@ -837,7 +846,7 @@ def generate(
         dist, forced = predict(s, generating=True, ignore_eos=ignore_eos)
         h = s.h
         if forced or sampling.greedy:
-            k = 0
+            k = 0 if forced else greedy_rank
             slp = 0.0 if sampling.greedy else None
         elif sampling.trivial:
             k = bisect.bisect_right(dist.cum, rng.random())

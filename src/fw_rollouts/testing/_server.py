@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final, cast
 
-from ._config import AnswersMode, BosMode, Config, OffsetBase, model_names
+from ._config import LOGPROBS_FAULTS, AnswersMode, BosMode, Config, LogprobsFault, OffsetBase, model_names
 from ._engine import GENERATION_PATHS, Engine
 from ._errors import nested_error
 from ._faults import Fault, FaultPlan
@@ -572,6 +572,13 @@ class FireworksSimulator:
         answers: ``"boxed"`` makes the toy model answer: after ``\\boxed{`` it writes one of a few
             candidate answers (from a distribution that the finished sentences before it decide) and
             ``}``, and an answer segment ends with `` \\boxed{<answer>}``. None (the default): word soup.
+        logprobs_fault: Answer every completions and chat request with a 200 whose logprobs are wrong in one
+            way (None: honest): ``"missing"`` (``logprobs`` null), ``"shifted"`` (each generated position
+            carries the next one's logprobs), ``"not-greedy"`` (temperature 0 picks the second candidate),
+            ``"echo-drift"`` (echo scored by another model), ``"echo-short"`` (echo leaves out the middle
+            prompt position), ``"no-echo"`` (echo ignored), ``"noisy"`` (every logprob lowered by an amount
+            that changes per request) or ``"processed"`` (generated tokens report their sampling logprob).
+            What ``AsyncFireworks.verify_logprobs`` must catch.
     """
 
     def __init__(
@@ -597,11 +604,15 @@ class FireworksSimulator:
         ratelimit_headers: bool = False,
         clock: Callable[[], float] = time.monotonic,
         answers: AnswersMode = None,
+        logprobs_fault: LogprobsFault | None = None,
     ) -> None:
         if bos not in ("none", "count", "echo"):
             raise ValueError(f"bos must be 'none', 'count' or 'echo', not {bos!r}")
         if text_offset_base not in ("completion", "prompt"):
             raise ValueError(f"text_offset_base must be 'completion' or 'prompt', not {text_offset_base!r}")
+        if logprobs_fault is not None and logprobs_fault not in LOGPROBS_FAULTS:
+            allowed = ", ".join(LOGPROBS_FAULTS)
+            raise ValueError(f"logprobs_fault must be None or one of {allowed}, not {logprobs_fault!r}")
         if latency < 0 or default_max_tokens < 0 or context_length < 1:
             raise ValueError("latency and default_max_tokens must be >= 0 and context_length >= 1")
         if api_key == "":
@@ -637,6 +648,7 @@ class FireworksSimulator:
             ratelimit_headers=bool(ratelimit_headers),
             clock=clock,
             answers=answers,
+            logprobs_fault=logprobs_fault,
         )
         self._core = _Core(cfg, record, int(replay_cache_mb * 1024 * 1024))
         self._host = host
