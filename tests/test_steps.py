@@ -26,6 +26,7 @@ from fw_rollouts import (
     plot_importance,
     split_reasoning,
 )
+from fw_rollouts._next_token import forced_answer_prompt
 from fw_rollouts.testing import Fault, FireworksSimulator
 from fw_rollouts.testing._model import ANSWERS
 
@@ -143,6 +144,8 @@ async def test_every_family_sends_the_exact_prefixes(
     expected = Counter({(continued(p), 300): 2 for p in PREFIXES}) + Counter({(forced(p), 16): 2 for p in PREFIXES})
     assert sent == expected
     assert sorted(b["seed"] for b in bodies if b["prompt"] == continued(PREFIXES[3])) == [0, 1]
+    async with _client(answering, tmp_path, **client_options) as client:  # the one-request forced answer agrees
+        assert [forced_answer_prompt(client, prompt, p, **call) for p in PREFIXES] == [forced(p) for p in PREFIXES]
 
 
 async def test_one_study_one_bar_and_requests_of_samples_per_request(
@@ -382,13 +385,13 @@ async def test_html_view_escapes_the_chunks(answering: FireworksSimulator, tmp_p
     reasoning = "First we <b>bold</b> & check it. Then we write <script>alert(1)</script> here. " + "x" * 300 + ". "
     result = await _small(answering, tmp_path, reasoning)
     view = result._repr_html_()
-    assert "<script>" not in view and "<b>" not in view
-    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in view and "&amp; check" in view
+    assert "<script>" not in view and "<b>bold</b>" not in view
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in view and "&lt;b&gt;bold&lt;/b&gt; &amp; check" in view
     assert view.count("<tr>") == len(result) + 1  # a header row and one per step
     assert "x" * 300 not in view.split("title=")[0]  # long chunks are shortened in the cell
     assert "…" in view
     imp = result.importance()
-    assert f"{imp.counterfactual[0]:+.3f}" in view
+    assert all(f"{abs(v):.3f}" in view for v in imp.counterfactual)
 
 
 async def test_plot_importance_draws_a_bar_per_step(answering: FireworksSimulator, tmp_path: Path) -> None:

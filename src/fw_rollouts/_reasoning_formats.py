@@ -31,7 +31,6 @@ from ._templates import (
 )
 
 __all__ = [
-    "DEFAULT_ANSWER_CUE",
     "HarmonyFormat",
     "LlamaFormat",
     "RawFormat",
@@ -39,9 +38,6 @@ __all__ = [
     "ThinkFormat",
     "format_for",
 ]
-
-DEFAULT_ANSWER_CUE = "Therefore, the final answers is \\boxed{"
-"""The published forced-answer cue (Thought Anchors), their typo "answers" kept so results compare."""
 
 _HARMONY_FINAL = "<|end|><|start|>assistant<|channel|>final<|message|>"
 

@@ -21,9 +21,10 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, overload
 
+from . import _html
 from ._answers import extract_answer
 from ._chunks import Chunk, SplitRule, first_chunk, prefix_before, prefix_through, split_reasoning
-from ._exceptions import ConfigurationError, InvalidTypeError, ValidationError
+from ._exceptions import InvalidTypeError, ValidationError
 from ._importance import (
     DEFAULT_SIMILARITY_THRESHOLD,
     Metric,
@@ -37,7 +38,9 @@ from ._importance import (
     resampling_importance,
 )
 from ._models import FwResponse, FwRollouts
-from ._reasoning_formats import DEFAULT_ANSWER_CUE, ReasoningFormat, format_for
+from ._next_token import DEFAULT_ANSWER_CUE  # one published cue, for sampled and for logprob-read answers
+from ._optional import optional_module
+from ._reasoning_formats import ReasoningFormat, format_for
 
 if TYPE_CHECKING:
     from ._client import AsyncFireworks, Prompt
@@ -60,6 +63,7 @@ AnswerFunction = Callable[[str], "str | None"]
 # Options that only decide how a prompt is rendered: the prompts are rendered here and sent raw.
 _RENDER_OPTIONS = ("chat_template", "chat_template_kwargs")
 _HTML_CHUNK_CHARS = 120
+_BAR_UP, _BAR_DOWN = "rgb(70,120,190)", "rgb(235,87,70)"  # the house view's blue and red (fw_rollouts._html)
 
 
 @dataclass(frozen=True, slots=True)
@@ -316,55 +320,60 @@ class StepResampling(Sequence[StepResult]):
         answers (the distribution), resampling_importance, counterfactual_importance, forced_importance,
         forced_accuracy, different_trajectories, overdeterminedness, metric.
         """
-        pandas = _optional("pandas", needed_by="StepResampling.to_pandas", extra="pandas")
+        pandas = optional_module("pandas", needed_by="StepResampling.to_pandas", extra="pandas")
         return pandas.DataFrame(self.rows(correct, metric, similarity, threshold))
 
     def _repr_html_(self) -> str:
-        """A table: step, chunk (escaped, shortened), samples, accuracy (or the top answer), forced accuracy,
-        and the counterfactual importance as a bar."""
+        """A table in the house view (:mod:`fw_rollouts._html`): step, chunk (escaped, shortened, whole on
+        hover), samples, accuracy (or the top answer), forced accuracy, and the counterfactual importance as a
+        bar (blue when keeping the chunk raises what the metric measures, red when it lowers it)."""
         metric, correct = self._metric(None, None)
         imp = self.importance(correct, metric)
         scale = max((abs(v) for v in imp.counterfactual), default=0.0) or 1.0
         forced = self.answer_cue is not None and correct is not None
-        cell = "padding:2px 8px;text-align:right;white-space:nowrap"
-        left = "padding:2px 8px;text-align:left"
-        head = ["step", "chunk", "n", "accuracy" if correct is not None else "top answer"]
-        head += ["forced accuracy"] if forced else []
-        head += [f"counterfactual importance ({metric})"]
-        lines = [
-            "<table class='fw-rollouts-steps' style='border-collapse:collapse'>",
-            "<thead><tr>"
-            + "".join(f"<th style='{left if h == 'chunk' else cell}'>{html.escape(h)}</th>" for h in head)
-            + "</tr></thead><tbody>",
-        ]
+        facts = [("steps", str(len(self.steps))), ("format", self.format), ("metric", metric)]
+        facts += [("correct", correct)] if correct is not None else []
+        facts += [("samples", str(sum(step.n for step in self.steps)))]
+        columns = ["step", "chunk", "n", "accuracy" if correct is not None else "top answer"]
+        columns += ["forced accuracy"] if forced else []
+        columns += [f"counterfactual importance ({metric})"]
+        rows = []
         for i, step in enumerate(self.steps):
-            text = step.chunk.text
-            short = text if len(text) <= _HTML_CHUNK_CHARS else text[: _HTML_CHUNK_CHARS - 1] + "…"
             cells = [
-                f"<td style='{cell}'>{step.index}</td>",
-                f"<td style='{left};min-width:16em' title='{html.escape(text, quote=True)}'>{html.escape(short)}</td>",
-                f"<td style='{cell}'>{step.n}</td>",
-            ]
+                _td(str(step.index), right=True),
+                _td(_html.visible(_html.truncate(step.chunk.text, _HTML_CHUNK_CHARS), breaks=False),
+                    title=step.chunk.text),
+                _td(str(step.n), right=True),
+            ]  # fmt: skip
             if correct is not None:
-                cells.append(f"<td style='{cell}'>{_share(step.accuracy(correct))}</td>")
+                cells.append(_td(_html.format_number(step.accuracy(correct), 2), right=True))
             else:
                 dist = step.answer_distribution()
-                answer, share = max(dist.items(), key=lambda kv: kv[1]) if dist else ("", 0.0)
-                shown = f"{html.escape(answer)} ({share:.2f})" if dist else "–"
-                cells.append(f"<td style='{cell}'>{shown}</td>")
+                answer, share = max(dist.items(), key=lambda kv: kv[1]) if dist else ("", math.nan)
+                top = f"{html.escape(answer)} ({_html.format_number(share, 2)})" if dist else "–"
+                cells.append(_td(top, right=True))
             if forced:
                 assert correct is not None
-                cells.append(f"<td style='{cell}'>{_share(step.accuracy(correct, forced=True))}</td>")
+                cells.append(_td(_html.format_number(step.accuracy(correct, forced=True), 2), right=True))
             value = imp.counterfactual[i]
-            width = round(100 * abs(value) / scale)
-            colour = "#3b7dd8" if value >= 0 else "#d8573b"
-            cells.append(
-                f"<td style='{left};white-space:nowrap'><div style='display:inline-block;width:{width}px;height:0.8em;"
-                f"background:{colour}'></div> {value:+.3f}</td>"
+            width = round(80 * abs(value) / scale)
+            colour = _BAR_UP if value >= 0 else _BAR_DOWN
+            bar = (
+                f'<span style="display:inline-block;width:{width}px;height:9px;margin-right:6px;'
+                f'background:{colour}"></span>{"+" if value > 0 else ""}{_html.format_number(value)}'
             )
-            lines.append("<tr>" + "".join(cells) + "</tr>")
-        lines.append("</tbody></table>")
-        return "\n".join(lines)
+            cells.append(_td(bar, nowrap=True))
+            rows.append("<tr>" + "".join(cells) + "</tr>")
+        head = "".join(
+            f'<th style="text-align:left;padding:3px 8px;border-bottom:1px solid #d0d7de;white-space:nowrap">'
+            f"{html.escape(c)}</th>"
+            for c in columns
+        )
+        table = (
+            f'<table style="border-collapse:collapse;font-family:{_html.SANS};font-size:12px">'
+            f"<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+        )
+        return _html.panel(_html.header("StepResampling", facts) + table)
 
     def __repr__(self) -> str:
         n = sum(step.n for step in self.steps)
@@ -387,23 +396,16 @@ def _with_first_chunks(
     return [t for t, _ in kept], [a for _, a in kept]
 
 
-def _share(value: float | None) -> str:
-    return "–" if value is None else f"{value:.2f}"
+def _td(body: str, *, right: bool = False, nowrap: bool = False, title: str | None = None) -> str:
+    """A cell of ``body`` (HTML, escaped by the caller) in the style of :func:`fw_rollouts._html.table`."""
+    style = f"padding:3px 8px;border-bottom:1px solid #eaeef2;text-align:{'right' if right else 'left'}"
+    style += ";white-space:nowrap" if nowrap else ""
+    hover = "" if title is None else f' title="{html.escape(title, quote=True)}"'
+    return f'<td style="{style}"{hover}>{body}</td>'
 
 
 def _nan(value: float | None) -> float:
     return math.nan if value is None else value
-
-
-def _optional(name: str, *, needed_by: str, extra: str) -> Any:
-    import importlib
-
-    try:
-        return importlib.import_module(name)
-    except ImportError:
-        raise ConfigurationError(
-            f"{needed_by} needs {name.partition('.')[0]}, which is not installed: pip install 'fw-rollouts[{extra}]'"
-        ) from None
 
 
 def plot_importance(
@@ -433,11 +435,11 @@ def plot_importance(
     if values is None:
         raise ValidationError("kind", kind, "a kind the results have ('forced' needs forced_answer=True)")
     if ax is None:
-        pyplot = _optional("matplotlib.pyplot", needed_by="plot_importance", extra="plot")
+        pyplot = optional_module("matplotlib.pyplot", needed_by="plot_importance", extra="plot")
         width = max(4.0, 0.5 * len(values) + 2)
         _figure, ax = pyplot.subplots(figsize=(width, 3.5), layout="constrained")
     else:
-        _optional("matplotlib", needed_by="plot_importance", extra="plot")
+        optional_module("matplotlib", needed_by="plot_importance", extra="plot")
     xs = list(range(len(values)))
     ax.bar(xs, values, color=["#3b7dd8" if v >= 0 else "#d8573b" for v in values])
     ax.axhline(0.0, color="#888888", linewidth=0.8)
