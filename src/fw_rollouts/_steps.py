@@ -125,8 +125,9 @@ class StepImportance:
     resampling: tuple[float, ...]
     """Resampling importance: the step's effect on the answers, all resamples at step ``i`` against ``i + 1``."""
     counterfactual: tuple[float, ...]
-    """Counterfactual importance: the same, counting at step ``i`` only resamples whose first chunk differs
-    from the removed one."""
+    """Counterfactual importance: step ``i``'s resamples whose first chunk differs from the removed one against
+    all of step ``i + 1``. With accuracy it has the published sign, different minus kept: negative when
+    keeping the chunk helps (the opposite of :attr:`resampling`)."""
     forced: tuple[float, ...] | None
     """Forced-answer importance (None without forced-answer rollouts)."""
     different_trajectories: tuple[float, ...]
@@ -326,7 +327,7 @@ class StepResampling(Sequence[StepResult]):
     def _repr_html_(self) -> str:
         """A table in the house view (:mod:`fw_rollouts._html`): step, chunk (escaped, shortened, whole on
         hover), samples, accuracy (or the top answer), forced accuracy, and the counterfactual importance as a
-        bar (blue when keeping the chunk raises what the metric measures, red when it lowers it)."""
+        bar (blue for a positive value, red for a negative one, scaled to the largest)."""
         metric, correct = self._metric(None, None)
         imp = self.importance(correct, metric)
         scale = max((abs(v) for v in imp.counterfactual), default=0.0) or 1.0
