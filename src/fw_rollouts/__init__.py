@@ -55,6 +55,7 @@ from ._ratelimit import Limiter
 from ._redact import install_log_filter as _install_log_filter
 from ._scoring import BoundaryInsideToken, Score, score_span
 from ._settings import Settings
+from ._steps import StepImportance, StepResampling, StepResult, plot_importance
 from ._store import DiskStore, SampleStore, StoreStats
 from ._study import StudyItem
 from ._study_file import load_study
@@ -125,6 +126,9 @@ __all__ = [
     "ServerError",
     "Settings",
     "Spent",
+    "StepImportance",
+    "StepResampling",
+    "StepResult",
     "StoreStats",
     "StudyEstimate",
     "StudyItem",
@@ -152,6 +156,7 @@ __all__ = [
     "load_study",
     "normalize_answer",
     "overdeterminedness",
+    "plot_importance",
     "plot_logprobs",
     "prefix_before",
     "prefix_through",

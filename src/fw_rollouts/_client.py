@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 from . import _forks, _next_token
 from ._budget import Budget, Spent
 from ._cache_key import CacheKeyer
+from ._chunks import SplitRule
 from ._clock import Clock
 from ._echo import PromptPart, with_prompt
 from ._exceptions import ConfigurationError, FwRolloutsError, InvalidTypeError, ValidationError
@@ -52,6 +53,7 @@ from ._run import EchoOnce, Job, SampleRun, Target
 from ._scoring import Score, score, score_many
 from ._services import SEAMS, Services
 from ._settings import Settings
+from ._steps import DEFAULT_FORCED_MAX_TOKENS, AnswerFunction, StepResampling, resample_steps
 from ._store import SampleStore
 from ._study import Collected, Streamed, StudyItem, coerce_items, is_single_prompt
 from ._study_file import StudyWriter, read_samples, study_format
@@ -498,6 +500,68 @@ class AsyncFireworks:
             where=None if single else "prompt_or_items",
         )
         return SampleStream(self, prepared, call)
+
+    async def resample_steps(
+        self,
+        /,
+        prompt: Prompt,
+        reasoning: str | FwResponse,
+        n_samples: int = 10,
+        *,
+        rule: SplitRule = "thought-anchors",
+        after: bool = False,
+        forced_answer: bool = False,
+        answer_cue: str | None = None,
+        answer: AnswerFunction | None = None,
+        forced_max_tokens: int = DEFAULT_FORCED_MAX_TOKENS,
+        correct: str | None = None,
+        seed: int | None = None,
+        raw: bool | None = None,
+        progress_bar: bool | None = None,
+        output: str | os.PathLike[str] | None = None,
+        on_error: Literal["raise", "return"] = "raise",
+        **sampling: Any,
+    ) -> StepResampling:
+        """Resample the model's reasoning from every step (Thought Anchors): one :class:`StepResult` per chunk.
+
+        ``reasoning`` (a text, or a sample whose ``.reasoning`` is taken) is split by ``rule`` (see
+        :func:`split_reasoning`). For each chunk the model continues its reasoning from the exact text before
+        the chunk, ``n_samples`` times; ``after=True`` also continues from the text through it. ``prompt`` is
+        what :meth:`generate` takes: it is rendered with the model's template and the reasoning placed where
+        the model writes it: after ``<think>`` (R1 distills), as the assistant's own reply (Llama 3.1), in the
+        analysis channel (gpt-oss); with ``raw=True`` the prompt string must end where the reasoning goes.
+
+        ``forced_answer=True`` adds, per step, ``n_samples`` rollouts of at most ``forced_max_tokens`` tokens
+        that close the reasoning after the prefix and append ``answer_cue`` (default: the published
+        ``"Therefore, the final answers is \\boxed{"``); their answer is read from the cue and what follows.
+        Answers are read by ``answer(text) -> str | None`` (default :func:`extract_answer`: the last
+        ``\\boxed{}``, normalised) from a sample's text after its reasoning. ``correct`` is the right answer,
+        if known, for accuracy and importance.
+
+        Every request of every step is one study (:meth:`generate_many`): one budget, one progress bar, every
+        sample cached, so a re-run with a larger ``n_samples`` requests only what each step is missing, and
+        ``output`` writes the study file. ``sampling`` are the call's sampling options (``temperature=0.6``,
+        ``max_tokens=...``); ``on_error`` is :meth:`generate_many`'s.
+        """
+        return await resample_steps(
+            self,
+            prompt,
+            reasoning,
+            n_samples,
+            rule=rule,
+            after=after,
+            forced_answer=forced_answer,
+            answer_cue=answer_cue,
+            answer=answer,
+            forced_max_tokens=forced_max_tokens,
+            correct=correct,
+            seed=seed,
+            raw=raw,
+            progress_bar=progress_bar,
+            output=output,
+            on_error=on_error,
+            **sampling,
+        )
 
     async def next_token_distribution(
         self, /, prompt: Prompt, *, raw: bool | None = None, top_logprobs: int = 5, **options: Any

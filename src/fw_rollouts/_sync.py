@@ -100,6 +100,7 @@ class Fireworks:
     generate = blocking(AsyncFireworks.generate)
     generate_many = blocking(AsyncFireworks.generate_many)
     estimate = blocking(AsyncFireworks.estimate)
+    resample_steps = blocking(AsyncFireworks.resample_steps)
     next_token_distribution = blocking(AsyncFireworks.next_token_distribution)
     next_token_distributions = blocking(AsyncFireworks.next_token_distributions)
     forced_answer_distribution = blocking(AsyncFireworks.forced_answer_distribution)

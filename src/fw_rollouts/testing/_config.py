@@ -7,9 +7,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["LOGPROBS_FAULTS", "BosMode", "Config", "LogprobsFault", "OffsetBase", "model_names"]
+__all__ = ["LOGPROBS_FAULTS", "AnswersMode", "BosMode", "Config", "LogprobsFault", "OffsetBase", "model_names"]
 
 BosMode = Literal["none", "count", "echo"]
+AnswersMode = Literal["boxed"] | None
 OffsetBase = Literal["completion", "prompt"]
 LogprobsFault = Literal[
     "missing", "shifted", "not-greedy", "echo-drift", "echo-short", "no-echo", "noisy", "processed"
@@ -40,6 +41,7 @@ class Config:
     generated_tokens_per_minute: float | None = None
     ratelimit_headers: bool = False
     clock: Callable[[], float] = time.monotonic
+    answers: AnswersMode = None
     logprobs_fault: LogprobsFault | None = None
 
 

@@ -196,7 +196,7 @@ class Engine:
         if bos != "none":
             bos_text, bos_id = bos_token_for(model)
             texts, ids = (bos_text, *texts), (bos_id, *ids)
-        p = walk_prompt(model, texts, ids, text, bos_hidden=bos == "count")
+        p = walk_prompt(model, texts, ids, text, bos_hidden=bos == "count", answers=self.cfg.answers == "boxed")
         self._prompts.put(key, p, len(ids))
         return p
 

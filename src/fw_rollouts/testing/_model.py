@@ -16,11 +16,16 @@ How it works (documented for users in ``docs/testing.md``):
 * Sampling uses a per-choice ``random.Random`` seeded from (seed, choice index, prompt, sampling
   parameters); temperature, top_k, top_p and min_p shape the sampling distribution and thereby
   ``sampling_logprob``; the reported ``logprob`` is always the model's.
+* Opt-in answers (``answers=True``, the simulator's ``answers="boxed"``): every finished sentence of the
+  prefix adds hash-derived votes over :data:`ANSWERS` (a few sentences are "anchors" that add many); after
+  ``\\boxed{`` the next token picks an answer from the softmax of the votes, the rest of it and ``}``
+  follow forced, and an answer segment ends with `` \\boxed{<answer>}`` before its terminator.
 """
 
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
 import random
 import struct
@@ -31,10 +36,13 @@ from typing import Final
 from ._tokenizer import SPECIAL_IDS, token_id
 
 __all__ = [
+    "ANSWERS",
+    "AnswerState",
     "Generation",
     "Prompt",
     "Sampling",
     "Step",
+    "answer_distribution",
     "bos_token_for",
     "generate",
     "walk_prompt",
@@ -298,10 +306,15 @@ class State:
         self.h_channel = 0
         self.analysis_done = False
 
+    answers = False
+    """Whether this state tracks answers (:class:`AnswerState`)."""
+    _copied: tuple[str, ...] = __slots__
+
     def copy(self) -> State:
         """Return an independent copy."""
-        other = State.__new__(State)
-        for name in State.__slots__:
+        cls = type(self)
+        other = cls.__new__(cls)
+        for name in cls._copied:
             setattr(other, name, getattr(self, name))
         return other
 
@@ -458,19 +471,176 @@ def predict(s: State, generating: bool, ignore_eos: bool = False) -> tuple[Dist,
     slot = (h >> 32) % _N_TEMPLATES
     if s.queue:
         return t.forced_dist(slot, s.queue[0]), True
+    if s.answers:
+        assert isinstance(s, AnswerState)
+        hooked = _predict_answer(s, t, slot, generating, ignore_eos)
+        if hooked is not None:
+            return hooked
     dist = (t.start if s.fresh else t.word)[slot]
     if not generating:
         return dist, False
     term = _terminator(s)
     if ignore_eos and term in STOP_TOKENS:
         return dist, False
-    lo, spread = _SEGMENT_LEN[s.mode]
-    remaining = lo + (s.seg_hash >> 40) % spread - s.count
+    remaining = _remaining(s)
     if remaining <= -_SEGMENT_GRACE:
         return t.forced_dist(slot, term), True
     if remaining < _N_CAND:
         return dist.substitute(max(remaining, 0), term), False
     return dist, False
+
+
+# -- opt-in answers --------------------------------------------------------------------------------
+
+ANSWERS: Final = ("12", "7", "36", "\\frac{1}{2}", "-3", "5")
+"""The candidate answers of ``answers=True``; their first tokens differ, so one draw picks one."""
+_ANSWER_PRIOR: Final = (1.6, 1.0, 0.6, 0.3, 0.0, -0.4)
+# A share of sentences (3 in 16) are anchors that push one answer hard; the rest add a little noise.
+_ANCHOR_SHARE: Final = 3
+_ANCHOR_PUSH: Final = 2.5
+_NOISE: Final = 0.3
+_ANSWER_TAIL: Final = 1e-6
+
+
+def _register(text: str) -> tuple[int, ...]:
+    from ._tokenizer import tokenize
+
+    texts, ids = tokenize(text)
+    for tt, tid in zip(texts, ids, strict=True):
+        _ID_TEXT.setdefault(tid, tt)
+    return ids
+
+
+_ANSWER_IDS: Final = tuple(_register(a + "}") for a in ANSWERS)
+#: First token of each answer -> the tokens that follow it (the rest of the answer, then ``}``).
+_ANSWER_REST: Final = {ids[0]: ids[1:] for ids in _ANSWER_IDS}
+_BOX_OPEN: Final = _register(" \\boxed{")  # " \\", "boxed", "{"
+_BACKSLASHES: Final = frozenset({token_id("\\"), token_id(" \\")})
+_BOXED, _LBRACE = _BOX_OPEN[1], _BOX_OPEN[2]
+_SENTENCE_ENDS: Final = frozenset(token_id(c) for c in (".", "?", "!", " .", " ?", " !"))
+_ANSWER_MODES: Final = frozenset({M_PLAIN, M_FINAL})
+_B_NONE, _B_OPEN, _B_DONE = 0, 1, 2
+_SENTENCE_H0: Final = 0xCBF29CE484222325  # FNV-1a's offset basis
+_answer_dists: dict[tuple[float, ...], Dist] = {}
+_answer_keys = itertools.count(1 << 62)  # above every template key, each answer distribution its own
+
+
+class AnswerState(State):
+    """A :class:`State` that also tracks answers (the simulator's ``answers="boxed"``).
+
+    Each finished sentence (a ``.``, ``?`` or ``!`` token) folds the hash of its tokens into the
+    votes over :data:`ANSWERS`; ``boxed`` says whether the prefix just opened ``\\boxed{`` (the
+    next token picks the answer) or has just closed the answer (the segment's terminator follows).
+    """
+
+    __slots__ = ("boxed", "prev1", "prev2", "sent_h", "votes")
+    answers = True
+    _copied = State.__slots__ + __slots__
+
+    def __init__(self, model: str) -> None:
+        super().__init__(model)
+        self.votes: tuple[float, ...] = _ANSWER_PRIOR
+        self.sent_h = _SENTENCE_H0
+        self.boxed = _B_NONE
+        self.prev1 = self.prev2 = -1
+
+    def _segment(self, mode: int, queue: tuple[int, ...] = ()) -> None:
+        super()._segment(mode, queue)
+        self.boxed = _B_NONE
+
+    def advance(self, tid: int) -> None:
+        """Account for ``tid`` (see :meth:`State.advance`), then for what it means to the answer."""
+        free = not self.queue
+        opens_box = free and self.boxed == _B_NONE and tid in _BACKSLASHES and _answer_due(self)
+        picked = self.boxed == _B_OPEN
+        super().advance(tid)
+        self.sent_h = ((self.sent_h ^ tid) * _FNV_PRIME) & _MASK
+        if tid in _SENTENCE_ENDS:
+            self.votes = _fold(self.votes, self.sent_h)
+            self.sent_h = _SENTENCE_H0  # a sentence's votes depend on its own tokens only
+        if opens_box:
+            self.queue = _BOX_OPEN[1:]
+        if picked:
+            rest = _ANSWER_REST.get(tid)
+            self.boxed = _B_DONE if rest is not None else _B_NONE
+            if rest is not None:
+                self.queue = rest
+        elif tid == _LBRACE and self.prev1 == _BOXED and self.prev2 in _BACKSLASHES:
+            self.boxed = _B_OPEN
+        self.prev2, self.prev1 = self.prev1, tid
+
+
+def _fold(votes: tuple[float, ...], h: int) -> tuple[float, ...]:
+    """The votes after one more sentence whose tokens hash to ``h``."""
+    h = (h * 0x9E3779B97F4A7C15) & _MASK  # spread the FNV state's bits
+    out = [v + (((h >> (8 + 6 * k)) % 64) / 63.0 - 0.5) * 2 * _NOISE for k, v in enumerate(votes)]
+    if (h >> 48) % 16 < _ANCHOR_SHARE:
+        out[(h >> 56) % len(out)] += _ANCHOR_PUSH
+    return tuple(out)
+
+
+def _answer_dist(votes: tuple[float, ...]) -> Dist:
+    """The distribution over the answers' first tokens for ``votes`` (softmax), sorted descending."""
+    d = _answer_dists.get(votes)
+    if d is None:
+        top = max(votes)
+        weights = [math.exp(v - top) for v in votes]
+        total = sum(weights) / (1.0 - _ANSWER_TAIL)
+        pairs = sorted(
+            ((min(_round32(math.log(w / total)), -1e-7), ids[0]) for w, ids in zip(weights, _ANSWER_IDS, strict=True)),
+            key=lambda p: -p[0],
+        )
+        d = Dist(
+            next(_answer_keys),
+            tuple(tid for _, tid in pairs),
+            tuple(lp for lp, _ in pairs),
+            math.log(_ANSWER_TAIL),
+            _WORD_IDS,
+        )
+        if len(_answer_dists) >= 65536:
+            del _answer_dists[next(iter(_answer_dists))]
+        _answer_dists[votes] = d
+    return d
+
+
+def answer_distribution(s: State) -> dict[str, float] | None:
+    """The probability of each of :data:`ANSWERS` at ``s`` if it has just opened ``\\boxed{``, else None."""
+    if not isinstance(s, AnswerState) or s.boxed != _B_OPEN:
+        return None
+    d = _answer_dist(s.votes)
+    first = {ids[0]: answer for answer, ids in zip(ANSWERS, _ANSWER_IDS, strict=True)}
+    return {first[tid]: math.exp(lp) for tid, lp in zip(d.ids, d.lps, strict=True)}
+
+
+def _answer_due(s: State) -> bool:
+    return s.mode in _ANSWER_MODES and _remaining(s) <= 0
+
+
+def _predict_answer(
+    s: AnswerState, t: _Tables, slot: int, generating: bool, ignore_eos: bool
+) -> tuple[Dist, bool] | None:
+    """What answers change at ``s`` (None: nothing, the plain rules apply)."""
+    if s.boxed == _B_OPEN:
+        return _answer_dist(s.votes), False
+    if not generating or s.mode not in _ANSWER_MODES:
+        return None
+    term = _terminator(s)
+    if ignore_eos and term in STOP_TOKENS:
+        return None
+    if s.boxed == _B_DONE:
+        return t.forced_dist(slot, term), True
+    remaining = _remaining(s)
+    if remaining <= 0:
+        return t.forced_dist(slot, token_id(" \\")), True
+    if remaining < _N_CAND:
+        return (t.start if s.fresh else t.word)[slot], False  # no terminator before the box
+    return None
+
+
+def _remaining(s: State) -> int:
+    """Free tokens left before the segment's hash-derived length (negative past it)."""
+    lo, spread = _SEGMENT_LEN[s.mode]
+    return lo + (s.seg_hash >> 40) % spread - s.count
 
 
 def tail_logprob(dist: Dist, h: int, tid: int) -> float:
@@ -518,9 +688,14 @@ class Prompt:
         self.bos_hidden = bos_hidden
 
 
-def walk_prompt(model: str, texts: Sequence[str], ids: Sequence[int], text: str, bos_hidden: bool) -> Prompt:
-    """Score every prompt token (the first gets ``None``) and return the end state."""
-    s = State(model)
+def walk_prompt(
+    model: str, texts: Sequence[str], ids: Sequence[int], text: str, bos_hidden: bool, *, answers: bool = False
+) -> Prompt:
+    """Score every prompt token (the first gets ``None``) and return the end state.
+
+    ``answers`` turns on the opt-in answer tracking (:class:`AnswerState`).
+    """
+    s = AnswerState(model) if answers else State(model)
     steps: list[Step] = []
     for i, (tt, tid) in enumerate(zip(texts, ids, strict=True)):
         if i == 0:
@@ -530,6 +705,11 @@ def walk_prompt(model: str, texts: Sequence[str], ids: Sequence[int], text: str,
             if tid not in dist.ids and tid == _terminator(s):
                 # Score an emitted terminator (</think>, <|end|>) where generation would have placed it.
                 dist, _ = predict(s, generating=True)
+            elif s.answers and tid not in dist.ids:
+                # The same for the forced " \\boxed{" that ends an answer segment.
+                emitted, forced = predict(s, generating=True)
+                if forced and emitted.ids[0] == tid:
+                    dist = emitted
             try:
                 lp = dist.lps[dist.ids.index(tid)]
             except ValueError:

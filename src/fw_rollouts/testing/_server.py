@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final, cast
 
-from ._config import LOGPROBS_FAULTS, BosMode, Config, LogprobsFault, OffsetBase, model_names
+from ._config import LOGPROBS_FAULTS, AnswersMode, BosMode, Config, LogprobsFault, OffsetBase, model_names
 from ._engine import GENERATION_PATHS, Engine
 from ._errors import nested_error
 from ._faults import Fault, FaultPlan
@@ -573,6 +573,9 @@ class FireworksSimulator:
             each limit set (``x-ratelimit-over-limit`` is always sent).
         clock: The time the limits count on, in seconds (default :func:`time.monotonic`); pass a virtual
             clock's ``now`` to run a rate-limited client on virtual time.
+        answers: ``"boxed"`` makes the toy model answer: after ``\\boxed{`` it writes one of a few
+            candidate answers (from a distribution that the finished sentences before it decide) and
+            ``}``, and an answer segment ends with `` \\boxed{<answer>}``. None (the default): word soup.
         logprobs_fault: Answer every completions and chat request with a 200 whose logprobs are wrong in one
             way (None: honest): ``"missing"`` (``logprobs`` null), ``"shifted"`` (each generated position
             carries the next one's logprobs), ``"not-greedy"`` (temperature 0 picks the second candidate),
@@ -605,6 +608,7 @@ class FireworksSimulator:
         generated_tokens_per_minute: float | None = None,
         ratelimit_headers: bool = False,
         clock: Callable[[], float] = time.monotonic,
+        answers: AnswersMode = None,
         logprobs_fault: LogprobsFault | None = None,
     ) -> None:
         if bos not in ("none", "count", "echo"):
@@ -618,6 +622,8 @@ class FireworksSimulator:
             raise ValueError("latency and default_max_tokens must be >= 0 and context_length >= 1")
         if api_key == "":
             raise ValueError("api_key must be a non-empty string or None")
+        if answers not in (None, "boxed"):
+            raise ValueError(f"answers must be None or 'boxed', not {answers!r}")
         if replay_cache_mb < 0:
             raise ValueError("replay_cache_mb must be >= 0")
         limits = {
@@ -647,6 +653,7 @@ class FireworksSimulator:
             generated_tokens_per_minute=generated_tokens_per_minute,
             ratelimit_headers=bool(ratelimit_headers),
             clock=clock,
+            answers=answers,
             logprobs_fault=logprobs_fault,
         )
         self._core = _Core(cfg, record, int(replay_cache_mb * 1024 * 1024))
