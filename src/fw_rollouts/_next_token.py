@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._exceptions import InvalidTypeError, ValidationError
 from ._models import FwResponse
-from ._templates import HarmonyTemplate, Llama31Template
+from ._reasoning_formats import DEFAULT_ANSWER_CUE, format_for
 from ._validators import MAX_LOGPROBS
 
 if TYPE_CHECKING:
@@ -36,14 +36,6 @@ __all__ = [
     "token_distribution",
 ]
 
-DEFAULT_ANSWER_CUE = "Therefore, the final answers is \\boxed{"
-"""The Thought Anchors forced-answer cue, their typo ("answers") kept: their numbers were measured with it."""
-
-# What closes the reasoning before the cue, per template family: R1's think tags, gpt-oss's analysis channel
-# (then the final channel opens), and a plain paragraph break for Llama's assistant prefill.
-_CLOSE_THINK = "\n</think>\n\n"
-_CLOSE_HARMONY = "<|end|><|start|>assistant<|channel|>final<|message|>"
-_CLOSE_LLAMA = "\n\n"
 
 # Fixed by what a next-token request is: one generated token, its alternatives, no echo, one sample per request.
 _FIXED = ("max_tokens", "logprobs", "echo", "samples_per_request", "top_logprobs")
@@ -157,14 +149,12 @@ def forced_answer_prompt(
         if not isinstance(prompt, str):
             raise ValidationError("prompt", prompt, "a string when raw=True (it is sent verbatim)")
         client.render(prompt, raw=True, **options)  # the same checks as any prompt (empty, unencodable)
-        return prompt + reasoning_prefix + _CLOSE_THINK + cue
-    base = client.render(prompt, raw=raw, **options)
-    if isinstance(template, HarmonyTemplate):
-        return template.open_reasoning(base, reasoning_prefix) + _CLOSE_HARMONY + cue
-    if isinstance(template, Llama31Template):
-        # No break before the cue when the reply is still empty: the cue is then the reply's start.
-        return template.continue_assistant(base, reasoning_prefix) + (_CLOSE_LLAMA if reasoning_prefix else "") + cue
-    return template.open_reasoning(base, reasoning_prefix) + _CLOSE_THINK + cue
+        base = prompt
+    else:
+        base = client.render(prompt, raw=raw, **options)
+    # The family's own rules, as step resampling builds its forced answers.
+    fmt = format_for(template)
+    return fmt.force_answer(fmt.continue_reasoning(base, reasoning_prefix), reasoning_prefix, cue)
 
 
 def _check_top(top_logprobs: Any) -> int:

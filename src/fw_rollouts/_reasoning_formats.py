@@ -31,6 +31,7 @@ from ._templates import (
 )
 
 __all__ = [
+    "DEFAULT_ANSWER_CUE",
     "HarmonyFormat",
     "LlamaFormat",
     "RawFormat",
@@ -38,6 +39,9 @@ __all__ = [
     "ThinkFormat",
     "format_for",
 ]
+
+DEFAULT_ANSWER_CUE = "Therefore, the final answers is \\boxed{"
+"""The Thought Anchors forced-answer cue, their typo ("answers") kept: their numbers were measured with it."""
 
 _HARMONY_FINAL = "<|end|><|start|>assistant<|channel|>final<|message|>"
 

@@ -38,9 +38,8 @@ from ._importance import (
     resampling_importance,
 )
 from ._models import FwResponse, FwRollouts
-from ._next_token import DEFAULT_ANSWER_CUE  # one published cue, for sampled and for logprob-read answers
 from ._optional import optional_module
-from ._reasoning_formats import ReasoningFormat, format_for
+from ._reasoning_formats import DEFAULT_ANSWER_CUE, ReasoningFormat, format_for
 
 if TYPE_CHECKING:
     from ._client import AsyncFireworks, Prompt
