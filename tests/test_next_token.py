@@ -13,8 +13,8 @@ import pytest
 from _helpers import MakeClient, completion_body, legacy_logprobs, post_completion
 from fw_rollouts import Fireworks, FwResponse, TokenDistribution, ValidationError
 from fw_rollouts._next_token import token_distribution
-from fw_rollouts._reasoning_formats import DEFAULT_ANSWER_CUE
 from fw_rollouts._parsing import ResponseSpec, parse_completion
+from fw_rollouts._reasoning_formats import DEFAULT_ANSWER_CUE
 from fw_rollouts.testing import FireworksSimulator
 
 R1 = "<｜begin▁of▁sentence｜><｜User｜>What is 2+2?<｜Assistant｜><think>\n"
