@@ -45,7 +45,9 @@ PROMPT = "What is 2+2?"
 MEMORY_PROMPT = "Once upon a time"  # sent raw, with ignore_eos: plain words until max_tokens
 API_KEY = "bench-key"
 SPR_KS = (1, 8, 128)
-SECTIONS = ("throughput", "peer", "memory", "cache", "spr", "sync", "studies", "echo", "storage", "budget")
+SECTIONS = (
+    "throughput", "peer", "memory", "cache", "spr", "sync", "studies", "echo", "storage", "budget", "scoring",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -591,6 +593,26 @@ class Bench:
                 self.report.targets.append(Target("9f", f"share of the {which}-token limit used", share, 0.9, ">=", ""))
             self.report.targets.append(Target("9f", "429s under enforced limits", result["429s"], 0, "<=", ""))
 
+    def scoring(self) -> None:
+        """Scoring against the hand-written full-echo request (bench/scoring.py)."""
+        from bench import scoring
+
+        with section(self.report, "scoring") as data:
+            result = scoring.measure(self.sizes is MODES["smoke"])
+            data.update(result)
+            self.report.row(
+                "10",
+                f"score, {result['prompt_chars']}-char prompt: reply bytes",
+                f"{result['reply_bytes_score']} B",
+                f"{result['reply_bytes_ratio']:.3f}x full echo",
+            )
+            self.report.row(
+                "10",
+                f"score, {result['prompt_chars']}-char prompt: time per pair",
+                f"{result['ms_per_pair_score']} ms",
+                f"{result['time_ratio']:.3f}x full echo",
+            )
+
     def profile(self, output: Path) -> dict[str, Any]:
         spec = {**self.base(self.strict), "n": self.sizes.n}
         warm = run_job({**spec, "variant": "ours", "cache_dir": self.fresh_dir("warm")})
@@ -721,6 +743,7 @@ def main(argv: list[str] | None = None) -> int:
             "echo": bench.echo_once,
             "storage": bench.storage,
             "budget": bench.budgets,
+            "scoring": bench.scoring,
         }
         for name, step in steps.items():
             if not only or name in only:
