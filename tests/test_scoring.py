@@ -162,6 +162,8 @@ async def test_a_failed_pair_does_not_lose_the_others(make_client: MakeClient) -
                 await client.score_many(pairs)
             got = await client.score_many(pairs, on_error="return")
     assert isinstance(info.value, FwRolloutsError)
+    # The raised error keeps the scores that came back, as a failed generate_many keeps its items' samples.
+    assert info.value.results is not None and [type(r) for r in info.value.results] == [Score, BadRequestError, Score]
     assert isinstance(got[1], BadRequestError) and "too long" in got[1].message
     assert isinstance(got[0], Score) and isinstance(got[2], Score) and got[2].span == " two"
 

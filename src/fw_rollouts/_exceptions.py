@@ -78,9 +78,10 @@ class FwRolloutsError(Exception):
     errors: Mapping[int, FwRolloutsError]
     """Seed -> error for each sample of the failed ``generate`` call that did not succeed."""
 
-    results: list[FwRollouts] | None = None
-    """For a failed ``generate_many``: every item's results in order, complete or not (each one's
-    ``errors`` names its failed seeds); None otherwise."""
+    results: list[Any] | None = None
+    """For a failed study, every item's result in order: ``generate_many`` gives each item's
+    :class:`FwRollouts`, complete or not (each one's ``errors`` names its failed seeds); ``score_many``
+    each pair's :class:`Score`, or the error of a pair that failed. None otherwise."""
 
     def __init__(self, message: str) -> None:
         super().__init__(message)

@@ -718,6 +718,7 @@ async def score_many(
         shown = ", ".join(map(str, failed[:10])) + (", ..." if len(failed) > 10 else "")
         raise error._evolve(
             message=f"pairs[{failed[0]}]: {error.message} [{len(failed)} of {len(results)} pairs failed ({shown}); "
-            "on_error='return' gives the others' scores, and a re-run requests only the failed ones]"
+            "on_error='return' gives the others' scores, and a re-run requests only the failed ones]",
+            results=results,
         )
     return results
