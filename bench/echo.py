@@ -28,8 +28,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import http.client
-import json
 import sys
 import tempfile
 import tracemalloc
@@ -37,7 +35,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from bench._procs import dir_bytes
+from bench._procs import dir_bytes, post_completion
 from fw_rollouts import FwResponse
 from fw_rollouts._cache_key import CacheKeyer
 from fw_rollouts._echo import PromptPart, with_prompt
@@ -52,20 +50,6 @@ VIEWS = ("tokens", "token_logprobs", "top_logprobs", "text_offset", "token_ids",
 TARGET = 1.2
 
 T = TypeVar("T")
-
-
-def _post(sim: FireworksSimulator, body: dict[str, Any]) -> bytes:
-    conn = http.client.HTTPConnection("127.0.0.1", sim.port, timeout=60)
-    try:
-        headers = {"Content-Type": "application/json", "Authorization": f"Bearer {sim.api_key}"}
-        conn.request("POST", "/v1/completions", json.dumps(body).encode(), headers)
-        reply = conn.getresponse()
-        data = reply.read()
-    finally:
-        conn.close()
-    if reply.status != 200:
-        raise RuntimeError(f"the simulator answered {reply.status}: {data[:200]!r}")
-    return data
 
 
 def _held(build: Callable[[], T]) -> tuple[T, int]:
@@ -99,8 +83,8 @@ def measure(smoke: bool) -> dict[str, Any]:
     prompt = " ".join([SENTENCE] * sentences)
     request = {"model": MODEL, "prompt": prompt, "max_tokens": max_tokens, "logprobs": 5, "ignore_eos": True}
     with FireworksSimulator(record=False) as sim:
-        echoed_bodies = [_post(sim, {**request, "seed": s, "echo": True}) for s in range(n)]
-        plain_bodies = [_post(sim, {**request, "seed": s}) for s in range(n)]
+        echoed_bodies = [post_completion(sim, {**request, "seed": s, "echo": True}) for s in range(n)]
+        plain_bodies = [post_completion(sim, {**request, "seed": s}) for s in range(n)]
     echo_spec = ResponseSpec(prompt=prompt, echo=True, logprobs=True)
     plain_spec = ResponseSpec(prompt=prompt, echo=False, logprobs=True)
 

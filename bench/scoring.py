@@ -16,32 +16,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import http.client
 import json
 import sys
 import tempfile
 import time
 from typing import Any
 
+from bench._procs import post_completion
 from fw_rollouts import AsyncFireworks
 from fw_rollouts.testing import FireworksSimulator
 
 SENTENCE = "The keeper climbed the stairs of the lighthouse each night to light the lamp. "
 CONTINUATION = " So the total is"
-
-
-def _post(sim: FireworksSimulator, body: dict[str, Any]) -> bytes:
-    conn = http.client.HTTPConnection("127.0.0.1", sim.port, timeout=60)
-    try:
-        headers = {"Content-Type": "application/json", "Authorization": f"Bearer {sim.api_key}"}
-        conn.request("POST", "/v1/completions", json.dumps(body).encode(), headers)
-        reply = conn.getresponse()
-        data = reply.read()
-    finally:
-        conn.close()
-    if reply.status != 200:
-        raise RuntimeError(f"the simulator answered {reply.status}: {data[:200]!r}")
-    return data
 
 
 async def _run(pairs: int, prompt_chars: int, reps: int) -> dict[str, Any]:
@@ -65,7 +51,7 @@ async def _run(pairs: int, prompt_chars: int, reps: int) -> dict[str, Any]:
         bodies = [r.body for r in sim.requests if r.body is not None]
         scored = next(b for b in bodies if "echo_last" in b)
         baseline = next(b for b in bodies if b.get("max_tokens") == 1 and "echo_last" not in b)
-        scored_bytes, baseline_bytes = len(_post(sim, scored)), len(_post(sim, baseline))
+        scored_bytes, baseline_bytes = len(post_completion(sim, scored)), len(post_completion(sim, baseline))
     best = {k: min(v[1:]) for k, v in times.items()}
     return {
         "pairs": pairs,

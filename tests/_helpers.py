@@ -7,6 +7,7 @@ Plain functions and constants, imported by name; the pytest fixtures (``sim``, `
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -185,3 +186,16 @@ def post_completion(sim: Any, body: dict[str, Any], *, path: str = "/v1/completi
         conn.close()
     assert reply.status == 200, data[:300]
     return data
+
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+
+
+def docs_block(page: str, language: str = "python") -> str:
+    """The first fenced block of ``language`` in ``docs/<page>`` (``""`` for a bare fence): a worked example a
+    test runs as written, or the output the page says it prints."""
+    text = (DOCS / page).read_text(encoding="utf-8")
+    for kind, body in re.findall(r"```(\w*)\n(.*?)```", text, re.S):
+        if kind == language:
+            return str(body)
+    raise AssertionError(f"docs/{page} has no ```{language} block")

@@ -10,18 +10,17 @@ from pathlib import Path
 
 import pytest
 
+from _helpers import docs_block
+
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "analysis.md"
 
 
 def test_the_worked_example_runs_and_prints_what_the_page_shows(tmp_path: Path) -> None:
     pytest.importorskip("pandas")
     pytest.importorskip("matplotlib")
-    text = DOCS.read_text(encoding="utf-8")
-    blocks = re.findall(r"```(\w*)\n(.*?)```", text, re.S)
-    code = next(body for kind, body in blocks if kind == "python")
-    shown = next(body for kind, body in blocks if kind == "")  # the "It prints" block after it
+    shown = docs_block("analysis.md", "")  # the "It prints" block after the example
     script = tmp_path / "example.py"
-    script.write_text(code, encoding="utf-8")
+    script.write_text(docs_block("analysis.md"), encoding="utf-8")
     env = {**os.environ, "MPLBACKEND": "Agg"}
     done = subprocess.run(
         [sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False, env=env

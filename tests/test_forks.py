@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from _helpers import MakeClient, completion_body, legacy_logprobs
+from _helpers import MakeClient, completion_body, docs_block, legacy_logprobs
 from fw_rollouts import (
     Fireworks,
     Fork,
@@ -359,10 +359,7 @@ def test_the_worked_example_in_docs_runs_as_written_and_resumes(
     """docs/forks.md's example, run twice in a fresh directory: the second run reads every fork back from its file."""
     import re
 
-    docs = Path(__file__).resolve().parent.parent / "docs" / "forks.md"
-    match = re.search(r"```python\n(.*?)```", docs.read_text(encoding="utf-8"), re.S)
-    assert match is not None
-    code = compile(match.group(1), str(docs), "exec")
+    code = compile(docs_block("forks.md"), "docs/forks.md", "exec")
     monkeypatch.chdir(tmp_path)
     outputs = []
     for _ in range(2):

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 
 import pytest
 
+from _helpers import docs_block
 from fw_rollouts import (
     InvalidTypeError,
     ValidationError,
@@ -302,12 +303,8 @@ def test_the_worked_example_in_docs_prints_what_its_comments_say() -> None:
     import contextlib
     import io
     import re
-    from pathlib import Path
 
-    docs = Path(__file__).resolve().parent.parent / "docs" / "research-metrics.md"
-    match = re.search(r"```python\n(.*?)```", docs.read_text(encoding="utf-8"), re.S)
-    assert match is not None
-    code = match.group(1)
+    code = docs_block("research-metrics.md")
     expected = []
     after_print = False
     for line in code.splitlines():
@@ -318,6 +315,6 @@ def test_the_worked_example_in_docs_prints_what_its_comments_say() -> None:
         after_print = "print(" in stripped
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        exec(compile(code, str(docs), "exec"), {"__name__": "example"})
+        exec(compile(code, "docs/research-metrics.md", "exec"), {"__name__": "example"})
     assert out.getvalue().splitlines() == expected
     assert len(expected) == 9

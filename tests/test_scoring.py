@@ -5,7 +5,6 @@ middle, a boundary inside a token, bad input, the sync twins, and docs/scoring.m
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from _helpers import MakeClient, post_completion
+from _helpers import MakeClient, docs_block, post_completion
 from fw_rollouts import (
     AsyncFireworks,
     BadRequestError,
@@ -310,11 +309,8 @@ def test_the_sync_twins(sim: FireworksSimulator, tmp_path: Path) -> None:
 
 def test_the_docs_example_runs(tmp_path: Path) -> None:
     """docs/scoring.md's example, run as a script: its re-run of the study is served from the cache."""
-    docs = Path(__file__).resolve().parent.parent / "docs" / "scoring.md"
-    match = re.search(r"```python\n(.*?)```", docs.read_text(encoding="utf-8"), re.S)
-    assert match is not None
     script = tmp_path / "example.py"
-    script.write_text(match.group(1), encoding="utf-8")
+    script.write_text(docs_block("scoring.md"), encoding="utf-8")
     done = subprocess.run(
         [sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False
     )

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from _helpers import MakeClient
+from _helpers import MakeClient, docs_block
 from fw_rollouts import (
     AsyncFireworks,
     BadRequestError,
@@ -416,10 +416,7 @@ def test_the_worked_example_in_docs_runs_as_written_and_resumes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """docs/resampling.md's example, run twice in a fresh directory: the second run reads the study file back."""
-    docs = Path(__file__).resolve().parent.parent / "docs" / "resampling.md"
-    match = re.search(r"```python\n(.*?)```", docs.read_text(encoding="utf-8"), re.S)
-    assert match is not None
-    code = compile(match.group(1), str(docs), "exec")
+    code = compile(docs_block("resampling.md"), "docs/resampling.md", "exec")
     monkeypatch.chdir(tmp_path)
     import matplotlib
 

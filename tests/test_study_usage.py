@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from _helpers import MakeClient
+from _helpers import MakeClient, docs_block
 from fw_rollouts import (
     Fireworks,
     FwRollouts,
@@ -185,15 +185,11 @@ def test_the_estimate_is_made_before_anything_is_sent(sim: FireworksSimulator, t
 
 def test_the_worked_example_in_docs_runs_as_written_and_resumes(tmp_path: Path) -> None:
     """docs/studies.md's example, run twice in a fresh directory: the second run sends nothing."""
-    import re
     import subprocess
     import sys
 
-    docs = Path(__file__).resolve().parent.parent / "docs" / "studies.md"
-    match = re.search(r"```python\n(.*?)```", docs.read_text(encoding="utf-8"), re.S)
-    assert match is not None
     script = tmp_path / "example.py"
-    script.write_text(match.group(1), encoding="utf-8")
+    script.write_text(docs_block("studies.md"), encoding="utf-8")
     outputs = []
     for _ in range(2):
         done = subprocess.run(

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from _helpers import MakeClient, post_completion
+from _helpers import MakeClient, docs_block, post_completion
 from _virtual_time import VirtualTime
 from fw_rollouts import (
     AsyncFireworks,
@@ -439,14 +439,11 @@ def test_the_worked_example_in_docs_prints_what_the_docs_show(tmp_path: Path) ->
     import subprocess
     import sys
 
-    page = (Path(__file__).resolve().parent.parent / "docs" / "verify.md").read_text(encoding="utf-8")
-    code = re.search(r"```python\n(.*?)```", page, re.S)
-    shown = re.search(r"```text\n(.*?)```", page, re.S)
-    assert code is not None and shown is not None
+    shown = docs_block("verify.md", "text")
     script = tmp_path / "example.py"
-    script.write_text(code.group(1), encoding="utf-8")
+    script.write_text(docs_block("verify.md"), encoding="utf-8")
     done = subprocess.run(
         [sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    assert re.sub(r"127\.0\.0\.1:\d+/", "127.0.0.1:PORT/", done.stdout) == shown.group(1)
+    assert re.sub(r"127\.0\.0\.1:\d+/", "127.0.0.1:PORT/", done.stdout) == shown
