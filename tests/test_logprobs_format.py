@@ -41,6 +41,9 @@ async def test_content_form_keeps_sampling_logprobs_beside_the_logprobs(tmp_path
     assert c.sampling_logprobs != c.token_logprobs
     assert c.token_ids is not None and len(c.token_ids) == len(c)
     assert again.cached and again.logprobs == content.logprobs
+    # The plain-dict form keeps them too (what a user json.dumps).
+    assert content.logprobs is not None
+    assert content.to_dict()["logprobs"]["sampling_logprobs"] == content.logprobs.sampling_logprobs
     assert again.get_generation_logprobs().sampling_logprobs == c.sampling_logprobs  # type: ignore[union-attr]
 
 

@@ -60,10 +60,6 @@ _RESPONSE_FIELDS: Final = (
 )  # fmt: skip
 
 
-def _logprobs_to_dict(lp: Logprobs) -> dict[str, Any]:
-    return {**lp.to_dict(), "sampling_logprobs": lp.sampling_logprobs}
-
-
 def _logprobs_from_dict(lp: Mapping[str, Any]) -> Logprobs:
     return Logprobs(
         lp["tokens"],
@@ -90,9 +86,9 @@ def response_to_dict(response: FwResponse, part: int | None = None) -> dict[str,
     lp = response.logprobs
     if lp is not None and part is not None:
         del data["prompt"]
-        data["logprobs"] = {**_logprobs_to_dict(lp.get_generation_logprobs()), "prompt_part": part}
+        data["logprobs"] = {**lp.get_generation_logprobs().to_dict(), "prompt_part": part}
     else:
-        data["logprobs"] = None if lp is None else _logprobs_to_dict(lp)
+        data["logprobs"] = None if lp is None else lp.to_dict()
     return data
 
 
@@ -134,7 +130,7 @@ def _part_to_dict(part: PromptPart, number: int) -> dict[str, Any]:
         "id": number,
         "prompt": part.prompt,
         "generation_offset": part.generation_offset,
-        "logprobs": _logprobs_to_dict(part.logprobs),
+        "logprobs": part.logprobs.to_dict(),
     }
 
 

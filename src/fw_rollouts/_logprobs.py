@@ -347,6 +347,7 @@ class Logprobs:
             "top_logprobs": fresh("top_logprobs", Columns.top_list),
             "text_offset": fresh("text_offset", Columns.offset_list),
             "token_ids": fresh("token_ids", Columns.id_list),
+            "sampling_logprobs": fresh("sampling_logprobs", Columns.sampling_list),
             "num_prompt_tokens": self.num_prompt_tokens,
             "prompt_length": self.prompt_length,
             "echo": self.echo,
