@@ -319,3 +319,31 @@ def test_the_docs_example_runs(tmp_path: Path) -> None:
     assert out.count("greedy ") == 3 and "(' That', ' is'," in out
     assert "boundary inside a token: start ' world' at characters (5, 11)" in out
     assert "requests=5, samples=5, cached_samples=0" in out and "requests=5, samples=5, cached_samples=3" in out
+
+
+# -- a server that refuses without saying what ---------------------------------------------------------------------
+
+
+async def test_a_new_server_refusing_vaguely_gets_max_tokens_one_then_a_full_echo(make_client: MakeClient) -> None:
+    with FireworksSimulator() as server:
+        for _ in range(2):
+            server.faults.push(Fault.status(400, message="Invalid request"))
+        async with make_client(raw=True, base_url=server.base_url) as client:
+            first = await client.score(LONG_PROMPT, " So the total is")
+            later = await client.score(LONG_PROMPT, " and so on")
+        sent = [(b.get("max_tokens"), "echo_last" in b) for b in completions(server)]
+    # 0 given up first, then echo_last; what was learned holds for the next score.
+    assert sent == [(0, True), (1, True), (1, False), (1, False)]
+    assert first.span == " So the total is" and first.num_tokens > 0 and later.span == " and so on"
+
+
+async def test_a_vague_refusal_from_a_server_that_answered_before_is_the_pair_s_error(
+    make_client: MakeClient,
+) -> None:
+    with FireworksSimulator() as server:
+        async with make_client(raw=True, base_url=server.base_url) as client:
+            await client.score("The answer is", " four")
+            server.faults.push(Fault.status(400, message="Invalid request"))
+            with pytest.raises(BadRequestError, match="Invalid request"):
+                await client.score("The answer is", " five")
+        assert len(completions(server)) == 2

@@ -571,6 +571,13 @@ def _refuses(error: FwRolloutsError, name: str) -> bool:
     return name in error.message
 
 
+def _refuses_unnamed(error: FwRolloutsError) -> bool:
+    """A 400 or 422 that names no field, or names no field of the request's text (so maybe one of ours)."""
+    if not isinstance(error, BadRequestError) or error.status_code not in (400, 422):
+        return False
+    return error.param in (None, "", "max_tokens", "echo_last", "echo") and "prompt" not in error.message.lower()
+
+
 @dataclass(frozen=True, slots=True)
 class _Sent:
     """What one pair's request asked for, and what came of it."""
@@ -641,10 +648,17 @@ async def _score_all(
             p, got = pairs[index], sent.outcome
             if isinstance(got, FwRolloutsError):
                 # Sent again only with something changed (0 -> 1, echo_last -> a full echo): at most twice.
-                if p.max_tokens is None and sent.max_tokens == 0 and _refuses(got, "max_tokens"):
+                # A server that never answered us may refuse a field without naming it ("invalid request"):
+                # then 0 and echo_last are given up in turn, which costs bigger replies, never a wrong score.
+                # A refusal that names the field comes first.
+                auto_zero = p.max_tokens is None and sent.max_tokens == 0
+                vague = p.server not in learned.answered and _refuses_unnamed(got)
+                named_zero = auto_zero and _refuses(got, "max_tokens")
+                named_tail = sent.echo_last is not None and _refuses(got, "echo_last")
+                if named_zero or (auto_zero and vague and not named_tail):
                     learned.min_max_tokens[p.server] = 1  # the server's minimum: from now on, for this client
                     again.append(index)
-                elif sent.echo_last is not None and _refuses(got, "echo_last"):
+                elif named_tail or (sent.echo_last is not None and vague):
                     learned.no_echo_last.add(p.server)
                     again.append(index)
                 else:
