@@ -5,6 +5,8 @@ A file is one header line, then one line per sample::
     {"format": "fw_rollouts.rollouts", "version": 1, "rollouts": {<the call's fields, without responses>}}
     {"response": {<FwResponse fields>, "logprobs": {<every Logprobs column>} or null}}
 
+(``top_token_ids``, the alternatives' ids, is there only where the server sent them.)
+
 Samples that share their echoed prompt positions (see :mod:`._echo`) have them written once, on a
 line of their own ahead of the first sample that uses them; such a sample's line holds its
 generated positions and the part's number, and no ``prompt`` (the part's is the sample's)::
@@ -61,7 +63,11 @@ _RESPONSE_FIELDS: Final = (
 
 
 def _logprobs_to_dict(lp: Logprobs) -> dict[str, Any]:
-    return {**lp.to_dict(), "sampling_logprobs": lp.sampling_logprobs}
+    data = {**lp.to_dict(), "sampling_logprobs": lp.sampling_logprobs}
+    top_ids = lp.top_token_ids
+    if top_ids is not None:  # only where sent: a line without them is the line written before they were kept
+        data["top_token_ids"] = top_ids
+    return data
 
 
 def _logprobs_from_dict(lp: Mapping[str, Any]) -> Logprobs:
@@ -72,6 +78,7 @@ def _logprobs_from_dict(lp: Mapping[str, Any]) -> Logprobs:
         lp["text_offset"],
         lp["token_ids"],
         sampling_logprobs=lp["sampling_logprobs"],
+        top_token_ids=lp.get("top_token_ids"),
         num_prompt_tokens=lp["num_prompt_tokens"],
         prompt_length=lp["prompt_length"],
         echo=lp["echo"],
