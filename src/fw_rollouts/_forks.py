@@ -593,6 +593,7 @@ async def fork(
             raise _ids_required(missing)
     if ids is None:
         token = _check_token(token)  # text: a byte piece cannot be sent
+    planned = _plan(response, generated, _starts_of(response, generated), position, token, ids)
     known = generated.top_logprobs[position] or {}
     if token not in known and token != generated.tokens[position]:
         warnings.warn(
@@ -601,7 +602,6 @@ async def fork(
             UserWarning,
             stacklevel=3,
         )
-    planned = _plan(response, generated, _starts_of(response, generated), position, token, ids)
     if ids is None:
         rollouts = await client.generate(planned.prefix, n_samples, seed=seed, raw=True, **_sampling(sampling))
     else:

@@ -9,7 +9,7 @@ from fw_rollouts._parsing import ResponseSpec, parse_completion
 from fw_rollouts._record import FORMAT_VERSION, encode_record
 from fw_rollouts._templates import split_think
 
-if FORMAT_VERSION != 3:  # type: ignore[comparison-overlap]
+if FORMAT_VERSION != 3:
     raise SystemExit(f"this fw_rollouts writes record format {FORMAT_VERSION}, not 3")
 out = pathlib.Path(sys.argv[1])
 for name, build in _shapes.SHAPES.items():
