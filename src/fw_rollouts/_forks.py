@@ -392,14 +392,18 @@ def _token_id(generated: Any, position: int, token: str) -> tuple[int | None, st
 
 
 def _ids_of(
-    response: FwResponse, generated: Any, position: int, token: str
+    response: FwResponse,
+    generated: Any,
+    position: int,
+    token: str,
+    prompt: tuple[tuple[int, ...] | None, str] | None = None,
 ) -> tuple[tuple[int, ...] | None, str]:
     """The fork's prompt as token ids (prompt ids + generated ids before ``position`` + ``token``'s), or None and
-    what is missing."""
+    what is missing. ``prompt``: :func:`_prompt_ids` of ``response``, when the caller has it already."""
     generated_ids = generated.token_ids
     if generated_ids is None:
         return None, "the generated tokens' ids: the server sent none with the logprobs"
-    prompt_ids, missing = _prompt_ids(response)
+    prompt_ids, missing = _prompt_ids(response) if prompt is None else prompt
     if prompt_ids is None:
         return None, missing
     token_id, missing = _token_id(generated, position, token)
@@ -650,11 +654,12 @@ async def forks(
     # One way for every fork of the study: forks sent as ids and as text are not conditioned alike.
     every_ids: list[tuple[int, ...]] | None = None
     if mode is not False:
+        prompt = _prompt_ids(response)  # once: every fork starts with the same ids
         if mode and not wanted_forks:
-            _, missing = _ids_of(response, generated, 0, generated.tokens[0])
+            _, missing = _ids_of(response, generated, 0, generated.tokens[0], prompt)
             if missing:
                 raise _ids_required(missing)
-        found = [_ids_of(response, generated, point.position, token) for point, token in wanted_forks]
+        found = [_ids_of(response, generated, point.position, token, prompt) for point, token in wanted_forks]
         missing = next((why for ids, why in found if ids is None), "")
         if missing and mode:
             raise _ids_required(missing)

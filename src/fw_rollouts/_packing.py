@@ -38,7 +38,8 @@ count, and a last section. Mode 1: one id per alternative, in order. Mode 2, whe
 columns are one function of the token string (they are for one tokenizer): the id of each distinct
 key of the token and alternative columns together, in ascending key order; the token ids are then
 in id mode 3, read from that table, with no section of their own. A form without alternatives' ids
-is byte for byte what it was before the extension (and reads in a release before it).
+is byte for byte what it was before the extension (and reads in a release before it); a release before
+it refuses a form with them (unknown flag), which a cache then treats as a miss.
 
 The sampled token is nearly always among its position's alternatives, with the same logprob: its
 *rank* (u8) there says which, and only the other positions (rank 255, or every position when there
