@@ -255,7 +255,7 @@ def test_any_token_can_be_forked_with_a_warning_when_it_is_no_alternative(
     base, odd, same = asyncio.run(main())
     assert odd.prob is None and odd.prefix.endswith(" 🙂 zebra")
     assert same.token == same.chosen and same.prob is not None
-    assert same.prefix == base.prompt + base.full[: same.offset + len(same.chosen)]
+    assert same.offset is not None and same.prefix == base.prompt + base.full[: same.offset + len(same.chosen)]
 
 
 def test_all_forks_of_a_sample_run_as_one_study_and_a_rerun_is_cached(
@@ -369,4 +369,5 @@ def test_the_worked_example_in_docs_runs_as_written_and_resumes(
     assert found is not None and int(found.group(2)) == 4 * int(found.group(1)) > 0
     assert f"{found.group(1)} forks, {found.group(2)} samples, {found.group(2)} read back" in outputs[1]
     assert outputs[0].count("alternatives {") == 3 and "the final answers is" in outputs[0]
+    assert "sent as {'ids'}" in outputs[0] and "sent as {'ids'}" in outputs[1]  # the content format carries every id
     assert "not shown: 0." in outputs[0]

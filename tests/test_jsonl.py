@@ -64,6 +64,51 @@ def test_awkward_values_survive_exactly(tmp_path: Path) -> None:
     same_rollouts(rollouts, FwRollouts.from_jsonl(tmp_path / "r.jsonl"))
 
 
+def with_alternative_ids(response: FwResponse) -> FwResponse:
+    """``response`` with an id for every alternative (``awkward_sample``'s: a 64-bit one among them)."""
+    lp = response.logprobs
+    assert lp is not None
+    top = lp.top_logprobs
+    ids = [None if d is None else {t: (2**40 if t == "b" else i + len(t)) for t in d} for i, d in enumerate(top)]
+    logprobs = Logprobs(lp.tokens, lp.token_logprobs, top, lp.text_offset, lp.token_ids,
+                        sampling_logprobs=lp.sampling_logprobs, top_token_ids=ids,
+                        num_prompt_tokens=lp.num_prompt_tokens, prompt_length=lp.prompt_length,
+                        echo=lp.echo)  # fmt: skip
+    return dataclasses.replace(response, logprobs=logprobs)
+
+
+def test_alternative_ids_survive_and_a_line_without_them_reads_as_before(tmp_path: Path) -> None:
+    sample = with_alternative_ids(awkward_sample())
+    rollouts = FwRollouts(prompt="p", num_responses=2, temperature=0.7, top_p=None, max_tokens=8, model="m",
+                          responses=[sample, awkward_sample()])  # fmt: skip
+    path = tmp_path / "r.jsonl"
+    rollouts.to_jsonl(path)
+    back = FwRollouts.from_jsonl(path)
+    same_rollouts(rollouts, back)
+    assert back[0].logprobs is not None and sample.logprobs is not None
+    assert back[0].logprobs.top_token_ids == sample.logprobs.top_token_ids
+    order = [list(d or {}) for d in back[0].logprobs.top_token_ids or ()]
+    assert order == [list(d or {}) for d in sample.logprobs.top_logprobs]
+    lines = [json.loads(line) for line in path.read_text(encoding="ascii").splitlines()]
+    assert "top_token_ids" in lines[1]["response"]["logprobs"]
+    assert "top_token_ids" not in lines[2]["response"]["logprobs"]  # written as before they were kept
+    assert back[1].logprobs is not None and back[1].logprobs.top_token_ids is None
+
+
+def test_content_format_samples_sharing_a_prompt_part_keep_their_ids(make_client: MakeClient, tmp_path: Path) -> None:
+    async def main() -> FwRollouts:
+        async with make_client(max_tokens=12, logprobs=3, logprobs_format="content") as client:
+            return await client.generate("Once upon a time", 3, seed=1, raw=True)
+
+    rollouts = asyncio.run(main())
+    rollouts.to_jsonl(tmp_path / "r.jsonl")
+    back = FwRollouts.from_jsonl(tmp_path / "r.jsonl")
+    same_rollouts(rollouts, back)
+    for a, b in zip(rollouts, back, strict=True):
+        assert a.logprobs is not None and b.logprobs is not None and a.logprobs.num_prompt_tokens > 0
+        assert b.logprobs.top_token_ids == a.logprobs.top_token_ids is not None
+
+
 def test_an_interrupted_write_leaves_the_old_file_and_no_debris(tmp_path: Path) -> None:
     path = tmp_path / "r.jsonl"
     good = FwRollouts(prompt="p", num_responses=1, temperature=0.7, top_p=None, max_tokens=8, model="m",

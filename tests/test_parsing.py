@@ -178,6 +178,35 @@ class TestFireworksEchoFixtures:
         assert lp.top_logprobs[0] is None
         assert lp.sampling_logprobs is not None and lp.sampling_logprobs[0] is None
 
+    def test_the_content_shape_keeps_the_alternatives_ids(self) -> None:
+        body = load_json_fixture(CONTENT_ECHO)
+        entries = body["choices"][0]["logprobs"]["content"]
+        lp = logprobs_of(parse_one(body, ECHO_SPEC))
+        assert lp.top_token_ids is not None
+        assert lp.top_token_ids[0] is None  # the first echoed position has no alternatives
+        for entry, ids, top in zip(entries[1:], lp.top_token_ids[1:], lp.top_logprobs[1:], strict=True):
+            assert ids == {alt["token"]: alt["token_id"] for alt in entry["top_logprobs"]}
+            assert top is not None and ids is not None and list(ids) == list(top)
+        assert lp.top_token_ids[1] == {"<｜User｜>": 151644, "Hello": 9707}
+        generation = lp.get_generation_logprobs()
+        assert generation.top_token_ids == lp.top_token_ids[12:]
+        assert lp.get_prompt_logprobs().top_token_ids == lp.top_token_ids[:12]
+        # The legacy shape sends the chosen tokens' ids only.
+        assert logprobs_of(parse_one(load_json_fixture(LEGACY_ECHO), ECHO_SPEC)).top_token_ids is None
+
+    def test_an_alternative_without_its_id_leaves_the_column_out(self) -> None:
+        body = load_json_fixture(CONTENT_ECHO)
+        del body["choices"][0]["logprobs"]["content"][5]["top_logprobs"][1]["token_id"]
+        lp = logprobs_of(parse_one(body, ECHO_SPEC))
+        assert lp.top_token_ids is None and lp.token_ids == R1_IDS
+
+    @pytest.mark.parametrize("bad", ["9707", -1, 1.5, True])
+    def test_an_alternative_id_that_is_no_token_id_is_malformed(self, bad: Any) -> None:
+        body = load_json_fixture(CONTENT_ECHO)
+        body["choices"][0]["logprobs"]["content"][5]["top_logprobs"][1]["token_id"] = bad
+        with pytest.raises(MalformedResponseError, match="token_id"):
+            parse_one(body, ECHO_SPEC)
+
     def test_r1_text_split_open_think_is_all_reasoning(self, response: FwResponse) -> None:
         assert response.full == R1_GENERATED
         assert response.reasoning == R1_GENERATED

@@ -21,7 +21,7 @@ from _helpers import REPO_ROOT, MakeClient, same_rollouts
 from fw_rollouts import ConfigurationError, FwResponse, FwRollouts, Logprobs, Usage, ValidationError
 from fw_rollouts._jsonl import response_to_dict
 from fw_rollouts._study_file import HEADER_NAME, StudyWriter, load_study, read_header, read_samples, study_format
-from test_jsonl import awkward_sample
+from test_jsonl import awkward_sample, with_alternative_ids
 
 FORMATS = ["jsonl", "parquet"]
 CALL_FIELDS = [f.name for f in dataclasses.fields(FwRollouts) if f.name != "responses"]
@@ -118,6 +118,36 @@ def test_awkward_values_survive_exactly(tmp_path: Path, fmt: str) -> None:
     same_rollouts(expected, load_study(path)[0])
     loaded = load_study(path)[0]
     assert loaded[0].logprobs is None and loaded[1].logprobs is not None and len(loaded[1].logprobs) == 0
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_alternative_ids_survive_both_layouts(tmp_path: Path, fmt: str) -> None:
+    with_ids = dataclasses.replace(with_alternative_ids(awkward_sample()), seed=1)
+    without = dataclasses.replace(awkward_sample(), seed=2)
+    path = path_for(tmp_path, fmt)
+    asyncio.run(write(path, [(0, with_ids), (0, without)], {"study": "s", "items": [plain_item(2)]}))
+    loaded = load_study(path)[0]
+    same_rollouts(FwRollouts(**plain_item(2), responses=[with_ids, without]), loaded)
+    assert loaded[0].logprobs is not None and with_ids.logprobs is not None
+    assert loaded[0].logprobs.top_token_ids == with_ids.logprobs.top_token_ids is not None
+    assert loaded[1].logprobs is not None and loaded[1].logprobs.top_token_ids is None
+
+
+def test_a_parquet_part_written_before_alternative_ids_were_kept_reads(tmp_path: Path) -> None:
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    from fw_rollouts._study_file import _parquet_schema, _row
+
+    path = tmp_path / "s.parquet"
+    asyncio.run(write(path, [(0, sample(1))], header(1)))  # the header, and a part of today's schema
+    old = _parquet_schema(pa)
+    old = old.remove(old.get_field_index("top_token_ids"))  # the schema of the release before
+    row = _row(0, sample(2))
+    del row["top_token_ids"]
+    pq.write_table(pa.Table.from_pylist([row], schema=old), str(path / "part-000001.parquet"))
+    loaded = load_study(path)[0]
+    assert [r.seed for r in loaded] == [1, 2] and loaded[1] == sample(2)
+    assert loaded[1].logprobs is not None and loaded[1].logprobs.top_token_ids is None
 
 
 def test_the_jsonl_layout_is_a_header_then_a_line_per_sample(tmp_path: Path) -> None:

@@ -31,7 +31,7 @@ from ._exceptions import (
     ServerError,
     ValidationError,
 )
-from ._forks import Fork, ForkPoint, fork_points, fork_prompt
+from ._forks import Fork, ForkPoint, fork_points, fork_prompt, fork_prompt_ids
 from ._frames import to_pandas
 from ._importance import (
     accuracy,
@@ -151,6 +151,7 @@ __all__ = [
     "forced_answer_importance",
     "fork_points",
     "fork_prompt",
+    "fork_prompt_ids",
     "kl_divergence",
     "lexical_similarity",
     "load_study",

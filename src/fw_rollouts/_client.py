@@ -47,7 +47,7 @@ from ._options import (
 from ._parsing import ResponseSpec
 from ._plan import Plan
 from ._progress import StudyProgress
-from ._prompts import MODEL_ALIASES, RenderedPrompt, model_hint, render_prompt
+from ._prompts import MODEL_ALIASES, RenderedPrompt, id_prompt, model_hint, render_prompt
 from ._redact import redactor, remember_secret, scrub_error
 from ._run import EchoOnce, Job, SampleRun, Target
 from ._scoring import Score, score, score_many
@@ -257,7 +257,7 @@ class AsyncFireworks:
                 missing = list(p.seeds)
             estimates.append(
                 ItemEstimate(
-                    prompt_tokens=max(1, len(p.rendered.text) // 4),
+                    prompt_tokens=p.rendered.token_estimate(),
                     n_samples=len(p.seeds),
                     max_tokens=p.settings.max_tokens,
                     samples_per_request=p.settings.samples_per_request,
@@ -629,21 +629,29 @@ class AsyncFireworks:
         token: str,
         n_samples: int,
         *,
+        token_ids: bool | None = None,
         answer: Callable[[str], str | None] | None = None,
         seed: int | None = None,
         **sampling: Any,
     ) -> Fork:
-        """Continue ``n_samples`` from ``response``'s generated text up to ``position``, with ``token`` there.
+        """Continue ``n_samples`` from ``response``'s prefix up to ``position``, with ``token`` there.
 
-        The prompt is exactly ``response.prompt + response.full[:offset] + token`` (``offset`` where generated
-        position ``position`` starts), sent raw, echo off unless ``echo=True``; ``sampling`` overrides the
-        client's options. Each continuation's answer is ``answer(text)`` over its whole generated text (the
-        base's text up to the fork, ``token``, the continuation; default: the last ``\\boxed{}``), collected
-        in ``Fork.outcomes``. ``token`` may be any text; one not among the server's alternatives there
-        warns. The server re-tokenises the prompt, so the boundary may not tokenise as generated; a
-        byte-piece token, or a position inside a multi-byte character, is refused (see :func:`fork_prompt`).
+        As token ids where the sample carries them (``token_ids=None``): the base's echoed prompt ids, its
+        generated ids before ``position``, ``token``'s id (:func:`fork_prompt_ids`), so nothing is
+        re-tokenised; that needs the whole prompt echoed (``echo=True``) and, for an alternative, Fireworks'
+        content logprobs format (``logprobs_format="content"``). ``token_ids=True`` requires ids (a
+        ValidationError names what is missing), ``False`` sends text: exactly ``response.prompt +
+        response.full[:offset] + token`` (``offset`` where the position starts), which the server
+        re-tokenises, and which refuses a byte-piece token or a position inside a multi-byte character (see
+        :func:`fork_prompt`). ``Fork.sent_as`` says which. Sent raw, echo off unless ``echo=True`` (ids: always
+        off); ``sampling`` overrides the client's options. Each continuation's answer is ``answer(text)`` over
+        its whole generated text (the base's text up to the fork, ``token``, the continuation; default: the
+        last ``\\boxed{}``), collected in ``Fork.outcomes``. ``token`` may be any text (sent as text); one not
+        among the server's alternatives there warns.
         """
-        return await _forks.fork(self, response, position, token, n_samples, answer=answer, seed=seed, **sampling)
+        return await _forks.fork(
+            self, response, position, token, n_samples, token_ids=token_ids, answer=answer, seed=seed, **sampling
+        )
 
     async def forks(
         self,
@@ -654,6 +662,7 @@ class AsyncFireworks:
         threshold: float = 0.05,
         positions: Sequence[int] | None = None,
         include_chosen: bool = False,
+        token_ids: bool | None = None,
         answer: Callable[[str], str | None] | None = None,
         seed: int | None = None,
         on_error: Literal["raise", "return"] = "raise",
@@ -664,9 +673,11 @@ class AsyncFireworks:
 
         The forks are those of :func:`fork_points` (alternatives above ``threshold``; only at ``positions``
         when given), each as :meth:`fork` builds it, ``n_samples`` each; ``include_chosen=True`` also continues
-        from the chosen token at each of those positions, the base's own path. They run as one
-        :meth:`generate_many` call (``on_error`` and ``output`` as there), and come back in position order,
-        most likely alternative first. Forks that cannot be sent as text (byte pieces) are skipped with a warning.
+        from the chosen token at each of those positions, the base's own path. All are sent one way: as token
+        ids when the sample carries every id they need (``token_ids=None``; ``True`` requires it, ``False``
+        sends text). They run as one :meth:`generate_many` call (``on_error`` and ``output`` as there), and
+        come back in position order, most likely alternative first. Sent as text, forks that text cannot hold
+        (byte pieces) are skipped with a warning.
         """
         return await _forks.forks(
             self,
@@ -675,6 +686,7 @@ class AsyncFireworks:
             threshold=threshold,
             positions=positions,
             include_chosen=include_chosen,
+            token_ids=token_ids,
             answer=answer,
             seed=seed,
             on_error=on_error,
@@ -849,7 +861,14 @@ class AsyncFireworks:
                 settings = base.for_call(item.options, where=name or "generate") if item.options else base
                 n = n_samples if item.n_samples is None else _check_n_samples(item.n_samples)
                 first = seed if item.seed is None else _check_seed(item.seed)
-                rendered = self._render(item.prompt, settings)
+                if item.prompt_ids is not None:
+                    assert isinstance(item.prompt, str)  # coerce_items: the ids' text
+                    if settings.echo:
+                        # The echo split finds the prompt by its text, which ids need not spell: ids go without.
+                        settings = settings.for_call({"echo": False})
+                    rendered = id_prompt(item.prompt_ids, item.prompt, raw=settings.raw)
+                else:
+                    rendered = self._render(item.prompt, settings)
             except FwRolloutsError as exc:
                 if name is None:
                     raise
@@ -867,14 +886,13 @@ class AsyncFireworks:
             # A partial echo (echo_last) is no prompt part to share: each request echoes its own.
             once = spec.echo and settings.echo_once and settings.echo_last is None
             if settings.use_cache or once:
-                keyer = CacheKeyer(settings.resolved_base_url, settings.key_body(rendered.text))
+                keyer = CacheKeyer(settings.resolved_base_url, settings.key_body(rendered.sent))
                 prompt_id = keyer.prompt_key() if once else None
                 keyer = keyer if settings.use_cache else None
             if settings.session_affinity:
                 # One key per distinct prompt (or the item's own, for items that share a prefix): a hash,
                 # so that no prompt text goes into a header.
-                text = rendered.text.encode("utf-8", "surrogatepass")
-                affinity = item.affinity or hashlib.sha256(text).hexdigest()[:32]
+                affinity = item.affinity or hashlib.sha256(rendered.identity()).hexdigest()[:32]
             prepared.append(
                 _Prepared(
                     index=index,
@@ -956,11 +974,11 @@ class AsyncFireworks:
                     settings = p.settings
                     yield Job(
                         item=p.index,
-                        body=settings.body(p.rendered.text),
+                        body=settings.body(p.rendered.sent),
                         spec=p.spec,
                         plan=p.plan,
                         seeds=missing,
-                        prompt_tokens=max(1, len(p.rendered.text) // 4),  # until the server tells us
+                        prompt_tokens=p.rendered.token_estimate(),  # until the server tells us
                         max_tokens=settings.max_tokens,
                         headers={AFFINITY_HEADER: p.affinity} if p.affinity is not None else {},
                         cache_key=p.cache_key if p.keyer is not None and writer is not None else None,
@@ -1111,8 +1129,10 @@ def _study_header(prepared: Sequence[_Prepared]) -> dict[str, Any]:
     digest = hashlib.sha256()
     for p in prepared:
         s = p.settings
+        ids = {} if p.rendered.ids is None else {"prompt_ids": list(p.rendered.ids)}
         items.append(
             {
+                **ids,
                 "prompt": p.prompt if isinstance(p.prompt, str) else [dict(m) for m in p.prompt],
                 "num_responses": len(p.seeds),
                 "temperature": s.temperature,
@@ -1128,7 +1148,7 @@ def _study_header(prepared: Sequence[_Prepared]) -> dict[str, Any]:
         )
         # What is asked (the model in the key body, the prompt, the settings, the seeds), not where: a study
         # moved to another endpoint of the same model resumes.
-        key = json.dumps([s.key_body(p.rendered.text), p.seeds[0], len(p.seeds)], sort_keys=True)
+        key = json.dumps([s.key_body(p.rendered.sent), p.seeds[0], len(p.seeds)], sort_keys=True)
         digest.update(key.encode("utf-8", "surrogatepass") + b"\n")
     return {"study": digest.hexdigest(), "items": items}
 

@@ -21,11 +21,13 @@ from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from itertools import accumulate, chain, pairwise
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from ._locks import ForkSafeLock
 
 __all__ = ["LOGPROB_TOLERANCE", "Columns", "ImpossibleValue"]
+
+_V = TypeVar("_V")
 
 LOGPROB_TOLERANCE: Final = 1e-4
 """The largest positive logprob accepted, as rounding noise around log(1) = 0.
@@ -196,6 +198,9 @@ class Columns:
     """Alternatives per position when that does not vary."""
     top_none: tuple[int, ...]
     """Positions whose alternatives are None."""
+    top_ids: array[int] | None = None
+    """Tokenizer ids of the alternatives ('i' or 'q'), parallel to ``top_tok``, if sent (Fireworks' content
+    format sends them; the legacy format does not)."""
 
     @classmethod
     def build(
@@ -207,12 +212,15 @@ class Columns:
         token_ids: Sequence[int] | None,
         sampling_logprobs: Sequence[float | None] | None,
         *,
+        top_token_ids: Sequence[dict[str, int] | None] | None = None,
         strict: bool = False,
     ) -> Columns:
         """Columns from the list form; ValueError when a column's length differs from the tokens'.
 
-        ``strict``: :class:`ImpossibleValue` when a logprob is not a finite number of at most
-        :data:`LOGPROB_TOLERANCE` (a reply's; a user's own values are kept as given).
+        ``top_token_ids``: each position's alternatives as ``{token: id}``, the same tokens in the same
+        order as ``top_logprobs`` there (None where that is None). ``strict``: :class:`ImpossibleValue`
+        when a logprob is not a finite number of at most :data:`LOGPROB_TOLERANCE` (a reply's; a user's
+        own values are kept as given).
         """
         n = len(tokens)
         if len(token_logprobs) != n:
@@ -230,7 +238,10 @@ class Columns:
             raise ValueError(f"token_ids has {len(token_ids)} entries for {n} tokens")
         ids = _int_column(token_ids) if token_ids is not None else None
         top_tok, top_lp, top_sizes, top_k, top_none = _alternatives(top_logprobs, n, strict=strict)
-        return cls(tok, lp, lp_none, samp, samp_none, off, off_base, ids, top_tok, top_lp, top_sizes, top_k, top_none)
+        top_ids = None if top_token_ids is None else _alternative_ids(top_logprobs, top_token_ids)
+        return cls(
+            tok, lp, lp_none, samp, samp_none, off, off_base, ids, top_tok, top_lp, top_sizes, top_k, top_none, top_ids
+        )
 
     def __len__(self) -> int:
         return len(self.tok)
@@ -263,11 +274,21 @@ class Columns:
 
     def top_list(self) -> list[dict[str, float] | None]:
         """The alternatives of each position as ``{token: logprob}``, None where there were none."""
-        n = len(self.tok)
         if self.top_tok is None or self.top_lp is None:
-            return [None] * n
+            return [None] * len(self.tok)
+        return self._per_position(self.top_lp.tolist())
+
+    def top_id_list(self) -> list[dict[str, int] | None] | None:
+        """The alternatives' tokenizer ids of each position as ``{token: id}``, or None when they were not sent."""
+        if self.top_ids is None or self.top_tok is None:
+            return None
+        return self._per_position(self.top_ids.tolist())
+
+    def _per_position(self, values: list[_V]) -> list[dict[str, _V] | None]:
+        """``{alternative: value}`` of each position, ``values`` parallel to ``top_tok``; None where there were none."""
+        assert self.top_tok is not None
+        n = len(self.tok)
         keys = _strings(self.top_tok)
-        values = self.top_lp.tolist()
         k = self.top_k
         if self.top_sizes is None and not self.top_none and k:
             return [dict(zip(keys[p : p + k], values[p : p + k], strict=True)) for p in range(0, n * k, k)]
@@ -278,7 +299,7 @@ class Columns:
                 sizes[i] = 0
         else:
             sizes = self.top_sizes.tolist()
-        out: list[dict[str, float] | None] = [
+        out: list[dict[str, _V] | None] = [
             dict(zip(keys[a:b], values[a:b], strict=True)) for a, b in pairwise(accumulate(sizes, initial=0))
         ]
         for i in self.top_none:
@@ -311,12 +332,14 @@ class Columns:
         stop = max(stop, start)
         if start == 0 and stop == n:
             return self
-        top_tok = top_lp = top_sizes = None
+        top_tok = top_lp = top_sizes = top_ids = None
         if self.top_tok is not None and self.top_lp is not None:
             lo, hi = self.top_start(start), self.top_start(stop)
             top_tok, top_lp = self.top_tok[lo:hi], self.top_lp[lo:hi]
             if self.top_sizes is not None:
                 top_sizes = self.top_sizes[start:stop]
+            if self.top_ids is not None:
+                top_ids = self.top_ids[lo:hi]
         off_base = self.off_base
         if self.off is None and start > 0:
             off_base += sum(map(len, _strings(self.tok[:start])))
@@ -334,6 +357,7 @@ class Columns:
             top_sizes,
             self.top_k,
             _shift(self.top_none, start, stop),
+            top_ids,
         )
 
     def offset_at(self, position: int) -> int:
@@ -361,8 +385,8 @@ class Columns:
         The joined run has sampling logprobs if either part does (None where one lacks them) and
         token ids only if every position has one: so a part without sampling logprobs gets them,
         all None, when the prefix has some, and ids only the prefix has, or only these have, go
-        (an empty part gets an empty column when the prefix has ids). Slicing the joined run
-        would give exactly these columns' lists.
+        (an empty part gets an empty column when the prefix has ids). Alternatives' ids are kept
+        on the same terms as token ids. Slicing the joined run would give exactly these columns' lists.
         """
         n = len(self.tok)
         samp, samp_none = self.samp, self.samp_none
@@ -373,14 +397,21 @@ class Columns:
             ids = None
         elif ids is None and not n:
             ids = array("i")
-        if samp is self.samp and ids is self.ids:
+        top_ids = self.top_ids
+        if prefix.top_ids is None:
+            top_ids = None
+        elif top_ids is None and not n:
+            top_ids = array("i")
+        if samp is self.samp and ids is self.ids and top_ids is self.top_ids:
             return self
-        return dataclasses.replace(self, samp=samp, samp_none=samp_none, ids=ids)
+        return dataclasses.replace(self, samp=samp, samp_none=samp_none, ids=ids, top_ids=top_ids)
 
     def nbytes(self) -> int:
         """Bytes held by this object and its arrays (not the shared vocabulary)."""
         size = sys.getsizeof(self)
-        for column in (self.tok, self.lp, self.samp, self.off, self.ids, self.top_tok, self.top_lp, self.top_sizes):
+        columns = (self.tok, self.lp, self.samp, self.off, self.ids, self.top_tok, self.top_lp, self.top_sizes,
+                   self.top_ids)  # fmt: skip
+        for column in columns:
             if column is not None:
                 size += sys.getsizeof(column)
         return size
@@ -422,3 +453,19 @@ def _alternatives(
         sizes.insert(i, 0)
     # One byte per position in practice (at most N+1 = 6 alternatives each).
     return top_tok, top_lp, array("B" if max(sizes) < 256 else "I", sizes), 0, none
+
+
+def _alternative_ids(
+    top: Sequence[dict[str, float] | None] | None, top_ids: Sequence[dict[str, int] | None]
+) -> array[int]:
+    """The alternatives' ids as a column parallel to the flattened alternatives; ValueError unless ``top_ids``
+    names the same alternatives, in the same order, at every position."""
+    if top is None or len(top_ids) != len(top):
+        raise ValueError("top_token_ids needs top_logprobs, with one entry per position")
+    for position, (alternatives, ids) in enumerate(zip(top, top_ids, strict=True)):
+        if (alternatives is None) != (ids is None) or (ids is not None and list(ids) != list(alternatives or ())):
+            raise ValueError(f"top_token_ids[{position}] does not name the alternatives of top_logprobs[{position}]")
+    values = list(chain.from_iterable(map(dict.values, filter(None, top_ids))))
+    if not set(map(type, values)) <= {int}:
+        raise TypeError("top_token_ids must be integers")
+    return _int_column(values)

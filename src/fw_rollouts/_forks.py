@@ -2,25 +2,41 @@
 
 :func:`fork_points` reads a sample's generated logprobs: the positions where an alternative token had more
 than ``threshold`` probability. :meth:`AsyncFireworks.fork` continues ``n_samples`` from the sample's own
-generated text up to such a position with the alternative in place of the chosen token, and reads each
+prefix up to such a position with the alternative in place of the chosen token, and reads each
 continuation's answer; :meth:`AsyncFireworks.forks` runs every fork of a sample as one study.
 
-**The prefix is the exact generated text.** A fork's prompt is ``response.prompt + response.full[:offset] +
-token``: the prompt that was sent, the generated text sliced at the position's character offset (from the
-server's ``text_offset``, checked against the text), then the alternative. Never ``"".join(tokens)``, which is
-not the text where tokens are byte pieces and loses whatever the server did not send as tokens.
+**As token ids, where the sample carries them.** A fork's prompt is then the base's prompt ids (echoed with
+it), the generated ids up to the position, and the alternative's id: the model is conditioned on exactly
+the tokens it generated, nothing is re-tokenised, and byte-piece tokens and positions inside a multi-byte
+character can be forked too. That needs every id: the echoed prompt's (``echo=True``, the client's default,
+with the whole prompt echoed), the generated tokens' (both logprob formats carry them) and the
+alternative's, which Fireworks sends in its content format only (``logprobs_format="content"``).
+``token_ids=None`` (the default) sends ids when the sample carries them and text otherwise; ``True``
+requires ids (a ValidationError naming what is missing); ``False`` sends text. :attr:`Fork.sent_as` says which.
 
-**Re-tokenisation.** The fork is sent as text, and the server tokenises it again: the tokens it reads are not
+**A BOS the server adds.** The prompt ids are the echoed ones, a BOS the server echoed ahead of the prompt
+text included: the exact tokens the model read (Fireworks' own SDK sends token-id prompts that hold their
+BOS, the template's, with nothing prepended by the server). A server that prepends a BOS to token-id prompts
+as well, or that counted a BOS for the text prompt without echoing it, gives the fork one token more or
+less than the base's context had; that shows in the fork's ``usage.prompt_tokens`` (the base's plus the
+position plus one, when they agree), and a warning says so.
+
+**As text otherwise: the prefix is the exact generated text.** The prompt is ``response.prompt +
+response.full[:offset] + token``: the prompt that was sent, the generated text sliced at the position's
+character offset (from the server's ``text_offset``, checked against the text), then the alternative.
+Never ``"".join(tokens)``, which is not the text where tokens are byte pieces and loses whatever the server
+did not send as tokens.
+
+**Re-tokenisation (text forks).** The server tokenises the text again: the tokens it reads are not
 necessarily the ones the model generated. At the boundary especially, the end of the prefix and the
 alternative may merge into another token (``"answer" + "s"`` as ``"answers"``) or split differently, and the
 continuation is then conditioned on a token sequence the model never produced. Forks whose alternative is a
-whole word after a space (the common case) re-tokenise as generated. Token-id prompts would avoid this;
-this client sends text prompts only.
+whole word after a space (the common case) re-tokenise as generated.
 
 **Byte pieces cannot be sent as text.** A token that is part of a UTF-8 character (shown by servers as
-``"bytes:\\xe6\\x9d"`` or with U+FFFD) is not text: a fork whose alternative is one is refused, and so is a
-fork at a position inside a character (after such a piece), since its prefix ends mid-character.
-:meth:`AsyncFireworks.forks` skips both, with a warning counting them.
+``"bytes:\\xe6\\x9d"`` or with U+FFFD) is not text: a text fork whose alternative is one is refused, and so is
+one at a position inside a character (after such a piece), since its prefix ends mid-character.
+:meth:`AsyncFireworks.forks` skips both when it sends text, with a warning counting them.
 """
 
 from __future__ import annotations
@@ -42,9 +58,11 @@ if TYPE_CHECKING:
 
     from ._client import AsyncFireworks
 
-__all__ = ["Fork", "ForkPoint", "fork", "fork_points", "fork_prompt", "forks"]
+__all__ = ["Fork", "ForkPoint", "fork", "fork_points", "fork_prompt", "fork_prompt_ids", "forks"]
 
 Answer = Callable[[str], "str | None"]
+TokenIds = Literal[True, False] | None
+"""How a fork is sent: None, as ids where the sample carries them; True, as ids or an error; False, as text."""
 
 _BYTES_ESCAPE = re.compile(r"\\x([0-9a-fA-F]{2})")
 
@@ -72,8 +90,9 @@ class Fork:
 
     position: int
     """The generated position forked at."""
-    offset: int
-    """Its character offset in the base sample's generated text."""
+    offset: int | None
+    """Its character offset in the base sample's generated text; None for a position inside a multi-byte
+    character (an id fork after a byte piece)."""
     token: str
     """The token put there."""
     chosen: str
@@ -81,7 +100,13 @@ class Fork:
     prob: float | None
     """The token's probability at that position, None when it was not among the returned alternatives."""
     prefix: str
-    """The exact prompt sent: base prompt + generated text up to ``offset`` + ``token``."""
+    """The prompt as text: base prompt + generated text up to ``offset`` + ``token``; exactly what was sent for
+    a text fork, what the ids stand for for an id fork (U+FFFD where a byte piece is no whole character)."""
+    sent_as: Literal["ids", "text"]
+    """How the prompt was sent: as token ids (``prompt_ids``, nothing re-tokenised) or as ``prefix``'s text."""
+    prompt_ids: tuple[int, ...] | None
+    """The token ids sent (the base's prompt ids, its generated ids before ``position``, ``token``'s id); None for
+    text."""
     rollouts: FwRollouts
     """The continuations (their ``full`` is what follows ``token``)."""
     texts: tuple[str, ...]
@@ -97,7 +122,7 @@ class Fork:
     def __repr__(self) -> str:
         shown = ", ".join(f"{a!r}: {p:.2f}" for a, p in list(self.outcomes.items())[:4])
         return (
-            f"Fork(position={self.position}, token={self.token!r}, chosen={self.chosen!r}, "
+            f"Fork(position={self.position}, token={self.token!r}, chosen={self.chosen!r}, sent_as={self.sent_as!r}, "
             f"samples={len(self.rollouts)}, outcomes={{{shown}}}, base_answer={self.base_answer!r})"
         )
 
@@ -253,19 +278,32 @@ def _check_position(position: Any, n: int) -> int:
     return position
 
 
-def _check_token(token: Any) -> str:
+def _check_text(token: Any) -> str:
     if not isinstance(token, str):
         raise InvalidTypeError("token", token, "a token's text (a string)")
     if not token:
         raise ValidationError("token", token, "a non-empty token text")
-    if is_byte_piece(token):
+    return token
+
+
+def _check_token(token: Any) -> str:
+    text = _check_text(token)
+    if is_byte_piece(text):
         raise ValidationError(
             "token",
-            token,
+            text,
             "a token that is text: this one is a piece of a UTF-8 character (a byte-level token), which "
-            "cannot be sent in a text prompt",
+            "cannot be sent in a text prompt (it can as token ids: see token_ids)",
         )
-    return token
+    return text
+
+
+def _check_token_ids(token_ids: Any) -> TokenIds:
+    if token_ids is not None and not isinstance(token_ids, bool):
+        raise InvalidTypeError(
+            "token_ids", token_ids, "None (ids where the sample carries them, else text), True (ids) or False (text)"
+        )
+    return token_ids
 
 
 def _cut(response: FwResponse, starts: Sequence[int | None], position: int, token: str) -> tuple[int, str]:
@@ -276,13 +314,14 @@ def _cut(response: FwResponse, starts: Sequence[int | None], position: int, toke
             "position",
             position,
             "a position that starts a character: this one follows a byte piece of a multi-byte character, so "
-            "the prefix before it ends mid-character and cannot be sent as text",
+            "the prefix before it ends mid-character and cannot be sent as text (it can as token ids: see "
+            "token_ids)",
         )
     return start, response.prompt + response.full[:start] + token
 
 
 def fork_prompt(response: FwResponse, position: int, token: str) -> str:
-    """The exact prompt of a fork: ``response.prompt + response.full[:offset] + token`` (pure).
+    """The exact text prompt of a fork: ``response.prompt + response.full[:offset] + token`` (pure).
 
     ``offset`` is where generated position ``position`` starts in the generated text. See the module
     notes on re-tokenisation; a byte-piece ``token``, or a ``position`` inside a character, is refused.
@@ -290,6 +329,127 @@ def fork_prompt(response: FwResponse, position: int, token: str) -> str:
     response, generated = _generated(response)
     position = _check_position(position, len(generated))
     return _cut(response, _starts_of(response, generated), position, _check_token(token))[1]
+
+
+# -- pure: token ids -------------------------------------------------------------------------------------------
+
+
+def _token_bytes(token: str) -> bytes | None:
+    """The bytes a token stands for; None for a U+FFFD rendering, whose bytes are not known."""
+    if token.startswith("bytes:"):
+        return _piece_bytes(token)
+    if "\ufffd" in token:
+        return None
+    return token.encode("utf-8", "surrogatepass")
+
+
+def _whole_echo(tokens: Sequence[str], logprobs: Sequence[float | None], prompt: str) -> bool:
+    """Whether the echoed prompt positions are the whole prompt (after at most two the server added ahead of
+    it, a BOS), not its tail (``echo_last``)."""
+    pieces = [_token_bytes(t) for t in tokens]
+    if None in pieces:
+        # Bytes unknown: the parser leaves the first position of a whole echo, which has no context, without one.
+        return bool(logprobs) and logprobs[0] is None
+    target = prompt.encode("utf-8", "surrogatepass")
+    known: list[bytes] = pieces  # type: ignore[assignment]  # no None in it
+    return any(b"".join(known[lead:]) == target for lead in range(min(2, len(known)) + 1))
+
+
+def _prompt_ids(response: FwResponse) -> tuple[tuple[int, ...] | None, str]:
+    """The base's prompt as the server tokenised it (the echoed ids, a BOS it echoed included), or None and what
+    is missing."""
+    lp = response.logprobs
+    if lp is None or not response.echo or not lp.num_prompt_tokens:
+        return None, (
+            "the prompt's token ids, which come with its echo: sample the base with echo=True (the client's "
+            "default) and logprobs on"
+        )
+    prompt = lp.get_prompt_logprobs()
+    ids = prompt.token_ids
+    if ids is None:
+        return None, "the prompt's token ids: the server sent no ids with the echoed prompt"
+    if not _whole_echo(prompt.tokens, prompt.token_logprobs, response.prompt):
+        return None, (
+            "the whole prompt's token ids: only its last tokens were echoed (sample the base without echo_last)"
+        )
+    return tuple(ids), ""
+
+
+def _token_id(generated: Any, position: int, token: str) -> tuple[int | None, str]:
+    """The id of ``token`` at generated ``position`` (the chosen one's, or an alternative's), or None and why."""
+    if token == generated.tokens[position]:
+        return generated.token_ids[position], ""
+    top = generated.top_token_ids
+    if top is None:
+        return None, (
+            f"the id of {token!r}: the server sends the alternatives' ids in the content logprobs format only "
+            "(sample the base with logprobs_format='content')"
+        )
+    entry = top[position] or {}
+    if token not in entry:
+        return None, f"the id of {token!r}, which is not among the alternatives returned at position {position}"
+    return entry[token], ""
+
+
+def _ids_of(
+    response: FwResponse,
+    generated: Any,
+    position: int,
+    token: str,
+    prompt: tuple[tuple[int, ...] | None, str] | None = None,
+) -> tuple[tuple[int, ...] | None, str]:
+    """The fork's prompt as token ids (prompt ids + generated ids before ``position`` + ``token``'s), or None and
+    what is missing. ``prompt``: :func:`_prompt_ids` of ``response``, when the caller has it already."""
+    generated_ids = generated.token_ids
+    if generated_ids is None:
+        return None, "the generated tokens' ids: the server sent none with the logprobs"
+    prompt_ids, missing = _prompt_ids(response) if prompt is None else prompt
+    if prompt_ids is None:
+        return None, missing
+    token_id, missing = _token_id(generated, position, token)
+    if token_id is None:
+        return None, missing
+    return (*prompt_ids, *generated_ids[:position], token_id), ""
+
+
+def _ids_required(missing: str) -> ValidationError:
+    return ValidationError(
+        "token_ids", True, f"a base sample that carries every token id of the fork; it lacks {missing}"
+    )
+
+
+def fork_prompt_ids(response: FwResponse, position: int, token: str) -> tuple[int, ...]:
+    """The exact token-id prompt of a fork: the base's prompt ids, its generated ids before ``position``, then
+    ``token``'s id (pure).
+
+    ``token`` is the chosen token or one of the alternatives the server returned at ``position`` (their ids
+    come with Fireworks' content logprobs format, ``logprobs_format="content"``); the prompt ids are the
+    echoed prompt's (``echo=True``). Byte pieces and positions inside a character are fine. A
+    ValidationError names what the sample lacks.
+    """
+    response, generated = _generated(response)
+    position = _check_position(position, len(generated))
+    ids, missing = _ids_of(response, generated, position, _check_text(token))
+    if ids is None:
+        raise _ids_required(missing)
+    return ids
+
+
+def _head(
+    response: FwResponse, generated: Any, starts: Sequence[int | None], position: int, token: str
+) -> tuple[int | None, str]:
+    """(offset, the generated text before ``position`` followed by ``token``) of an id fork, where the token
+    or the position may be inside a character: the bytes are decoded, U+FFFD where they make no character."""
+    start = starts[position]
+    if start is not None and not is_byte_piece(token):
+        return start, response.full[:start] + token
+    first = position
+    while first > 0 and starts[first] is None:  # back to the piece that starts the character
+        first -= 1
+    head = response.full[: starts[first] or 0].encode("utf-8", "surrogatepass")
+    unknown = "\ufffd".encode()
+    pieces = [_token_bytes(t) or unknown for t in generated.tokens[first:position]]
+    return start, (head + b"".join(pieces) + (_token_bytes(token) or unknown)).decode("utf-8", "replace")
 
 
 # -- the requests --------------------------------------------------------------------------------------------
@@ -306,11 +466,18 @@ def _answer_fn(answer: Answer | None) -> Answer:
 @dataclass(frozen=True, slots=True)
 class _Planned:
     position: int
-    offset: int
+    offset: int | None
     token: str
     chosen: str
     prob: float | None
     prefix: str
+    head: str
+    """The generated text before the fork, then ``token``: where each continuation's whole text starts."""
+    ids: tuple[int, ...] | None
+
+    def item(self) -> str | dict[str, Any]:
+        """What :meth:`AsyncFireworks.generate_many` is given for this fork."""
+        return self.prefix if self.ids is None else {"prompt_ids": self.ids, "prompt": self.prefix}
 
 
 def _prob_at(generated: Any, position: int, token: str) -> float | None:
@@ -323,18 +490,27 @@ def _prob_at(generated: Any, position: int, token: str) -> float | None:
 
 
 def _plan(
-    response: FwResponse, generated: Any, starts: Sequence[int | None], position: int, token: str
+    response: FwResponse,
+    generated: Any,
+    starts: Sequence[int | None],
+    position: int,
+    token: str,
+    ids: tuple[int, ...] | None = None,
 ) -> _Planned:
-    offset, prefix = _cut(response, starts, position, token)
+    """The fork at ``position`` with ``token``: as token ``ids`` when given, else as text (checked)."""
+    offset: int | None
+    if ids is None:
+        offset, prefix = _cut(response, starts, position, token)
+        head = response.full[:offset] + token
+    else:
+        offset, head = _head(response, generated, starts, position, token)
+        prefix = response.prompt + head
     chosen = generated.tokens[position]
-    return _Planned(position, offset, token, chosen, _prob_at(generated, position, token), prefix)
+    return _Planned(position, offset, token, chosen, _prob_at(generated, position, token), prefix, head, ids)
 
 
-def _fork_of(
-    response: FwResponse, planned: _Planned, rollouts: FwRollouts, answer: Answer, base_answer: str | None
-) -> Fork:
-    head = response.full[: planned.offset] + planned.token
-    texts = tuple(head + r.full for r in rollouts)
+def _fork_of(planned: _Planned, rollouts: FwRollouts, answer: Answer, base_answer: str | None) -> Fork:
+    texts = tuple(planned.head + r.full for r in rollouts)
     answers = tuple(answer(t) for t in texts)
     return Fork(
         position=planned.position,
@@ -343,6 +519,8 @@ def _fork_of(
         chosen=planned.chosen,
         prob=planned.prob,
         prefix=planned.prefix,
+        sent_as="text" if planned.ids is None else "ids",
+        prompt_ids=planned.ids,
         rollouts=rollouts,
         texts=texts,
         answers=answers,
@@ -351,11 +529,46 @@ def _fork_of(
     )
 
 
+def _context_mismatch(response: FwResponse, fork: Fork) -> int | None:
+    """Tokens the server read for an id fork beyond (or, negative, short of) the base's context at that point.
+
+    The base's context there is its prompt as the server counted it (``usage.prompt_tokens``), its generated
+    tokens before the position, and the one in its place. 0 when they agree; None when a count is missing
+    (no usage reported, a text fork).
+    """
+    if fork.sent_as != "ids" or not response.usage.prompt_tokens:
+        return None
+    read = next((r.usage.prompt_tokens for r in fork.rollouts if r.usage.prompt_tokens), 0)
+    if not read:
+        return None
+    return read - (response.usage.prompt_tokens + fork.position + 1)
+
+
+def _warn_context(response: FwResponse, forks: Sequence[Fork], caller: str) -> None:
+    found = [(f, d) for f in forks if (d := _context_mismatch(response, f))]
+    if not found:
+        return
+    delta = found[0][1]
+    what = (
+        f"{delta} more token{'s' if delta != 1 else ''} than the base's context had: it prepends its own (a BOS) "
+        "to token-id prompts as well, so the fork reads a token the base read once twice"
+        if delta > 0
+        else f"{-delta} fewer token{'s' if delta != -1 else ''} than the base's context had: it counted a token "
+        "(a BOS) for the base's text prompt that it neither echoed nor adds to token-id prompts"
+    )
+    warnings.warn(
+        f"{caller}: for {len(found)} of {len(forks)} id fork{'s' if len(forks) != 1 else ''} the server read {what}; "
+        "token_ids=False sends text instead (see fork_prompt_ids and docs/forks.md)",
+        UserWarning,
+        stacklevel=4,
+    )
+
+
 def _sampling(sampling: dict[str, Any]) -> dict[str, Any]:
-    # A fork's prompt is long and its own logprobs are the base's: echo is off unless asked for.
+    # A fork's prompt is long and its own logprobs are the base's: echo is off unless asked for (ids: always off).
     sampling.setdefault("echo", False)
     if "raw" in sampling:
-        raise ValidationError("raw", sampling["raw"], "not settable: a fork's prompt is exact text (sent raw)")
+        raise ValidationError("raw", sampling["raw"], "not settable: a fork's prompt is exact text or ids (sent raw)")
     return sampling
 
 
@@ -366,6 +579,7 @@ async def fork(
     token: str,
     n_samples: int,
     *,
+    token_ids: TokenIds = None,
     answer: Answer | None = None,
     seed: int | None = None,
     **sampling: Any,
@@ -373,8 +587,17 @@ async def fork(
     """See :meth:`AsyncFireworks.fork`."""
     response, generated = _generated(response)
     position = _check_position(position, len(generated))
-    token = _check_token(token)
+    token = _check_text(token)
+    mode = _check_token_ids(token_ids)
     answer_of = _answer_fn(answer)
+    ids: tuple[int, ...] | None = None
+    if mode is not False:
+        ids, missing = _ids_of(response, generated, position, token)
+        if ids is None and mode:
+            raise _ids_required(missing)
+    if ids is None:
+        token = _check_token(token)  # text: a byte piece cannot be sent
+    planned = _plan(response, generated, _starts_of(response, generated), position, token, ids)
     known = generated.top_logprobs[position] or {}
     if token not in known and token != generated.tokens[position]:
         warnings.warn(
@@ -383,9 +606,15 @@ async def fork(
             UserWarning,
             stacklevel=3,
         )
-    planned = _plan(response, generated, _starts_of(response, generated), position, token)
-    rollouts = await client.generate(planned.prefix, n_samples, seed=seed, raw=True, **_sampling(sampling))
-    return _fork_of(response, planned, rollouts, answer_of, answer_of(response.full))
+    if ids is None:
+        rollouts = await client.generate(planned.prefix, n_samples, seed=seed, raw=True, **_sampling(sampling))
+    else:
+        (rollouts,) = await client.generate_many(
+            [planned.item()], n_samples, seed=seed, raw=True, **_sampling(sampling)
+        )
+    result = _fork_of(planned, rollouts, answer_of, answer_of(response.full))
+    _warn_context(response, [result], "fork")
+    return result
 
 
 async def forks(
@@ -396,6 +625,7 @@ async def forks(
     threshold: float = 0.05,
     positions: Sequence[int] | None = None,
     include_chosen: bool = False,
+    token_ids: TokenIds = None,
     answer: Answer | None = None,
     seed: int | None = None,
     on_error: Literal["raise", "return"] = "raise",
@@ -414,27 +644,47 @@ async def forks(
         points = [p for p in points if p.position in wanted]
     if not isinstance(include_chosen, bool):
         raise InvalidTypeError("include_chosen", include_chosen, "True or False")
+    mode = _check_token_ids(token_ids)
     answer_of = _answer_fn(answer)
+    wanted_forks = [
+        (point, token)
+        for point in points
+        for token in ([point.chosen] if include_chosen else []) + list(point.alternatives)
+    ]
+    # One way for every fork of the study: forks sent as ids and as text are not conditioned alike.
+    every_ids: list[tuple[int, ...]] | None = None
+    if mode is not False:
+        prompt = _prompt_ids(response)  # once: every fork starts with the same ids
+        if mode and not wanted_forks:
+            _, missing = _ids_of(response, generated, 0, generated.tokens[0], prompt)
+            if missing:
+                raise _ids_required(missing)
+        found = [_ids_of(response, generated, point.position, token, prompt) for point, token in wanted_forks]
+        missing = next((why for ids, why in found if ids is None), "")
+        if missing and mode:
+            raise _ids_required(missing)
+        if not missing:
+            every_ids = [ids for ids, _ in found if ids is not None]
     planned: list[_Planned] = []
     skipped = 0
-    for point in points:
-        tokens = ([point.chosen] if include_chosen else []) + list(point.alternatives)
-        for token in tokens:
-            if point.offset is None or is_byte_piece(token):
-                skipped += 1
-                continue
+    for i, (point, token) in enumerate(wanted_forks):
+        if every_ids is not None:
+            planned.append(_plan(response, generated, starts, point.position, token, every_ids[i]))
+        elif point.offset is None or is_byte_piece(token):
+            skipped += 1
+        else:
             planned.append(_plan(response, generated, starts, point.position, token))
     if skipped:
         warnings.warn(
             f"forks: {skipped} fork{'s' if skipped != 1 else ''} skipped: a byte-piece token, or a position "
-            "inside a multi-byte character, cannot be sent as text",
+            "inside a multi-byte character, cannot be sent as text (as token ids it can: see token_ids)",
             UserWarning,
             stacklevel=3,
         )
     if not planned:
         return []
     results = await client.generate_many(
-        [p.prefix for p in planned],
+        [p.item() for p in planned],
         n_samples,
         seed=seed,
         raw=True,
@@ -443,4 +693,6 @@ async def forks(
         **_sampling(sampling),
     )
     base_answer = answer_of(response.full)
-    return [_fork_of(response, p, r, answer_of, base_answer) for p, r in zip(planned, results, strict=True)]
+    out = [_fork_of(p, r, answer_of, base_answer) for p, r in zip(planned, results, strict=True)]
+    _warn_context(response, out, "forks")
+    return out

@@ -5,6 +5,8 @@ A file is one header line, then one line per sample::
     {"format": "fw_rollouts.rollouts", "version": 1, "rollouts": {<the call's fields, without responses>}}
     {"response": {<FwResponse fields>, "logprobs": {<every Logprobs column>} or null}}
 
+(``top_token_ids``, the alternatives' ids, is there only where the server sent them.)
+
 Samples that share their echoed prompt positions (see :mod:`._echo`) have them written once, on a
 line of their own ahead of the first sample that uses them; such a sample's line holds its
 generated positions and the part's number, and no ``prompt`` (the part's is the sample's)::
@@ -60,6 +62,13 @@ _RESPONSE_FIELDS: Final = (
 )  # fmt: skip
 
 
+def _logprobs_to_dict(lp: Logprobs) -> dict[str, Any]:
+    data = lp.to_dict()
+    if data["top_token_ids"] is None:  # only where sent: a line without them is the line written before they were kept
+        del data["top_token_ids"]
+    return data
+
+
 def _logprobs_from_dict(lp: Mapping[str, Any]) -> Logprobs:
     return Logprobs(
         lp["tokens"],
@@ -68,6 +77,7 @@ def _logprobs_from_dict(lp: Mapping[str, Any]) -> Logprobs:
         lp["text_offset"],
         lp["token_ids"],
         sampling_logprobs=lp["sampling_logprobs"],
+        top_token_ids=lp.get("top_token_ids"),
         num_prompt_tokens=lp["num_prompt_tokens"],
         prompt_length=lp["prompt_length"],
         echo=lp["echo"],
@@ -86,9 +96,9 @@ def response_to_dict(response: FwResponse, part: int | None = None) -> dict[str,
     lp = response.logprobs
     if lp is not None and part is not None:
         del data["prompt"]
-        data["logprobs"] = {**lp.get_generation_logprobs().to_dict(), "prompt_part": part}
+        data["logprobs"] = {**_logprobs_to_dict(lp.get_generation_logprobs()), "prompt_part": part}
     else:
-        data["logprobs"] = None if lp is None else lp.to_dict()
+        data["logprobs"] = None if lp is None else _logprobs_to_dict(lp)
     return data
 
 
@@ -130,7 +140,7 @@ def _part_to_dict(part: PromptPart, number: int) -> dict[str, Any]:
         "id": number,
         "prompt": part.prompt,
         "generation_offset": part.generation_offset,
-        "logprobs": part.logprobs.to_dict(),
+        "logprobs": _logprobs_to_dict(part.logprobs),
     }
 
 

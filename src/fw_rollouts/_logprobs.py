@@ -67,6 +67,7 @@ class Logprobs:
         lp.top_logprobs      # list[dict[str, float] | None]; the alternatives at each position
         lp.text_offset       # list[int]; character offsets in the returned text
         lp.token_ids         # list[int] | None; only when the server sends ids
+        lp.top_token_ids     # list[dict[str, int] | None] | None; the alternatives' ids (content format)
         lp.sampling_logprobs # list[float | None] | None; Fireworks' behaviour-policy logprobs, if sent
 
     Every read returns the same list: treat it as read-only (copy it before changing it).
@@ -98,11 +99,14 @@ class Logprobs:
         token_ids: Sequence[int] | None = None,
         *,
         sampling_logprobs: Sequence[float | None] | None = None,
+        top_token_ids: Sequence[dict[str, int] | None] | None = None,
         num_prompt_tokens: int = 0,
         prompt_length: int = 0,
         echo: bool = False,
     ) -> None:
-        self._cols = Columns.build(tokens, token_logprobs, top_logprobs, text_offset, token_ids, sampling_logprobs)
+        self._cols = Columns.build(
+            tokens, token_logprobs, top_logprobs, text_offset, token_ids, sampling_logprobs, top_token_ids=top_token_ids
+        )
         self._packed = None
         self._part = None
         self._views = None
@@ -191,6 +195,13 @@ class Logprobs:
     def top_logprobs(self) -> list[dict[str, float] | None]:
         """The alternatives at each position as ``{token: logprob}``; None where none were returned."""
         return self._view("top_logprobs", Columns.top_list)
+
+    @property
+    def top_token_ids(self) -> list[dict[str, int] | None] | None:
+        """The alternatives' tokenizer ids at each position as ``{token: id}`` (the tokens of :attr:`top_logprobs`),
+        or None when the server did not send them (Fireworks sends them in the content format only:
+        ``logprobs_format="content"``)."""
+        return self._view("top_token_ids", Columns.top_id_list)
 
     @property
     def top_k(self) -> int:
@@ -348,6 +359,7 @@ class Logprobs:
             "text_offset": fresh("text_offset", Columns.offset_list),
             "token_ids": fresh("token_ids", Columns.id_list),
             "sampling_logprobs": fresh("sampling_logprobs", Columns.sampling_list),
+            "top_token_ids": fresh("top_token_ids", Columns.top_id_list),
             "num_prompt_tokens": self.num_prompt_tokens,
             "prompt_length": self.prompt_length,
             "echo": self.echo,
@@ -409,6 +421,7 @@ class Logprobs:
             fresh("text_offset", Columns.offset_list),
             fresh("token_ids", Columns.id_list),
             fresh("sampling_logprobs", Columns.sampling_list),
+            top_token_ids=fresh("top_token_ids", Columns.top_id_list),
         )
 
     def __getattr__(self, name: str) -> Any:
@@ -477,6 +490,7 @@ _VIEWS: tuple[tuple[str, Callable[[Columns], Any]], ...] = (
     ("text_offset", Columns.offset_list),
     ("token_ids", Columns.id_list),
     ("top_logprobs", Columns.top_list),
+    ("top_token_ids", Columns.top_id_list),
 )
 
 
@@ -492,7 +506,7 @@ def _join(name: str, head: Any, tail: Any, n_head: int, n_tail: int) -> Any:
         if head is None and tail is None:
             return None
         return (head if head is not None else [None] * n_head) + (tail if tail is not None else [None] * n_tail)
-    if name == "token_ids":
+    if name in ("token_ids", "top_token_ids"):
         # A reply sends an id with every token or with none; a run with no generated position keeps the prompt's.
         if head is None or (tail is None and n_tail):
             return None

@@ -8,9 +8,9 @@ array items are little-endian. Both versions begin alike::
 
 **Version 2** (what :func:`pack` writes) is built to be small on disk::
 
-    head    u8 flags (bit 0: echo, bit 1: the plain part is deflated); LEB128 varints: prompt tokens
-            and prompt length (zigzag), the stored size of the plain part, its size inflated, the
-            size of the raw part
+    head    u8 flags (bit 0: echo, bit 1: the plain part is deflated, bit 2: alternatives' ids follow);
+            LEB128 varints: prompt tokens and prompt length (zigzag), the stored size of the plain part,
+            its size inflated, the size of the raw part
     plain   raw DEFLATE (RFC 1951) of: the fields, then every section but the low halves of float32
             items
     raw     the low two bytes of every float32 item, section after section (mantissa bits, which
@@ -28,9 +28,18 @@ array items are little-endian. Both versions begin alike::
             alternatives; positions of None logprobs; sampling logprobs (mode 1) or the positions
             where they differ and their values (mode 2); positions of None sampling logprobs; text
             offsets; token ids (mode 1) or the id of each distinct token key in ascending order
-            (mode 2). Every section of items wider than a byte is stored byte plane by byte plane
-            (all first bytes, then all second bytes...), which is what lets DEFLATE find the
-            regularity in the high bytes of keys and floats.
+            (mode 2); the alternatives' ids (bit 2 only). Every section of items wider than a byte is
+            stored byte plane by byte plane (all first bytes, then all second bytes...), which is what
+            lets DEFLATE find the regularity in the high bytes of keys and floats.
+
+**Alternatives' ids** (Fireworks' content format sends one per alternative) are an extension that
+only a form holding them uses: flag bit 2, then after the fields a typecode, a u8 mode and a varint
+count, and a last section. Mode 1: one id per alternative, in order. Mode 2, when the ids of both
+columns are one function of the token string (they are for one tokenizer): the id of each distinct
+key of the token and alternative columns together, in ascending key order; the token ids are then
+in id mode 3, read from that table, with no section of their own. A form without alternatives' ids
+is byte for byte what it was before the extension (and reads in a release before it); a release before
+it refuses a form with them (unknown flag), which a cache then treats as a miss.
 
 The sampled token is nearly always among its position's alternatives, with the same logprob: its
 *rank* (u8) there says which, and only the other positions (rank 255, or every position when there
@@ -89,6 +98,7 @@ _FIELDS: Final = struct.Struct("<B7s9I3q")  # version 1
 _HEADER_SIZE: Final = _PREFIX.size + _FIELDS.size
 _ECHO: Final = 1
 _DEFLATED: Final = 2
+_TOP_IDS: Final = 4
 _ABSENT: Final = "\0"
 _LE: Final = sys.byteorder == "little"
 _U32: Final = 2**32 - 1
@@ -185,6 +195,8 @@ class Envelope(NamedTuple):
     """Bytes of the raw part."""
     start: int
     """Offset of the plain part."""
+    top_ids: bool = False
+    """Whether the alternatives' ids follow (flag bit 2)."""
 
 
 def read_header(data: bytes, *, checksum: bool = True) -> Header | Envelope:
@@ -390,6 +402,8 @@ def _token_keys_v1(tok: array[int], top: array[int] | None) -> tuple[str, array[
 
 def _pack_v1(columns: Columns, *, num_prompt_tokens: int, prompt_length: int, echo: bool) -> bytes:
     c = columns
+    if c.top_ids is not None:
+        raise ValueError("packed format 1 cannot hold the alternatives' token ids (format 2 can)")
     top = c.top_tok is not None and c.top_lp is not None
     key_code, tok_keys, top_keys, strings = _token_keys_v1(c.tok, c.top_tok if top else None)
     separator, joined = _joined(strings)
@@ -524,7 +538,8 @@ _CODES_V2: Final = struct.Struct("<7sBBB")
 _N_COUNTS: Final = 10
 _LEVEL: Final = 1  # DEFLATE level: 6 saves 1-2% of the bytes for twice the time
 _SAMP_ALL, _SAMP_XOR = 1, 2
-_IDS_ALL, _IDS_PER_TOKEN = 1, 2
+_IDS_ALL, _IDS_PER_TOKEN, _IDS_FROM_TOP = 1, 2, 3
+_TOP_IDS_FIELDS: Final = struct.Struct("<1sB")  # typecode, mode (then a varint count)
 _TOK_ALL, _TOK_XOR = 0, 1
 
 
@@ -564,7 +579,7 @@ def _read_envelope(data: bytes, crc: int, *, checksum: bool) -> Envelope:
     if len(data) <= _PREFIX.size:
         raise _malformed(f"{len(data)} bytes is shorter than the head")
     flags = data[_PREFIX.size]
-    if flags & ~(_ECHO | _DEFLATED):
+    if flags & ~(_ECHO | _DEFLATED | _TOP_IDS):
         raise _malformed(f"unknown flags {flags:#04x}")
     at = _PREFIX.size + 1
     numbers = []
@@ -588,7 +603,24 @@ def _read_envelope(data: bytes, crc: int, *, checksum: bool) -> Envelope:
         plain,
         raw,
         at,
+        bool(flags & _TOP_IDS),
     )
+
+
+def _shared_ids(
+    tok: array[int], ids: array[int] | None, top_tok: array[int], top_ids: array[int]
+) -> list[int] | None:
+    """The id of each distinct key of both token columns, in ascending key order, when the ids of both are one
+    function of the key (one tokenizer); else None."""
+    keys = tok.tolist() + top_tok.tolist() if ids is not None else top_tok.tolist()
+    values = ids.tolist() + top_ids.tolist() if ids is not None else top_ids.tolist()
+    if ids is None and set(tok) - set(top_tok):
+        return None  # a token key without an id: the table would not cover it
+    id_of = dict(zip(keys, values, strict=True))
+    # Never larger than the per-position columns it replaces: a distinct key is at least one position.
+    if list(map(id_of.__getitem__, keys)) != values:
+        return None
+    return list(_lookup(id_of, sorted(id_of))) if id_of else []
 
 
 def _xor(a: bytes | bytearray | memoryview, b: bytes | bytearray | memoryview) -> bytes:
@@ -704,6 +736,19 @@ def _pack_v2(c: Columns, num_prompt_tokens: int, prompt_length: int, echo: bool)
         if len(id_of) < n and list(map(id_of.__getitem__, tok_list)) == ids:
             ids_mode, n_ids = _IDS_PER_TOKEN, len(id_of)
             ids_values = _le_bytes(array(ids_code, _lookup(id_of, sorted(id_of))))
+    top_ids_head, top_ids_values = b"", b""
+    top_ids_code = _ABSENT
+    if top_tok is not None and c.top_ids is not None:
+        top_ids_code, top_ids_mode = c.top_ids.typecode, _IDS_ALL
+        top_ids_values, n_top_ids = _le_bytes(c.top_ids), len(c.top_ids)
+        table = _shared_ids(c.tok, c.ids, top_tok, c.top_ids)
+        if table is not None:
+            top_ids_code = "q" if "q" in (c.top_ids.typecode, ids_code) else "i"
+            top_ids_mode, n_top_ids = _IDS_PER_TOKEN, len(table)
+            top_ids_values = _le_bytes(array(top_ids_code, table))
+            if c.ids is not None:
+                ids_mode, n_ids, ids_values = _IDS_FROM_TOP, 0, b""
+        top_ids_head = _TOP_IDS_FIELDS.pack(top_ids_code.encode("latin-1"), top_ids_mode) + _varint_bytes(n_top_ids)
 
     top_code = _ABSENT if top_lp is None else top_lp.typecode
     sizes_code = top_sizes.typecode if top_sizes is not None else _ABSENT
@@ -723,8 +768,10 @@ def _pack_v2(c: Columns, num_prompt_tokens: int, prompt_length: int, echo: bool)
     )
     if max(counts) > _U32:
         raise ValueError("logprobs too large for the packed format (a column over 2**32 - 1 entries)")
-    fields = _CODES_V2.pack("".join(codes).encode("latin-1"), samp_mode, ids_mode, tok_mode) + b"".join(
-        map(_varint_bytes, (*counts, _zigzag(c.off_base)))
+    fields = (
+        _CODES_V2.pack("".join(codes).encode("latin-1"), samp_mode, ids_mode, tok_mode)
+        + b"".join(map(_varint_bytes, (*counts, _zigzag(c.off_base))))
+        + top_ids_head
     )
     # (bytes, typecode, whether the low half of each float32 goes to the raw part): see _Fields.sections.
     sections = (
@@ -740,6 +787,7 @@ def _pack_v2(c: Columns, num_prompt_tokens: int, prompt_length: int, echo: bool)
         (_positions(c.samp_none), "I", False),
         (b"" if c.off is None else _le_bytes(c.off), off_code, False),
         (ids_values, ids_code, False),
+        (top_ids_values, top_ids_code, False),
     )
     plain = [fields]
     raw = []
@@ -756,7 +804,7 @@ def _pack_v2(c: Columns, num_prompt_tokens: int, prompt_length: int, echo: bool)
     # A window no larger than the input: a small form costs less to set up (any window inflates with -15).
     deflater = zlib.compressobj(_LEVEL, zlib.DEFLATED, -max(9, min(15, len(body).bit_length())), 8)
     stored = deflater.compress(body) + deflater.flush()
-    flags = _ECHO if echo else 0
+    flags = (_ECHO if echo else 0) | (_TOP_IDS if top_ids_head else 0)
     if len(stored) < len(body):
         flags |= _DEFLATED
     else:
@@ -805,6 +853,10 @@ class _Fields(NamedTuple):
     off_base: int
     start: int
     """Where the first section starts, after the fields."""
+    top_ids: str = _ABSENT
+    """Typecode of the alternatives' ids (NUL: absent)."""
+    top_ids_mode: int = 0
+    n_top_ids: int = 0
 
     def sections(self) -> tuple[tuple[str, int, bool], ...]:
         """``(typecode, item count, split)`` of each section in order (``("", 0, False)`` for an absent one);
@@ -827,10 +879,11 @@ class _Fields(NamedTuple):
             ("I", self.n_samp_none, False),
             column(self.off, n),
             column(self.ids, n if self.ids_mode == _IDS_ALL else self.n_ids),
+            column(self.top_ids, self.n_top_ids),
         )
 
 
-def _read_fields(plain: bytes, raw_size: int) -> _Fields:
+def _read_fields(plain: bytes, raw_size: int, top_ids: bool = False) -> _Fields:
     if len(plain) < _CODES_V2.size:
         raise _malformed(f"a plain part of {len(plain)} bytes is shorter than its fields")
     raw_codes, *numbers = _CODES_V2.unpack_from(plain)
@@ -845,7 +898,17 @@ def _read_fields(plain: bytes, raw_size: int) -> _Fields:
     for code, (name, allowed, optional) in zip(codes, _CODES, strict=True):
         if code not in allowed and not (optional and code == _ABSENT):
             raise _malformed(f"typecode {code!r} is not allowed for the {name} column")
-    f = _Fields._make([*codes, *numbers, at])
+    extension: list[Any] = []
+    if top_ids:
+        if len(plain) < at + _TOP_IDS_FIELDS.size:
+            raise _malformed("the fields of the alternatives' ids run past the end of the plain part")
+        raw_code, mode = _TOP_IDS_FIELDS.unpack_from(plain, at)
+        count, at = _varint(plain, at + _TOP_IDS_FIELDS.size)
+        code = raw_code.decode("latin-1")
+        if code not in _INTS or mode not in (_IDS_ALL, _IDS_PER_TOKEN) or count > _U32:
+            raise _malformed(f"alternatives' ids of typecode {code!r} in mode {mode}, {count} of them")
+        extension = [code, mode, count]
+    f = _Fields._make([*codes, *numbers, at, *(extension or (_ABSENT, 0, 0))])
     if f.separator > _MAX_CODE_POINT:
         raise _malformed(f"separator {f.separator:#x} is not a code point")
     if f.top_lp == _ABSENT and (f.n_top or f.n_top_none or f.top_k or f.top_sizes != _ABSENT):
@@ -860,8 +923,12 @@ def _read_fields(plain: bytes, raw_size: int) -> _Fields:
         raise _malformed("sampling logprobs stored as differences from logprobs of another type")
     if f.samp == _ABSENT and f.n_samp_none:
         raise _malformed("None sampling logprobs are listed but their column is absent")
-    if (f.ids == _ABSENT) != (f.ids_mode == 0) or f.ids_mode > _IDS_PER_TOKEN:
+    if (f.ids == _ABSENT) != (f.ids_mode == 0) or f.ids_mode > _IDS_FROM_TOP:
         raise _malformed(f"token ids of typecode {f.ids!r} in mode {f.ids_mode}")
+    if f.ids_mode == _IDS_FROM_TOP and (f.top_ids_mode != _IDS_PER_TOKEN or f.n_ids):
+        raise _malformed("token ids read from a table of the alternatives' ids that is not there")
+    if f.top_ids != _ABSENT and (f.top_lp == _ABSENT or (f.top_ids_mode == _IDS_ALL and f.n_top_ids != f.n_top)):
+        raise _malformed(f"{f.n_top_ids} alternatives' ids for {f.n_top} alternatives")
     plain_size = at
     raw = 0
     for code, count, split in f.sections():
@@ -930,7 +997,7 @@ def _unpack_v2(data: bytes, envelope: Envelope) -> Columns:
     start, stored = envelope.start, envelope.stored
     part = view[start : start + stored]
     plain = _inflate(part, envelope.plain) if envelope.deflated else bytes(part)
-    f = _read_fields(plain, envelope.raw)
+    f = _read_fields(plain, envelope.raw, envelope.top_ids)
     read = _Sections(plain, view[start + stored :], f)
     n = f.n
     strings = _read_strings(read.data()[1], f.n_strings, f.separator)
@@ -963,6 +1030,16 @@ def _unpack_v2(data: bytes, envelope: Envelope) -> Columns:
         if len(distinct) != len(ids):
             raise _malformed(f"{len(ids)} token ids for {len(distinct)} distinct tokens")
         ids = array(ids.typecode, _lookup(dict(zip(distinct, ids, strict=True)), tok_keys.tolist()))
+    top_ids = read.column()
+    if top_ids is not None and f.top_ids_mode == _IDS_PER_TOKEN:
+        assert top_keys is not None  # _read_fields: alternatives' ids come with alternatives
+        distinct = sorted(set(tok_keys) | set(top_keys))
+        if len(distinct) != len(top_ids):
+            raise _malformed(f"{len(top_ids)} ids in the table for {len(distinct)} distinct tokens")
+        table = dict(zip(distinct, top_ids, strict=True))
+        if f.ids_mode == _IDS_FROM_TOP:
+            ids = array(f.ids, _lookup(table, tok_keys.tolist()))
+        top_ids = array(top_ids.typecode, _lookup(table, top_keys.tolist()))
     tok, top_tok = _vocabulary_columns(strings, tok_keys, top_keys)
     return Columns(
         tok,
@@ -978,4 +1055,5 @@ def _unpack_v2(data: bytes, envelope: Envelope) -> Columns:
         top_sizes,
         f.top_k,
         top_none,
+        top_ids,
     )

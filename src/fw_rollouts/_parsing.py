@@ -281,7 +281,7 @@ def parse_logprobs(
     try:
         content = "content" in raw and "tokens" not in raw
         columns = _content_columns(raw.get("content")) if content else _legacy_columns(raw)
-        tokens, lps, top, offsets, ids, sampling = columns
+        tokens, lps, top, offsets, ids, sampling, top_ids = columns
         n_prompt = 0
         if prompt is not None and tokens:
             whole = True
@@ -295,12 +295,14 @@ def parse_logprobs(
                 lps[0] = None
                 if top is not None:
                     top[0] = None
+                if top_ids is not None:
+                    top_ids[0] = None
                 if sampling is not None:
                     sampling[0] = None
         if required:
             _check_present(lps, n_prompt)
         try:
-            checked = Columns.build(tokens, lps, top, offsets, ids, sampling, strict=True)
+            checked = Columns.build(tokens, lps, top, offsets, ids, sampling, top_token_ids=top_ids, strict=True)
         except ImpossibleValue:
             raise _impossible(lps, top, sampling, content) from None
         return Logprobs._of(
@@ -320,6 +322,7 @@ _Columns = tuple[
     "list[int] | None",
     "list[int] | None",
     "list[float | None] | None",
+    "list[dict[str, int] | None] | None",
 ]
 
 
@@ -334,7 +337,7 @@ def _legacy_columns(raw: Mapping[str, Any]) -> _Columns:
         raise _column_error("top_logprobs[{}]", top, _TOP_ENTRY_TYPES, "an object or null")
     offsets = _ints(_list(raw.get("text_offset"), "text_offset"), "text_offset[{}]")
     ids = _ints(_list(raw.get("token_ids"), "token_ids"), "token_ids[{}]")
-    return tokens, lps, top, offsets, ids, None
+    return tokens, lps, top, offsets, ids, None, None
 
 
 def _content_columns(content: Any) -> _Columns:
@@ -351,6 +354,15 @@ def _content_columns(content: Any) -> _Columns:
         raise _alternatives_error(entries) from None
     if not set(map(type, chain.from_iterable(top))) <= _STR_TYPES:  # type: ignore[arg-type]  # no None in top
         raise _alternatives_error(entries)
+    # Keyed as the logprobs are, so that a token the server lists twice keeps the id beside the logprob kept.
+    top_ids: list[dict[str, int] | None] | None = [
+        {t["token"]: t.get("token_id") for t in (e.get("top_logprobs") or ())} for e in entries
+    ]
+    values: list[Any] = list(chain.from_iterable(map(dict.values, top_ids)))  # type: ignore[arg-type]  # no None
+    if not values or None in values:
+        top_ids = None  # no alternatives, or one without its id: the column is not sent
+    else:
+        _ints(values, "content[].top_logprobs[].token_id (alternative {} of the reply)")
     offsets: list[Any] = [e.get("text_offset") for e in entries]
     ids: list[Any] = [e.get("token_id") for e in entries]
     sampling: list[float | None] = [e.get("sampling_logprob") for e in entries]
@@ -363,6 +375,7 @@ def _content_columns(content: Any) -> _Columns:
         None if None in offsets else _ints(offsets, "content[{}].text_offset"),
         None if None in ids else _ints(ids, "content[{}].token_id"),
         sampling if any(v is not None for v in sampling) else None,
+        top_ids,
     )
 
 

@@ -23,6 +23,7 @@ __all__ = [
     "FIREWORKS_MODEL_PREFIX",
     "MODEL_ALIASES",
     "RenderedPrompt",
+    "id_prompt",
     "model_hint",
     "render_prompt",
     "resolve_model",
@@ -91,12 +92,29 @@ def _model_key(name: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class RenderedPrompt:
-    """The exact prompt string to send and how to read the model's output."""
+    """The exact prompt to send (a string, or token ids) and how to read the model's output."""
 
     text: str
-    """The prompt string, byte for byte as sent."""
+    """The prompt string, byte for byte as sent; for a token-id prompt, the text the ids stand for (not sent)."""
     template: ChatTemplate | None
     """The chat template used (None for ``raw=True``)."""
+    ids: tuple[int, ...] | None = None
+    """The token ids sent instead of ``text``, for a token-id prompt."""
+
+    @property
+    def sent(self) -> str | tuple[int, ...]:
+        """What goes in the request's ``prompt``: the ids of a token-id prompt, else the text."""
+        return self.text if self.ids is None else self.ids
+
+    def identity(self) -> bytes:
+        """Bytes that stand for what is sent (hashed into the session-affinity key)."""
+        if self.ids is None:
+            return self.text.encode("utf-8", "surrogatepass")
+        return b"ids:" + ",".join(map(str, self.ids)).encode("ascii")
+
+    def token_estimate(self) -> int:
+        """Prompt tokens, until the server says: the ids counted, or four characters per token."""
+        return len(self.ids) if self.ids is not None else max(1, len(self.text) // 4)
 
     def split_reasoning(self, generated: str, prompt: str) -> tuple[str, str, bool | None]:
         """(reasoning, content, completed) of generated text, per the template."""
@@ -115,6 +133,13 @@ def validate_prompt(prompt: Any) -> None:
     if not isinstance(prompt, Sequence) or isinstance(prompt, (bytes, bytearray)):
         raise InvalidTypeError(
             "prompt", prompt, "a string or a list of messages like {'role': 'user', 'content': '...'}"
+        )
+    if prompt and all(type(t) is int for t in prompt):
+        raise InvalidTypeError(
+            "prompt",
+            prompt,
+            "a string or a list of chat messages; token ids are sent as an item's prompt_ids, with raw=True: "
+            "generate_many([{'prompt_ids': [...], 'prompt': '<their text>'}], raw=True)",
         )
     if not prompt:
         raise ValidationError("prompt", prompt, "a non-empty string or a non-empty list of chat messages")
@@ -172,6 +197,20 @@ def render_prompt(
         base = template.render(messages[:-1])
         return RenderedPrompt(template.continue_assistant(base, str(messages[-1]["content"])), template)
     return RenderedPrompt(template.render(messages), template)
+
+
+def id_prompt(ids: tuple[int, ...], text: str, *, raw: bool) -> RenderedPrompt:
+    """A token-id prompt: ``ids`` sent as they are, ``text`` (what they stand for) kept for display only.
+
+    Ids are the model's own input, which no chat template applies to: ``raw`` must be True.
+    """
+    if not raw:
+        raise ValidationError(
+            "raw", raw, "True for a prompt of token ids (they are sent as they are: no chat template applies)"
+        )
+    if text:
+        _check_encodable("prompt", text)
+    return RenderedPrompt(text, None, ids)
 
 
 def _inject_thinking(prompt: str, template: ChatTemplate) -> str:

@@ -9,7 +9,7 @@ options only, and ``with_options`` derives a sibling client's with :meth:`Settin
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 from urllib.parse import urlsplit
@@ -160,9 +160,9 @@ class Settings:
         """Echo is only sent with logprobs: without them it would only repeat the prompt text."""
         return self.echo and self.wants_logprobs
 
-    def body(self, prompt: str) -> dict[str, Any]:
-        """The request body for ``prompt``, without the seed (added per request)."""
-        body: dict[str, Any] = {"prompt": prompt}
+    def body(self, prompt: str | Sequence[int]) -> dict[str, Any]:
+        """The request body for ``prompt`` (a string, or token ids), without the seed (added per request)."""
+        body: dict[str, Any] = {"prompt": prompt if isinstance(prompt, str) else list(prompt)}
         for option in SENT_OPTIONS:
             value = getattr(self, option.name)
             # What an option requires comes earlier in the table, so "sent" chains: echo_last needs echo, which
@@ -176,7 +176,7 @@ class Settings:
             body["logprobs"] = True
         return body
 
-    def key_body(self, prompt: str) -> dict[str, Any]:
+    def key_body(self, prompt: str | Sequence[int]) -> dict[str, Any]:
         """The body fields that shape the output (what the cache key covers besides endpoint and seed)."""
         body = self.body(prompt)
         for option in SENT_OPTIONS:

@@ -10,6 +10,7 @@ gathers a run's samples per item for ``generate_many``; :class:`Streamed` hands 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -26,7 +27,7 @@ __all__ = ["Collected", "Streamed", "StudyItem", "coerce_items", "is_single_prom
 _WRITER_BACKLOG = 8
 
 # The fields an item mapping may carry besides sampling options.
-_ITEM_FIELDS = ("prompt", "messages", "n_samples", "seed", "affinity")
+_ITEM_FIELDS = ("prompt", "messages", "prompt_ids", "n_samples", "seed", "affinity")
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +38,11 @@ class StudyItem:
     options for this item only (``{"temperature": 0.2}``). ``affinity`` is a session-affinity
     key: items that share a long prefix and carry the same key are sent to the same replica, so
     they share its prompt cache (by default each distinct prompt has its own key).
+
+    ``prompt_ids`` sends token ids as the prompt instead of text, exactly as given (with ``raw=True``
+    only: no template applies to ids, and nothing is re-tokenised); ``prompt`` is then the text they
+    stand for, shown in results (``FwRollouts.prompt_text``, ``FwResponse.prompt``) but never sent.
+    Such items are sent without echo (the echo split reads the prompt's text), and cached under the ids.
     """
 
     prompt: str | Sequence[Mapping[str, Any]]
@@ -49,6 +55,8 @@ class StudyItem:
     """Sampling overrides for this item (any call-scoped option)."""
     affinity: str | None = None
     """Session-affinity key shared by items with a common prefix (None: one per distinct prompt)."""
+    prompt_ids: tuple[int, ...] | None = None
+    """Token ids to send as the prompt (``raw=True`` only; ``prompt`` is then their text, for display)."""
 
 
 def is_single_prompt(value: Any) -> bool:
@@ -74,6 +82,10 @@ def coerce_items(items: Any, *, argument: str = "items") -> list[StudyItem]:
 
 def _coerce(item: Any, where: str) -> StudyItem:
     if isinstance(item, StudyItem):
+        if item.prompt_ids is not None:
+            checked = _check_ids(item.prompt_ids, f"{where}.prompt_ids")
+            _check_display(item.prompt, where)
+            return item if checked is item.prompt_ids else dataclasses.replace(item, prompt_ids=checked)
         _check_prompt(item.prompt, where)
         return item
     if isinstance(item, str):
@@ -88,10 +100,17 @@ def _coerce(item: Any, where: str) -> StudyItem:
             )
         if "prompt" in item and "messages" in item:
             raise ValidationError(where, item, "has both 'prompt' and 'messages': give one")
+        given = item.get("prompt_ids")
         prompt = item.get("prompt", item.get("messages"))
-        if prompt is None:
-            raise ValidationError(where, item, "needs a 'prompt' (a string or a list of chat messages)")
-        _check_prompt(prompt, where)
+        ids: tuple[int, ...] | None = None
+        if given is not None:
+            ids = _check_ids(given, f"{where}['prompt_ids']")
+            prompt = "" if prompt is None else prompt
+            _check_display(prompt, where)
+        elif prompt is None:
+            raise ValidationError(where, item, "needs a 'prompt' (a string or a list of chat messages) or 'prompt_ids'")
+        else:
+            _check_prompt(prompt, where)
         affinity = item.get("affinity")
         if affinity is not None and not isinstance(affinity, str):
             raise InvalidTypeError(f"{where}['affinity']", affinity, "a string, or None")
@@ -102,6 +121,7 @@ def _coerce(item: Any, where: str) -> StudyItem:
             seed=item.get("seed"),
             options=options,
             affinity=affinity,
+            prompt_ids=ids,
         )
     if isinstance(item, Sequence) and not isinstance(item, (bytes, bytearray)):
         _check_prompt(item, where)
@@ -109,6 +129,26 @@ def _coerce(item: Any, where: str) -> StudyItem:
     raise InvalidTypeError(
         where, item, "a prompt string, a list of chat messages, a mapping with 'prompt', or a StudyItem"
     )
+
+
+def _check_ids(ids: Any, where: str) -> tuple[int, ...]:
+    """``ids`` as a tuple of token ids (non-negative integers, at least one)."""
+    if isinstance(ids, (str, bytes, Mapping)) or not isinstance(ids, Iterable):
+        raise InvalidTypeError(where, ids, "a list of token ids (non-negative integers)")
+    out = ids if isinstance(ids, tuple) else tuple(ids)
+    if not out:
+        raise ValidationError(where, ids, "at least one token id")
+    if not set(map(type, out)) <= {int}:  # type(), not isinstance: True is no token id
+        bad = next(i for i in out if type(i) is not int)
+        raise InvalidTypeError(where, bad, "a list of token ids (non-negative integers)")
+    if min(out) < 0:
+        raise ValidationError(where, min(out), "token ids are non-negative integers")
+    return out
+
+
+def _check_display(prompt: Any, where: str) -> None:
+    if not isinstance(prompt, str):
+        raise InvalidTypeError(f"{where} prompt", prompt, "the text the prompt_ids stand for (a string, or '')")
 
 
 def _check_prompt(prompt: Any, where: str) -> None:

@@ -363,7 +363,7 @@ _USAGE: Final = ("prompt_tokens", "completion_tokens", "total_tokens", "cached_t
 # Logprobs columns: each null when the sample has no logprobs.
 _LP_COLUMNS: Final = (
     "tokens", "token_logprobs", "top_tokens", "top_logprobs", "text_offset", "token_ids", "sampling_logprobs",
-    "num_prompt_tokens", "prompt_length", "logprobs_echo",
+    "num_prompt_tokens", "prompt_length", "logprobs_echo", "top_token_ids",
 )  # fmt: skip
 # Columns whose strings may need the exact_json copy: plain strings, and lists (of lists) of tokens.
 _TEXT: Final = tuple(name for name, kind in _SCALARS if kind == "string")
@@ -388,6 +388,8 @@ def _parquet_schema(pa: Any) -> Any:
             pa.field("prompt_length", pa.int64()),
             pa.field("logprobs_echo", pa.bool_()),
             pa.field("exact_json", pa.string()),
+            # Last, and null where not sent: parts written before it was added read the same (no such column).
+            pa.field("top_token_ids", pa.list_(pa.list_(pa.int64()))),
         ]
     )
 
@@ -439,6 +441,7 @@ def _row(item: int, response: FwResponse) -> dict[str, Any]:
             num_prompt_tokens=lp["num_prompt_tokens"],
             prompt_length=lp["prompt_length"],
             logprobs_echo=lp["echo"],
+            top_token_ids=_top_ids(lp.get("top_token_ids")),
         )
     exact: dict[str, Any] = {}
     for name in _TEXT:
@@ -451,6 +454,11 @@ def _row(item: int, response: FwResponse) -> dict[str, Any]:
         row[name] = _mended(value)
     row["exact_json"] = json.dumps(exact) if exact else None
     return row
+
+
+def _top_ids(top_ids: list[dict[str, int] | None] | None) -> list[list[int] | None] | None:
+    """The alternatives' ids as lists parallel to ``top_tokens`` (their keys), None when not sent."""
+    return None if top_ids is None else [None if ids is None else list(ids.values()) for ids in top_ids]
 
 
 def _from_row(row: dict[str, Any]) -> FwResponse:
@@ -476,6 +484,12 @@ def _from_row(row: dict[str, Any]) -> FwResponse:
             "prompt_length": row["prompt_length"],
             "echo": row["logprobs_echo"],
         }
+        top_ids = row.get("top_token_ids")  # absent from parts written before the column was added
+        if top_ids is not None:
+            data["logprobs"]["top_token_ids"] = [
+                None if keys is None else dict(zip(keys, ids, strict=True))
+                for keys, ids in zip(row["top_tokens"], top_ids, strict=True)
+            ]
     return response_from_dict(data)
 
 
