@@ -246,8 +246,9 @@ def test_n_samples_hold_one_copy_of_the_prompt() -> None:
         assert got.logprobs is not None and without.logprobs is not None
         assert got.get_prompt_logprobs() is part.logprobs
         # Its own columns are the generated ones: the size of the sample without echo, not of the prompt (the
-        # first, re-pointed from its echo, keeps the column layout of its whole run: ~100 bytes more at most).
-        assert got.logprobs.nbytes() <= without.logprobs.nbytes() + 128 < part.nbytes() / 5
+        # first, re-pointed from its echo, keeps the column layout of its whole run: ~100 bytes more, ~200 once
+        # this process interned more than 65,536 token strings and its indices take four bytes).
+        assert got.logprobs.nbytes() <= without.logprobs.nbytes() + 256 < part.nbytes() / 5
         # A view copies pointers to the prompt's alternatives, built once for every sample; never the dicts.
         assert got.logprobs.top_logprobs[1] is part.logprobs.top_logprobs[1]
 

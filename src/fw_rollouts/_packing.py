@@ -382,6 +382,12 @@ def _read_header_v1(data: bytes, crc: int, *, checksum: bool) -> Header:
     return header
 
 
+def _fits_u16(keys: array[int]) -> bool:
+    """Whether the vocabulary indices fit two bytes: by the typecode, or (once the process vocabulary outgrew two
+    bytes) by the values, so that a run packs to the same bytes whatever else this process interned."""
+    return keys.typecode in ("B", "H") or not keys or max(keys) < 65536
+
+
 def _token_keys_v1(tok: array[int], top: array[int] | None) -> tuple[str, array[int], array[int] | None, list[str]]:
     """Key typecode, token keys, alternative keys and the strings the keys name, in key order."""
     distinct = set(tok)
@@ -698,7 +704,7 @@ def _pack_v2(c: Columns, num_prompt_tokens: int, prompt_length: int, echo: bool)
     strings = _strings(sorted(distinct))
     # The vocabulary indices themselves are the keys: no per-token work, and their byte planes deflate about as
     # well as ranks would (a high byte takes few values).
-    key_code = "H" if c.tok.typecode == "H" and (top_tok is None or top_tok.typecode == "H") else "I"
+    key_code = "H" if _fits_u16(c.tok) and (top_tok is None or _fits_u16(top_tok)) else "I"
     tok_keys = c.tok if c.tok.typecode == key_code else array(key_code, c.tok)
     top_keys = (
         array(key_code) if top_tok is None else top_tok if top_tok.typecode == key_code else array(key_code, top_tok)
