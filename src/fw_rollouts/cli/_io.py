@@ -97,8 +97,10 @@ def dump(value: Mapping[str, Any]) -> bytes:
 
 
 def count(n: int, noun: str) -> str:
-    """``1 prompt``, ``3 prompts``: a count and its noun (plural with an s)."""
-    return f"{n:,} {noun}" + ("" if n == 1 else "s")
+    """``1 prompt``, ``3 prompts``, ``2 entries``: a count and its noun."""
+    if n == 1:
+        return f"1 {noun}"
+    return f"{n:,} " + (noun[:-1] + "ies" if noun.endswith("y") else noun + "s")
 
 
 def finite(value: float) -> float | None:

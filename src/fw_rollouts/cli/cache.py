@@ -18,7 +18,7 @@ from typing import Any, Final
 
 from ._errors import CommandError, say
 from ._flags import Formatter
-from ._io import logprobs_json, write_lines
+from ._io import count, logprobs_json, write_lines
 
 __all__ = ["register"]
 
@@ -218,7 +218,7 @@ def _stats(args: argparse.Namespace) -> int:
                           "models": models}))  # fmt: skip
         return 0
     print(f"cache    {directory}" + ("" if exists else " (empty: no cache there yet)"))
-    parts = [f"{listing.samples:,} samples", f"{listing.prompt_parts:,} prompt parts"]
+    parts = [count(listing.samples, "sample"), count(listing.prompt_parts, "prompt part")]
     if listing.unreadable:
         parts.append(f"{listing.unreadable:,} unreadable")
     print(f"entries  {entries:,} ({', '.join(parts)})")
@@ -246,7 +246,8 @@ def _clear(args: argparse.Namespace) -> int:
     for _ in _samples(directory, listing):
         pass
     entries = listing.samples + listing.prompt_parts + listing.unreadable
-    what = f"{entries:,} entries ({listing.samples:,} samples, {_human(_size(directory))}) from {directory}"
+    size = _human(_size(directory))
+    what = f"{count(entries, 'entry')} ({count(listing.samples, 'sample')}, {size}) from {directory}"
     if not args.yes:
         print(f"Remove {what}? [y/N] ", end="", file=sys.stderr, flush=True)
         answer = sys.stdin.readline()
@@ -263,7 +264,7 @@ def _clear(args: argparse.Namespace) -> int:
             cache._con.execute("VACUUM")
     finally:
         cache.close()
-    say(f"removed {removed:,} entries from {directory}")
+    say(f"removed {count(removed, 'entry')} from {directory}")
     return 0
 
 
@@ -283,11 +284,11 @@ def _export(args: argparse.Namespace) -> int:
     write_lines(lines, args.output)
     skipped = []
     if listing.prompt_parts:
-        skipped.append(f"{listing.prompt_parts:,} prompt parts")
+        skipped.append(count(listing.prompt_parts, "prompt part"))
     if listing.unreadable:
-        skipped.append(f"{listing.unreadable:,} unreadable entries")
+        skipped.append(f"{listing.unreadable:,} unreadable")
     note = f" ({' and '.join(skipped)} not exported)" if skipped else ""
-    say(f"exported {len(lines):,} samples from {directory} -> {args.output or 'stdout'}{note}")
+    say(f"exported {count(len(lines), 'sample')} from {directory} -> {args.output or 'stdout'}{note}")
     return 0
 
 
