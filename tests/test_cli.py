@@ -218,6 +218,8 @@ def test_study_file_resumes_without_the_cache(env: FireworksSimulator, tmp_path:
         (["generate", "-m", "qwen-15b", "hi", "--base-url", "ftp://x"], "invalid --base-url 'ftp://x'"),
         (["generate", "-m", "qwen-15b", "hi", "--study-file", "s.txt"], "--study-file s.txt: must end in .jsonl"),
         (["score", "-m", "qwen-15b", "--file", "bad.tsv"], "line 1 of bad.tsv: 1 tab-separated fields"),
+        (["generate", "-m", "qwen-15b", "hi", "-o", "no/such/dir/o.jsonl"], "/no/such/dir does not exist"),
+        (["generate", "-m", "qwen-15b", "--file", "p.txt", "-o", "p.txt"], "--output p.txt is the input file"),
         (["cache", "stats", "--cache-dir", "p.txt"], "--cache-dir p.txt: is a file"),
     ],
 )

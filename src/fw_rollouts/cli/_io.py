@@ -18,7 +18,8 @@ from typing import Any
 
 from ._errors import CommandError
 
-__all__ = ["Source", "count", "dump", "finite", "json_lines", "logprobs_json", "read_source", "write_lines"]
+__all__ = ["Source", "check_output", "count", "dump", "finite", "json_lines", "logprobs_json", "read_source",
+           "write_lines"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +118,19 @@ def logprobs_json(lp: Any) -> dict[str, Any] | None:
     if lp is None or not len(lp):
         return None
     return {k: v for k, v in lp.to_dict().items() if v is not None and k not in _WHOLE}
+
+
+def check_output(output: str | None, source: Source | None = None) -> None:
+    """Refuse an ``--output`` that cannot be written, before the run rather than after it."""
+    if output is None or output == "-":
+        return
+    if os.path.isdir(output):
+        raise CommandError(f"--output {output}: is a directory, not a file")
+    directory = os.path.dirname(os.path.abspath(output))
+    if not os.path.isdir(directory):
+        raise CommandError(f"--output {output}: the directory {directory} does not exist")
+    if source is not None and source.path == os.path.abspath(output):
+        raise CommandError(f"--output {output} is the input file: write to another path")
 
 
 def write_lines(lines: Iterable[Mapping[str, Any]], output: str | None) -> None:

@@ -18,7 +18,7 @@ from typing import Any, Final
 
 from ._errors import CommandError, say
 from ._flags import Formatter
-from ._io import count, logprobs_json, write_lines
+from ._io import check_output, count, logprobs_json, write_lines
 
 __all__ = ["register"]
 
@@ -270,6 +270,7 @@ def _clear(args: argparse.Namespace) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     directory = _directory(args)
+    check_output(args.output)
     wanted: tuple[str, ...] = ()
     if args.model:
         from .._prompts import resolve_model

@@ -14,7 +14,7 @@ from typing import Any, Final
 
 from ._errors import FAILED, CommandError, say
 from ._flags import Formatter, add_option_flags, flag_of, options_from_args
-from ._io import Source, count, json_lines, logprobs_json, read_source, write_lines
+from ._io import Source, check_output, count, json_lines, logprobs_json, read_source, write_lines
 
 __all__ = ["register", "run"]
 
@@ -173,11 +173,7 @@ def _line(item: int, given_id: Any, rollouts: Any, response: Any) -> dict[str, A
 def run(args: argparse.Namespace) -> int:
     """Run ``generate``: read the prompts, sample them as one study, write the lines; the exit status."""
     items, ids, source, numbers = _items(args)
-    if source is not None and args.output and source.path is not None:
-        import os
-
-        if os.path.abspath(args.output) == source.path:
-            raise CommandError(f"--output {args.output} is the input file: write the samples to another path")
+    check_output(args.output, source)
     options = options_from_args(args, args.option_names)
     if args.quiet:
         options["progress_bar"] = False

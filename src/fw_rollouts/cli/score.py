@@ -12,7 +12,7 @@ from typing import Any, Final
 
 from ._errors import FAILED, CommandError, say
 from ._flags import Formatter, add_option_flags, flag_of, options_from_args
-from ._io import Source, count, finite, json_lines, read_source, write_lines
+from ._io import Source, check_output, count, finite, json_lines, read_source, write_lines
 
 __all__ = ["register", "run"]
 
@@ -163,11 +163,7 @@ def run(args: argparse.Namespace) -> int:
     import re
 
     pairs, ids, source, numbers = _pairs(args)
-    if args.output and source.path is not None:
-        import os
-
-        if os.path.abspath(args.output) == source.path:
-            raise CommandError(f"--output {args.output} is the input file: write the scores to another path")
+    check_output(args.output, source)
     options = options_from_args(args, args.option_names)
     if args.quiet:
         options["progress_bar"] = False
