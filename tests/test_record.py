@@ -434,6 +434,19 @@ class TestSharedPrompt:
             decode_record(encode_record(sample, "k"), R1_PROMPT, "k")
         assert issubclass(PromptPartMissing, RecordError)
 
+    def test_generation_only_reads_it_without_its_part(self) -> None:
+        # What `fw-rollouts cache` does: it cannot tell which prompt record is a sample's.
+        _, sample = shared_fixture_sample()
+        back = decode_record(encode_record(sample, "k"), "", "k", generation_only=True)
+        assert sample.logprobs is not None and back.logprobs is not None
+        assert back.echo is False and len(back.get_prompt_logprobs() or ()) == 0
+        assert back.logprobs.tokens == sample.logprobs.get_generation_logprobs().tokens
+        assert (back.full, back.seed, back.usage) == (sample.full, sample.seed, sample.usage)
+        whole = fixture_sample()  # a record holding its own echo is read whole, as ever
+        assert decode_record(encode_record(whole, "k"), R1_PROMPT, "k", generation_only=True) == dataclasses.replace(
+            whole, cached=True
+        )
+
     def test_a_part_of_another_prompt_is_refused(self) -> None:
         part, sample = shared_fixture_sample()
         with pytest.raises(ValueError, match="another prompt"):

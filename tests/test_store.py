@@ -228,6 +228,23 @@ class TestAgainstDiskcache:
             cache.get(key(1))  # the value is armed: diskcache's own get does run it
         assert target.exists()
 
+    def test_iter_rows_lists_what_read_rows_reads(self, store: DiskStore, path: pathlib.Path) -> None:
+        # The listing of `fw-rollouts cache`: every bytes entry in the order stored, files included, pages of rows.
+        items = {key(i): value(i) for i in range(1200)}
+        set_many(store, [*items.items(), (key(5000), b"x" * ROW_LIMIT)])
+        items[key(5000)] = b"x" * ROW_LIMIT
+        with reference(path) as cache:
+            cache.set(key(6000), "text")
+            cache.set(key(6001), Armed(path.parent / "ran"))
+            cache.set(key(6002), b"gone", expire=-1)
+        connection = _store._connect_read_only(os.path.join(path, "cache.db"))
+        try:
+            listed = list(_diskcache_rows.iter_rows(connection, str(path)))
+        finally:
+            connection.close()
+        assert listed == list(items.items())
+        assert not (path.parent / "ran").exists()
+
     def test_a_removed_value_file_is_a_miss(self, store: DiskStore, path: pathlib.Path) -> None:
         set_many(store, [(key(1), b"x" * ROW_LIMIT), (key(2), b"row")])
         for file in path.rglob("*.val"):

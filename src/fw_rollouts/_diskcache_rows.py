@@ -15,12 +15,12 @@ import os
 import sqlite3
 import stat
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import diskcache
 
-__all__ = ["MAX_ROW_BYTES", "BytesDisk", "knows_layout", "read_public", "read_rows", "write_rows"]
+__all__ = ["MAX_ROW_BYTES", "BytesDisk", "iter_rows", "knows_layout", "read_public", "read_rows", "write_rows"]
 
 # Records up to 4 MiB stay rows of the database rather than files of their own (diskcache's
 # default is 32 KiB, which would put every sample with long logprobs in a file).
@@ -105,6 +105,30 @@ def read_rows(connection: sqlite3.Connection, directory: str, keys: Sequence[str
                 if data is not None:
                     found[key] = data
     return found
+
+
+def iter_rows(connection: sqlite3.Connection, directory: str) -> Iterator[tuple[str, bytes]]:
+    """Every ``(key, bytes)`` entry :func:`read_rows` would return, in the order they were stored: for tools
+    that list a cache (``fw-rollouts cache``). Read a few hundred rows per query, so a long listing holds no
+    transaction that would keep writers' changes from being checkpointed."""
+    last = 0
+    while True:
+        rows = connection.execute(
+            "SELECT rowid, key, mode, filename, value FROM Cache WHERE raw = 1 AND rowid > ? "
+            f"AND (expire_time IS NULL OR expire_time > ?) ORDER BY rowid LIMIT {_KEYS_PER_QUERY}",
+            (last, time.time()),
+        ).fetchall()
+        if not rows:
+            return
+        for rowid, key, mode, filename, value in rows:
+            last = rowid
+            data = None
+            if mode == _MODE_RAW:
+                data = value
+            elif mode == _MODE_BINARY:
+                data = _read_value_file(directory, filename)
+            if type(key) is str and type(data) is bytes:
+                yield key, data
 
 
 def write_rows(cache: diskcache.Cache, items: dict[str, bytes]) -> None:

@@ -237,7 +237,12 @@ def encode_record(response: FwResponse, key: str | None = None) -> bytes:
 
 
 def decode_record(
-    data: bytes | bytearray | memoryview, prompt: str, key: str | None = None, part: PromptPart | None = None
+    data: bytes | bytearray | memoryview,
+    prompt: str,
+    key: str | None = None,
+    part: PromptPart | None = None,
+    *,
+    generation_only: bool = False,
 ) -> FwResponse:
     """The sample a record holds, marked ``cached``, with ``prompt`` as its prompt.
 
@@ -247,8 +252,10 @@ def decode_record(
     their bytes, so they are the ones :meth:`Logprobs.packed` wrote and reading them does not
     fail later. A record of a sample that shares its prompt part (flag 64) gets ``part``'s
     positions ahead of its own (:class:`PromptPartMissing` without one; ValueError for a part of
-    another prompt); ``part`` is ignored for every other record. Raises :class:`RecordError`
-    for anything that is not a well-formed record this version reads.
+    another prompt); ``part`` is ignored for every other record. ``generation_only`` reads such a
+    record without its part instead: the sample's generated positions only, not echoed (for tools
+    that list a directory's entries, which cannot tell which prompt record is a sample's). Raises
+    :class:`RecordError` for anything that is not a well-formed record this version reads.
     """
     if type(data) is not bytes:
         if not isinstance(data, (bytes, bytearray, memoryview)):
@@ -302,7 +309,9 @@ def decode_record(
             logprobs = Logprobs.from_packed(data[end : end + n_lp], verified=True)
         except ValueError as exc:
             raise RecordError(f"cache record logprobs are malformed: {exc}") from exc
-        if flags & _SHARED:
+        if flags & _SHARED and part is None and generation_only:
+            flags &= ~_ECHO  # the generated positions alone: what a sample fetched without echo holds
+        elif flags & _SHARED:
             if part is None:
                 raise PromptPartMissing(
                     "cache record holds the generated positions only, and its prompt's record is missing"

@@ -23,10 +23,27 @@ _LoopFactory = Callable[[], asyncio.AbstractEventLoop]
 _READY_TIMEOUT = 60.0
 
 
-def build_parser(prog: str = "python -m fw_rollouts.testing") -> argparse.ArgumentParser:
+_PROG = "python -m fw_rollouts.testing"
+
+_EPILOG = """\
+examples:
+  {prog} --port 8000
+  {prog} --port 8000 --latency 0.05 --fault-rate 0.1 --requests-per-minute 600
+
+then, in another shell:
+  export FIREWORKS_BASE_URL=http://127.0.0.1:8000/inference/v1 FIREWORKS_API_KEY=sim-key
+  fw-rollouts generate -m qwen-15b "What is 2+2?" -n 3
+"""
+
+
+def build_parser(prog: str = _PROG) -> argparse.ArgumentParser:
     """The argument parser of :func:`main` (exposed so another CLI can embed it as a subcommand)."""
     p = argparse.ArgumentParser(
-        prog=prog, description="Run a simulated Fireworks inference server (completions and chat completions)."
+        prog=prog,
+        description="Run a simulated Fireworks inference server (completions and chat completions) on real "
+        "loopback HTTP, until Ctrl-C or SIGTERM: deterministic samples with logprobs, no key, no network.",
+        epilog=_EPILOG.format(prog=prog),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: %(default)s)")
     p.add_argument("--port", type=int, default=0, help="port to listen on; 0 picks a free one (default)")
@@ -246,9 +263,12 @@ def _serve_workers(args: argparse.Namespace, factory: _LoopFactory | None) -> in
     return 1 if failed else 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the simulator in the foreground until Ctrl-C or SIGTERM; returns the exit status."""
-    parser = build_parser()
+def main(argv: Sequence[str] | None = None, *, prog: str = _PROG) -> int:
+    """Run the simulator in the foreground until Ctrl-C or SIGTERM; returns the exit status.
+
+    ``prog`` names the command in usage and errors (``fw-rollouts serve-fake`` embeds this one).
+    """
+    parser = build_parser(prog)
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error("--workers must be >= 1")
