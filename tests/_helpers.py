@@ -7,7 +7,10 @@ Plain functions and constants, imported by name; the pytest fixtures (``sim``, `
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -199,3 +202,18 @@ def docs_block(page: str, language: str = "python") -> str:
         if kind == language:
             return str(body)
     raise AssertionError(f"docs/{page} has no ```{language} block")
+
+
+SRC = REPO_ROOT / "src"
+
+
+def run_python(
+    code: str, *args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """``python -c code args...`` in a new process importing this tree's package (its own interpreter state:
+    nothing imported yet, warnings and exit handlers as a user's script has them); ``env`` is added."""
+    environ = {**os.environ, **(env or {})}
+    environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")]))
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], cwd=cwd, env=environ, capture_output=True, text=True, timeout=timeout
+    )
