@@ -11,6 +11,7 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -208,12 +209,16 @@ SRC = REPO_ROOT / "src"
 
 
 def run_python(
-    code: str, *args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 60
+    code: str,
+    *args: str,
+    flags: Sequence[str] = (),
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 60,
 ) -> subprocess.CompletedProcess[str]:
-    """``python -c code args...`` in a new process importing this tree's package (its own interpreter state:
-    nothing imported yet, warnings and exit handlers as a user's script has them); ``env`` is added."""
+    """``python [flags] -c code args...`` in a new process importing this tree's package (its own interpreter
+    state: nothing imported yet, warnings and exit handlers as a user's script has them); ``env`` is added."""
     environ = {**os.environ, **(env or {})}
     environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")]))
-    return subprocess.run(
-        [sys.executable, "-c", code, *args], cwd=cwd, env=environ, capture_output=True, text=True, timeout=timeout
-    )
+    command = [sys.executable, *flags, "-c", code, *args]
+    return subprocess.run(command, cwd=cwd, env=environ, capture_output=True, text=True, timeout=timeout)

@@ -18,9 +18,9 @@ than drained. Error bodies are read only up to :data:`ERROR_BODY_LIMIT` (they ar
 not data).
 
 aiohttp, openai and httpx2 (a second of imports together) are imported when a transport opens its pool on the
-first request, not with this module: ``import fw_rollouts`` and building a client stay cheap, and a command
-that sends nothing never pays for them. The httpx2 pieces openai's client is built from are in
-:mod:`._httpx_bridge`.
+first request (on a worker thread: the event loop goes on meanwhile), not with this module: ``import
+fw_rollouts`` and building a client stay cheap, and a command that sends nothing never pays for them. The
+httpx2 pieces openai's client is built from are in :mod:`._httpx_bridge`.
 """
 
 from __future__ import annotations
@@ -28,9 +28,11 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import functools
+import importlib
 import json
 import math
 import os
+import sys
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
@@ -63,6 +65,7 @@ __all__ = [
     "collect",
     "default_transport",
     "error_from_response",
+    "load_http_libraries",
     "parse_retry_after",
     "too_large",
 ]
@@ -383,7 +386,9 @@ class HTTPTransport:
         """POST a JSON ``body`` to ``/completions``; the whole exchange must finish within ``timeout`` seconds.
 
         ``headers`` are added to this request's (never replacing :data:`OWN_HEADERS`)."""
-        import aiohttp  # loaded by _open on the first request: from then on a dictionary look-up
+        if self._session is None:
+            await load_http_libraries()
+        import aiohttp  # loaded just above on the first request: from then on a dictionary look-up
 
         session, own = self._open()
         if headers:
@@ -446,6 +451,8 @@ class OpenAITransport(HTTPTransport):
         import httpx2
         import openai
 
+        if self._session is None:
+            await load_http_libraries()
         from ._httpx_bridge import read_httpx
 
         self._open()
@@ -538,6 +545,17 @@ async def collect(chunks: AsyncIterator[bytes], cap: int) -> tuple[bytes, int | 
         if size > cap:
             return b"".join(parts), size
     return b"".join(parts), None
+
+
+_HTTP_LIBRARIES: Final = ("aiohttp", "multidict", "yarl", "httpx2", "openai", "fw_rollouts._httpx_bridge")
+
+
+async def load_http_libraries() -> None:
+    """Import the HTTP libraries a transport's pool is built from, on a worker thread the first time: openai
+    takes most of a second to import, which would stall every other task of the event loop for as long."""
+    if all(name in sys.modules for name in _HTTP_LIBRARIES):
+        return
+    await asyncio.to_thread(lambda: [importlib.import_module(name) for name in _HTTP_LIBRARIES])
 
 
 def default_transport(
