@@ -146,7 +146,8 @@ class TestGoldenRenderings:
         for day in (datetime.date(2031, 1, 1), datetime.date(2031, 1, 2)):
             monkeypatch.setattr(_templates, "datetime", clock_at(day))
             assert HarmonyTemplate().render(CONVERSATIONS["user_only"]) == got
-            assert template_for_model("accounts/fireworks/models/gpt-oss-20b").render(CONVERSATIONS["user_only"]) == got
+            chosen = template_for_model("accounts/fireworks/models/gpt-oss-20b")
+            assert chosen is not None and chosen.render(CONVERSATIONS["user_only"]) == got
 
     def test_harmony_today_is_the_clocks_date_in_utc(self, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setattr(_templates, "datetime", clock_at(datetime.date(2031, 1, 2)))
@@ -157,7 +158,7 @@ class TestGoldenRenderings:
 
     def test_harmony_date_from_chat_template_kwargs(self) -> None:
         template = template_for_model("gpt-oss-20b", "harmony", {"current_date": "2026-03-01"})
-        assert "Current date: 2026-03-01\n" in template.render(CONVERSATIONS["user_only"])
+        assert template is not None and "Current date: 2026-03-01\n" in template.render(CONVERSATIONS["user_only"])
 
     @pytest.mark.parametrize("date", ["", "  ", 20260301, datetime.date(2026, 3, 1)])
     def test_harmony_rejects_a_date_that_is_not_a_string(self, date: Any) -> None:
