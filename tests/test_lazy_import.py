@@ -138,6 +138,26 @@ def test_the_lazy_table_is_the_type_checking_imports() -> None:
     assert not eager & {name for _, name in table}
 
 
+def test_first_use_from_many_threads_at_once() -> None:
+    result = loaded("""
+import threading
+import fw_rollouts
+start = threading.Barrier(8)
+got = []
+def use():
+    start.wait()
+    got.append([getattr(fw_rollouts, name).__module__ for name in fw_rollouts.__all__
+                if isinstance(getattr(fw_rollouts, name), type)])
+threads = [threading.Thread(target=use) for _ in range(8)]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+extra = sorted({module for modules in got for module in modules}) if len(got) == 8 else got
+""")
+    assert result["extra"] == ["fw_rollouts"]
+
+
 def test_dir_lists_names_not_loaded_yet() -> None:
     result = loaded("""
 import fw_rollouts

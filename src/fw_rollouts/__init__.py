@@ -14,6 +14,7 @@ as data; ``tests/test_lazy_import.py`` keeps the two and ``__all__`` in step.
 
 import importlib as _importlib
 import sys as _sys
+import threading as _threading
 import typing as _typing
 
 from ._exceptions import (
@@ -268,20 +269,21 @@ def _publish_loaded() -> None:
     instance is handed out: a client's module imports those of the results and errors it returns.
     A module still being imported (a cycle) is left for the next run.
     """
-    published = True
-    while published:  # resolving an annotation may have imported another module
-        published = False
-        for module in (*_EAGER, *_LAZY):
-            if module in _published:
-                continue
-            home = _sys.modules.get(f"{__name__}.{module}")
-            names = _LAZY.get(module, ()) or _EAGER[module]
-            if home is None or not all(hasattr(home, name) for name in names):
-                continue
-            _published.add(module)
-            _publish(module)
-            published = True
-    _install_log_filter()
+    with _publishing:  # another thread's first use waits for the names it needs, rather than skip them
+        published = True
+        while published:  # resolving an annotation may have imported another module
+            published = False
+            for module in (*_EAGER, *_LAZY):
+                if module in _published:
+                    continue
+                home = _sys.modules.get(f"{__name__}.{module}")
+                names = _LAZY.get(module, ()) or _EAGER[module]
+                if home is None or not all(hasattr(home, name) for name in names):
+                    continue
+                _publish(module)
+                _published.add(module)
+                published = True
+        _install_log_filter()
 
 
 def _attribute(name: str) -> object:
@@ -289,9 +291,12 @@ def _attribute(name: str) -> object:
     module = _HOMES.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    _importlib.import_module(f"{__name__}.{module}")
+    home = _importlib.import_module(f"{__name__}.{module}")
     _publish_loaded()
-    return globals()[name]
+    try:
+        return globals()[name]
+    except KeyError:  # asked for while its module is still being imported (a cycle): as plain Python would
+        return getattr(home, name)
 
 
 def _names() -> list[str]:
@@ -309,6 +314,7 @@ _EAGER: dict[str, tuple[str, ...]] = {
     "_version": ("__version__",),
 }
 _published: set[str] = set()
+_publishing = _threading.RLock()
 
 # The errors are loaded: published now (with what their annotations name), and the key-scrubbing
 # filter put on every SDK logger before any SDK code can log (each later import adds any new one).
