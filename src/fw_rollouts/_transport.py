@@ -448,11 +448,11 @@ class OpenAITransport(HTTPTransport):
         self, body: bytes, *, timeout: float, headers: Mapping[str, str] | None = None
     ) -> Reply:
         """POST ``body`` through ``AsyncOpenAI.post``, with ``headers`` added (never replacing :data:`OWN_HEADERS`)."""
+        if self._session is None:
+            await load_http_libraries()
         import httpx2
         import openai
 
-        if self._session is None:
-            await load_http_libraries()
         from ._httpx_bridge import read_httpx
 
         self._open()
