@@ -17,6 +17,7 @@ import sys as _sys
 import threading as _threading
 import typing as _typing
 
+from . import _exceptions
 from ._exceptions import (
     AccountError,
     APIConnectionError,
@@ -310,9 +311,11 @@ if not _typing.TYPE_CHECKING:  # type checkers read the imports above, and flag 
 
 _HOMES: dict[str, str] = {name: module for module, names in _LAZY.items() for name in names}
 _EAGER: dict[str, tuple[str, ...]] = {
-    "_exceptions": tuple(name for name in __all__ if name not in _HOMES and name != "__version__"),
+    "_exceptions": tuple(name for name in __all__ if name not in _HOMES and hasattr(_exceptions, name)),
     "_version": ("__version__",),
 }
+"""Module -> the public names imported with the package: the errors (``tests/test_lazy_import.py`` checks that
+these and ``_LAZY`` make up ``__all__``)."""
 _published: set[str] = set()
 _publishing = _threading.RLock()
 
