@@ -7,7 +7,11 @@ Plain functions and constants, imported by name; the pytest fixtures (``sim``, `
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -199,3 +203,37 @@ def docs_block(page: str, language: str = "python") -> str:
         if kind == language:
             return str(body)
     raise AssertionError(f"docs/{page} has no ```{language} block")
+
+
+SRC = REPO_ROOT / "src"
+
+
+def run_python(
+    code: str,
+    *args: str,
+    flags: Sequence[str] = (),
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 60,
+) -> subprocess.CompletedProcess[str]:
+    """``python [flags] -c code args...`` in a new process importing this tree's package (its own interpreter
+    state: nothing imported yet, warnings and exit handlers as a user's script has them); ``env`` is added.
+
+    The output is decoded as written, carriage returns kept (a progress bar redraws its line after each).
+    """
+    environ = {**os.environ, **(env or {})}
+    environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")]))
+    command = [sys.executable, *flags, "-c", code, *args]
+    done = subprocess.run(command, cwd=cwd, env=environ, capture_output=True, timeout=timeout)
+    return subprocess.CompletedProcess(
+        command, done.returncode, done.stdout.decode("utf-8", "replace"), done.stderr.decode("utf-8", "replace")
+    )
+
+
+def screen(stderr: str) -> list[str]:
+    """What a terminal shows of ``stderr``, line by line: a progress bar redraws its line in place after each
+    carriage return (padding with spaces), so a line shows its last drawing; one a bar erased shows blank."""
+    lines = stderr.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()  # the cursor on a new line after the last one
+    return [next((part for part in reversed(line.split("\r")) if part), "").strip() for line in lines]

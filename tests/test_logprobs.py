@@ -82,7 +82,23 @@ class TestRoundTrip:
         ]
         lp = make(["a", "b", "c", "d", "e"], top_logprobs=top)
         assert lp.top_logprobs == top
+        # "e" is not among its two, so nothing was added there: two were asked for, and "c" is a third, added.
+        assert lp.top_k == 2
+
+    def test_top_k_leaves_out_the_chosen_token_added_to_a_legacy_reply(self) -> None:
+        # logprobs=3 in the legacy format: where the chosen token is not among the top 3 it comes as a fourth.
+        tokens = ["A", "b", "c", "d"]
+        top: list[dict[str, float] | None] = [
+            None,  # the first echoed token: no context, no alternatives
+            {"b": -0.1, "x": -2.5, "y": -3.0},
+            {"p": -0.2, "q": -1.9, "r": -2.2, "c": -4.4},  # "c" added
+            {"s": -0.3, "d": -1.2, "t": -2.6},
+        ]
+        lp = make(tokens, [None, -0.1, -4.4, -1.2], top_logprobs=top)
+        assert [len(t or {}) for t in lp.top_logprobs] == [0, 3, 4, 3]
         assert lp.top_k == 3
+        assert lp.get_generation_logprobs().top_k == 3 and make(tokens[:1]).top_k == 0
+        assert lp.ranks() == [None, 0, None, 1]
 
     def test_uniform_top_k_with_none(self) -> None:
         top: list[dict[str, float] | None] = [None, {"a": -1.0, "b": -2.0}, {"c": -1.5, "a": -0.25}]

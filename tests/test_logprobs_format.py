@@ -57,3 +57,20 @@ async def test_an_unknown_format_is_refused_before_any_request(tmp_path: Path) -
             with pytest.raises(ValidationError, match="logprobs_format"):
                 await client.generate("hi", logprobs_format=None)
         assert sim.requests == []
+
+
+async def test_top_k_is_what_was_asked_for_in_either_form(tmp_path: Path) -> None:
+    # The legacy reply lists the chosen token as a third entry wherever it is not among the top 2 (often in an
+    # echoed prompt, and at a high temperature); top_k still says 2, as the content form does.
+    with FireworksSimulator() as sim:
+        async with AsyncFireworks(
+            "qwen-15b", base_url=sim.base_url, api_key=sim.api_key, max_tokens=24, temperature=1.6, logprobs=2,
+            echo=True, cache_dir=str(tmp_path / "c"), progress_bar=False,
+        ) as client:  # fmt: skip
+            legacy = await client.generate("What is 2+2? Think of a number.", n_samples=4)
+            content = await client.generate("What is 2+2? Think of a number.", n_samples=4, logprobs_format="content")
+    sizes = {len(top) for r in legacy for top in (r.logprobs.top_logprobs if r.logprobs else []) if top}
+    assert sizes == {2, 3}  # the reply this is about: some positions carry the added third entry
+    assert [r.logprobs.top_k if r.logprobs else None for r in [*legacy, *content]] == [2] * 8
+    for r in legacy:
+        assert r.logprobs is not None and r.logprobs.get_generation_logprobs().top_k == 2

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import pytest
 from aiolimiter import AsyncLimiter
 
+from fw_rollouts._bucket import Bucket as _Bucket
 from fw_rollouts._budget import Budget, Cost, Spent
 from fw_rollouts._clock import SYSTEM_CLOCK, Clock, SystemClock
 from fw_rollouts._ratelimit import (
@@ -23,7 +24,6 @@ from fw_rollouts._ratelimit import (
     WINDOW,
     Limiter,
     ServiceLimits,
-    _Bucket,
     read_ratelimit_headers,
 )
 

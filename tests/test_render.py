@@ -43,3 +43,27 @@ def test_sync_twins_render_without_a_loop(sim: FireworksSimulator) -> None:
     with Fireworks("qwen-15b", base_url=sim.base_url, api_key=sim.api_key, use_cache=False) as client:
         assert client.render("hi").endswith("<think>\n")
         assert isinstance(client.template_for(), DeepSeekR1DistillTemplate)
+
+
+async def test_a_gpt_oss_cache_survives_midnight(make_client: MakeClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The harmony prompt states a date; the cache keys the prompt: a new day must not turn every sample into a miss.
+    import datetime
+    import types
+
+    from fw_rollouts import _templates
+
+    def day(date: int) -> types.SimpleNamespace:
+        class Datetime(datetime.datetime):
+            @classmethod
+            def now(cls, tz: datetime.tzinfo | None = None) -> Datetime:
+                return cls(2031, 1, date, 23, 59, tzinfo=datetime.timezone.utc).astimezone(tz)
+
+        return types.SimpleNamespace(datetime=Datetime, timezone=datetime.timezone)
+
+    async with make_client(model="gpt-oss-20b", max_tokens=4) as client:
+        monkeypatch.setattr(_templates, "datetime", day(1))
+        first = await client.generate("What is 2+2?", n_samples=3)
+        monkeypatch.setattr(_templates, "datetime", day(2))
+        again = await client.generate("What is 2+2?", n_samples=3)
+    assert not any(r.cached for r in first) and all(r.cached for r in again)
+    assert again.prompt_text == first.prompt_text and "Current date: 2025-06-28\n" in first.prompt_text

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime
 import json
-import re
+import types
 from typing import Any
 
 import pytest
@@ -17,8 +17,9 @@ from fw_rollouts import (
     HarmonyTemplate,
     JinjaTemplate,
     Llama31Template,
+    _templates,
 )
-from fw_rollouts._templates import BUILTIN_TEMPLATES, split_think, template_for_model
+from fw_rollouts._templates import BUILTIN_TEMPLATES, HARMONY_DEFAULT_DATE, split_think, template_for_model
 
 Messages = list[dict[str, Any]]
 
@@ -74,6 +75,17 @@ def without_hf_system_block(expected: str) -> str:
     return expected.replace(HF_EMPTY_SYSTEM_BLOCK, "").replace(HF_SYSTEM_LINES, "")
 
 
+def clock_at(day: datetime.date) -> Any:
+    """A stand-in for the ``datetime`` module whose clock reads noon UTC of ``day`` (what the templates import)."""
+
+    class Datetime(datetime.datetime):
+        @classmethod
+        def now(cls, tz: datetime.tzinfo | None = None) -> Datetime:
+            return cls(day.year, day.month, day.day, 12, tzinfo=datetime.timezone.utc).astimezone(tz)
+
+    return types.SimpleNamespace(datetime=Datetime, timezone=datetime.timezone)
+
+
 class TestGoldenRenderings:
     def test_every_golden_conversation_is_known(self) -> None:
         data = rendered()
@@ -127,12 +139,31 @@ class TestGoldenRenderings:
         assert "\n\nReasoning: high\n\n" in got
         assert got.endswith("<|start|>user<|message|>What is 2+2?<|end|><|start|>assistant")
 
-    def test_harmony_default_date_is_today_utc(self) -> None:
+    def test_harmony_default_date_is_fixed_and_not_the_clocks(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        # The date is part of the prompt, so of the cache key: it must not change at midnight.
         got = HarmonyTemplate().render(CONVERSATIONS["user_only"])
-        match = re.search(r"Current date: (\d{4}-\d{2}-\d{2})\n", got)
-        assert match is not None
-        today = datetime.datetime.now(datetime.timezone.utc).date()
-        assert abs((datetime.date.fromisoformat(match.group(1)) - today).days) <= 1
+        assert f"Current date: {HARMONY_DEFAULT_DATE}\n" in got and HARMONY_DEFAULT_DATE == "2025-06-28"
+        for day in (datetime.date(2031, 1, 1), datetime.date(2031, 1, 2)):
+            monkeypatch.setattr(_templates, "datetime", clock_at(day))
+            assert HarmonyTemplate().render(CONVERSATIONS["user_only"]) == got
+            chosen = template_for_model("accounts/fireworks/models/gpt-oss-20b")
+            assert chosen is not None and chosen.render(CONVERSATIONS["user_only"]) == got
+
+    def test_harmony_today_is_the_clocks_date_in_utc(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(_templates, "datetime", clock_at(datetime.date(2031, 1, 2)))
+        assert "Current date: 2031-01-02\n" in HarmonyTemplate(current_date="today").render(CONVERSATIONS["user_only"])
+        today = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
+        monkeypatch.undo()
+        assert f"Current date: {today}\n" in HarmonyTemplate(current_date="today").render(CONVERSATIONS["user_only"])
+
+    def test_harmony_date_from_chat_template_kwargs(self) -> None:
+        template = template_for_model("gpt-oss-20b", "harmony", {"current_date": "2026-03-01"})
+        assert template is not None and "Current date: 2026-03-01\n" in template.render(CONVERSATIONS["user_only"])
+
+    @pytest.mark.parametrize("date", ["", "  ", 20260301, datetime.date(2026, 3, 1)])
+    def test_harmony_rejects_a_date_that_is_not_a_string(self, date: Any) -> None:
+        with pytest.raises(ConfigurationError, match="current_date"):
+            HarmonyTemplate(current_date=date)
 
     def test_harmony_developer_role_is_the_instructions(self) -> None:
         got = HarmonyTemplate(current_date="2026-11-24").render(

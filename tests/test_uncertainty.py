@@ -65,6 +65,20 @@ class TestPerToken:
         assert requested_alternatives([None, {**five, "x": -9.0}, five]) == 5
         assert requested_alternatives([None, {}]) is None
 
+    def test_requested_alternatives_from_the_chosen_tokens(self) -> None:
+        five = {f"t{i}": -float(i) for i in range(5)}
+        four = {f"t{i}": -float(i) for i in range(4)}  # two tokens spelled alike share a key: one fewer listed
+        # "x" was added as a sixth; "t1" is inside its five, so nothing was added there: five were asked for.
+        assert requested_alternatives([None, {**five, "x": -9.0}, five, four], [" ", "x", "t1", "t0"]) == 5
+        # The fewest-listed rule alone reads the one with a shared key: one too few.
+        assert requested_alternatives([{**five, "x": -9.0}, five, four]) == 4
+        # A token absent from its alternatives (the content format adds none) shows the count as well.
+        assert requested_alternatives([four, {**five, "x": -9.0}], ["zz", "x"]) == 4
+        # Every chosen token the least likely of its entries: nothing tells an added entry from the kth.
+        assert requested_alternatives([{**five, "x": -9.0}, {**five, "y": -8.0}], ["x", "y"]) == 6
+        assert requested_alternatives([five], ["t4"]) == 5
+        assert requested_alternatives([None, {}], ["a", "b"]) is None
+
 
 def echoed() -> Logprobs:
     """Two prompt positions (the first without a logprob), three generated ones; k = 2 requested."""

@@ -19,6 +19,7 @@ from ._models import FwRollouts
 from ._options import CLIENT_OPTIONS, check_known
 from ._runner import get_runner
 from ._services import SEAMS
+from ._sync import refuse_own_loop_server
 
 __all__ = ["FireworksClient"]
 
@@ -227,6 +228,7 @@ class FireworksClient:
         self, prompt: Prompt, n_samples: int | None = None, progress_bar: bool | None = None, **kwargs: Any
     ) -> FwRollouts:
         """Generate ``n_samples`` responses synchronously (works inside Jupyter too)."""
+        refuse_own_loop_server(self._client)
         return get_runner().run(self.agenerate(prompt, n_samples, progress_bar=progress_bar, **kwargs))
 
     async def aclose(self) -> None:

@@ -16,11 +16,13 @@ import sqlite3
 import stat
 import time
 from collections.abc import Iterator, Sequence
-from typing import Any
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
-import diskcache
+if TYPE_CHECKING:
+    import diskcache
 
-__all__ = ["MAX_ROW_BYTES", "BytesDisk", "iter_rows", "knows_layout", "read_public", "read_rows", "write_rows"]
+__all__ = ["MAX_ROW_BYTES", "bytes_disk", "iter_rows", "knows_layout", "read_public", "read_rows", "write_rows"]
 
 # Records up to 4 MiB stay rows of the database rather than files of their own (diskcache's
 # default is 32 KiB, which would put every sample with long logprobs in a file).
@@ -32,20 +34,28 @@ _COLUMNS = ("rowid", "key", "raw", "store_time", "expire_time", "access_time", "
             "filename", "value")  # fmt: skip
 
 
-class BytesDisk(diskcache.Disk):  # type: ignore[misc]  # diskcache is untyped
+@cache
+def bytes_disk() -> type[diskcache.Disk]:
     """diskcache's ``Disk`` that only ever returns bytes (or a str/number stored raw) and never unpickles.
 
     A pickled or text value, and a value file that is missing or not a regular file inside
-    the directory, reads as None (a miss).
+    the directory, reads as None (a miss). Made on first use, so that importing this module
+    needs no diskcache.
     """
+    import diskcache
 
-    def fetch(self, mode: int, filename: str | None, value: Any, read: bool) -> Any:
-        """The stored bytes, as ``Disk.fetch`` returns them, or None for anything else."""
-        if mode == _MODE_RAW:
-            return bytes(value) if type(value) is memoryview else value
-        if mode == _MODE_BINARY and not read:
-            return _read_value_file(self._directory, filename)
-        return None
+    class BytesDisk(diskcache.Disk):  # type: ignore[misc]  # diskcache is untyped
+        """diskcache's ``Disk`` that only ever returns bytes (see :func:`bytes_disk`)."""
+
+        def fetch(self, mode: int, filename: str | None, value: Any, read: bool) -> Any:
+            """The stored bytes, as ``Disk.fetch`` returns them, or None for anything else."""
+            if mode == _MODE_RAW:
+                return bytes(value) if type(value) is memoryview else value
+            if mode == _MODE_BINARY and not read:
+                return _read_value_file(self._directory, filename)
+            return None
+
+    return BytesDisk
 
 
 def _read_value_file(directory: str, filename: object) -> bytes | None:

@@ -205,10 +205,17 @@ class Logprobs:
 
     @property
     def top_k(self) -> int:
-        """The largest number of alternatives returned at any position."""
-        part = self._part
-        own = self._cols.max_top()
-        return own if part is None else max(part.logprobs.top_k, own)
+        """How many alternatives were asked for per position (``logprobs=5``: 5), as the positions show it; 0 when
+        none were returned.
+
+        Not the largest count at any position: the legacy format adds the chosen token as a sixth entry where it
+        is not among the top five, and that entry is not counted. Read off the positions as
+        :func:`._uncertainty.requested_alternatives` does (the rule :meth:`ranks` uses without ``k``).
+        """
+        from ._uncertainty import requested_alternatives
+
+        top = self._peek("top_logprobs", Columns.top_list)
+        return requested_alternatives(top, self._peek("tokens", Columns.token_strings)) or 0
 
     def __getitem__(self, key: str) -> Any:
         """Dict-style access to a column, e.g. ``lp["tokens"]``, as the peer's dict results allowed."""
@@ -263,15 +270,15 @@ class Logprobs:
 
         ``k``: how many alternatives were asked for (``top_logprobs``, else ``logprobs``). The
         legacy format adds the chosen token to the top k where it is not among them; such a
-        token's rank is not known and is None. Without ``k`` it is read off the run (the fewest
-        alternatives at any position, see :func:`._uncertainty.requested_alternatives`).
+        token's rank is not known and is None. Without ``k`` it is read off the run, as :attr:`top_k` is
+        (see :func:`._uncertainty.requested_alternatives`).
         """
         from ._uncertainty import rank, requested_alternatives
 
         top = self._peek("top_logprobs", Columns.top_list)
-        if k is None:
-            k = requested_alternatives(top)
         tokens = self._peek("tokens", Columns.token_strings)
+        if k is None:
+            k = requested_alternatives(top, tokens)
         return [rank(token, alts, k) for token, alts in zip(tokens, top, strict=True)]
 
     def to_numpy(self, *, k: int | None = None) -> Any:

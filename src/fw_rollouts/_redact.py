@@ -21,6 +21,7 @@ from ._exceptions import FwRolloutsError
 __all__ = [
     "MIN_SECRET_LENGTH",
     "REDACTED",
+    "SDK_LOGGERS",
     "SecretFilter",
     "install_log_filter",
     "redactor",
@@ -36,6 +37,10 @@ REDACTED: Final = "[REDACTED]"
 MIN_SECRET_LENGTH: Final = 8
 """Shorter keys are not scrubbed: no real API key is that short, and replacing a test's ``"k"`` everywhere would
 mangle every message and log line (``"disk"`` -> ``"dis[REDACTED]"``)."""
+
+SDK_LOGGERS: Final = ("fw_rollouts", "fw_rollouts.cache", "fw_rollouts.ratelimit", "fw_rollouts.retry",
+                      "fw_rollouts.testing")  # fmt: skip
+"""Every logger the SDK's modules log to (``tests/test_lazy_import.py`` holds the modules to it)."""
 
 _MAX_DEPTH: Final = 64  # deeper than any honest error body; what lies below is dropped, not searched
 _TOO_DEEP: Final = "[nested too deep]"
@@ -134,14 +139,17 @@ _FILTER: Final = SecretFilter()
 
 
 def install_log_filter(prefix: str = "fw_rollouts") -> None:
-    """Put :class:`SecretFilter` on every logger named ``prefix`` or ``prefix.*`` that exists now.
+    """Put :class:`SecretFilter` on each of :data:`SDK_LOGGERS` (made now if need be) and on every other logger
+    named ``prefix`` or ``prefix.*`` that exists now.
 
     A logger's filters see only the records logged to that logger itself, not those its children
-    propagate to it, so each of the SDK's loggers gets its own. Called once the package's modules
-    (which make their loggers at import) are loaded.
+    propagate to it, so each of the SDK's loggers gets its own. The package calls this when it is
+    imported, before any of its modules can log (they are imported when first used, and make their
+    loggers then: ``logging.getLogger`` hands them these, filter included), and again after each
+    module it imports.
     """
-    names = [prefix, *(n for n in logging.Logger.manager.loggerDict if n.startswith(prefix + "."))]
-    for name in names:
+    existing = (n for n in logging.Logger.manager.loggerDict if n.startswith(prefix + "."))
+    for name in dict.fromkeys([*SDK_LOGGERS, prefix, *existing]):
         logger = logging.getLogger(name)
         if _FILTER not in logger.filters:
             logger.addFilter(_FILTER)

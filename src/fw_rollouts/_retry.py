@@ -5,18 +5,21 @@ when: jittered exponential backoff, capped, with a server's ``Retry-After`` (in 
 a floor for the wait. After the last attempt the final error is raised as a new instance of
 its own class with ``attempts`` set (never ``tenacity.RetryError``, never the original
 instance altered).
+
+tenacity is imported on the first failure: nearly every request succeeds at its first attempt, which
+runs without it (and ``import fw_rollouts`` need not load it).
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
-
-import tenacity
-from tenacity.wait import wait_base
+from typing import TYPE_CHECKING, TypeVar
 
 from ._exceptions import APIError, APIStatusError
 from ._policy import MAX_RETRY_AFTER, RetryLog, is_retryable, too_long_to_wait
+
+if TYPE_CHECKING:
+    import tenacity
 
 __all__ = ["DEFAULT_INITIAL_WAIT", "DEFAULT_MAX_WAIT", "RetryPolicy"]
 
@@ -26,10 +29,14 @@ DEFAULT_INITIAL_WAIT = 0.5
 DEFAULT_MAX_WAIT = 30.0
 
 
-class wait_retry_after(wait_base):
-    """Wait what the server asked for (``Retry-After``), at least ``fallback``'s backoff, at most ``cap``."""
+class wait_retry_after:
+    """Wait what the server asked for (``Retry-After``), at least ``fallback``'s backoff, at most ``cap``.
 
-    def __init__(self, fallback: wait_base, cap: float = MAX_RETRY_AFTER) -> None:
+    A tenacity wait strategy (any callable of the retry state); not a ``wait_base``, so that defining it
+    needs no tenacity, and it is never combined with ``+``.
+    """
+
+    def __init__(self, fallback: Callable[[tenacity.RetryCallState], float], cap: float = MAX_RETRY_AFTER) -> None:
         self.fallback = fallback
         self.cap = cap
 
@@ -93,6 +100,8 @@ class RetryPolicy:
         return is_retryable(exc) and not (isinstance(exc, APIError) and self.gives_up(exc))
 
     def _strategy(self) -> tenacity.AsyncRetrying:
+        import tenacity
+
         return tenacity.AsyncRetrying(
             stop=tenacity.stop_after_attempt(self.max_retries + 1),
             wait=wait_retry_after(

@@ -18,6 +18,7 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 from ._locks import ForkSafeLock
+from ._loop_local import CLOSING_TASK
 
 __all__ = ["LoopThread", "get_runner"]
 
@@ -48,6 +49,10 @@ class LoopThread:
         finally:
             try:
                 pending = [t for t in asyncio.all_tasks(self._loop) if not t.done()]
+                # A dropped client's connections being closed: let that finish (it is quick) rather than cut it.
+                closing = [t for t in pending if t.get_name() == CLOSING_TASK]
+                if closing:
+                    self._loop.run_until_complete(asyncio.wait(closing, timeout=CANCEL_GRACE))
                 for task in pending:
                     task.cancel()
                 if pending:

@@ -26,6 +26,8 @@ of stopping the work, and says so once, naming the path:
 Any other failure (a full disk, a lock held beyond the timeout) is a :class:`ConfigurationError`
 naming the database and the cause; the client's lookup and write-behind turn it into misses and
 an uncached count. No sqlite3 error leaves the store.
+
+diskcache is imported when a store is made, not with this module.
 """
 
 from __future__ import annotations
@@ -35,18 +37,20 @@ import contextlib
 import logging
 import os
 import sqlite3
+import sys
 import time
 import urllib.parse
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
-import diskcache
-
-from ._diskcache_rows import MAX_ROW_BYTES, BytesDisk, knows_layout, read_public, read_rows, write_rows
+from ._diskcache_rows import MAX_ROW_BYTES, bytes_disk, knows_layout, read_public, read_rows, write_rows
 from ._exceptions import ConfigurationError, FwRolloutsError
 from ._locks import ForkBarrier, ForkSafeLock
+
+if TYPE_CHECKING:
+    import diskcache
 
 __all__ = ["DiskStore", "SampleStore", "StoreStats"]
 
@@ -152,6 +156,8 @@ class DiskStore:
     """The absolute path of the directory."""
 
     def __init__(self, directory: str | os.PathLike[str], *, read_only: bool = False) -> None:
+        import diskcache
+
         self.location = self.check(directory, read_only=read_only)
         self._database = os.path.join(self.location, diskcache.core.DBNAME)
         self._read_only = read_only
@@ -507,6 +513,8 @@ def open_diskcache(directory: str, *, wrap: bool = True) -> diskcache.Cache:
     A failure is a :class:`ConfigurationError` naming the directory, or with ``wrap=False``
     the error itself (after closing what the failed open had opened).
     """
+    import diskcache
+
     # Built in two steps so that a failed open can close its connection: nothing should keep a damaged
     # file open when it is moved aside.
     cache = diskcache.Cache.__new__(diskcache.Cache)
@@ -515,7 +523,7 @@ def open_diskcache(directory: str, *, wrap: bool = True) -> diskcache.Cache:
         cache.__init__(
             directory,
             timeout=_TIMEOUT,
-            disk=BytesDisk,
+            disk=bytes_disk(),
             eviction_policy="none",
             statistics=0,
             disk_min_file_size=MAX_ROW_BYTES,
@@ -633,7 +641,8 @@ def _cause(exc: Exception) -> Exception:
 
 def _describe(exc: BaseException) -> str:
     """A short reason for a message: the error's own words, with the SQLite or OS name of the code."""
-    if isinstance(exc, diskcache.Timeout):  # BEGIN IMMEDIATE still busy after the timeout
+    diskcache = sys.modules.get("diskcache")  # only a store that opened a cache (and so imported it) meets its errors
+    if diskcache is not None and isinstance(exc, diskcache.Timeout):  # BEGIN IMMEDIATE still busy after the timeout
         return f"database is locked (another process held it for over {_TIMEOUT} s)"
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
-from collections.abc import Callable, Coroutine, Iterator
-from typing import Any, Concatenate, ParamSpec, TypeVar
+import sys
+from collections.abc import Callable, Coroutine, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, TypeVar, overload
 
 from ._client import AsyncFireworks
+from ._exceptions import ConfigurationError
 from ._models import FwResponse
 from ._runner import get_runner
 from ._settings import Settings
 from ._templates import ChatTemplate
 from ._usage import UsageTotals
+
+if TYPE_CHECKING:
+    from ._exceptions import FwRolloutsError
+    from ._scoring import Score
 
 __all__ = ["Fireworks"]
 
@@ -33,16 +40,45 @@ def same_options_as(
     return apply
 
 
-def blocking(method: Callable[Concatenate[AsyncFireworks, P], Coroutine[Any, Any, T]]) -> Callable[
-    Concatenate[Fireworks, P], T
-]:
+def refuse_own_loop_server(client: AsyncFireworks) -> None:
+    """Raise :class:`ConfigurationError` when this thread's running event loop serves the simulator ``client``
+    would send to (started there with ``await sim.astart()``): blocking the thread for the answer would stop
+    the loop, so the answer could never come, and the call would wait until its timeout.
+
+    Only the project's simulator is recognised (asyncio has no public way to list the servers a loop runs).
+    The testing package is consulted only if something imported it.
+    """
+    server = sys.modules.get("fw_rollouts.testing._server")
+    if server is None:
+        return
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    url = client.settings.resolved_base_url
+    sim = server.simulator_on_loop(loop, url)
+    if sim is not None:
+        raise ConfigurationError(
+            f"the sync client was called on the event loop that runs the simulator at {url} (started with "
+            "`await sim.astart()`): waiting here for its answer would block that loop, so it could never answer. "
+            "Run the simulator on its own thread (`sim.start()`, or `with FireworksSimulator() as sim:`), or use "
+            "AsyncFireworks and `await` the call"
+        )
+
+
+def blocking(
+    method: Callable[Concatenate[AsyncFireworks, P], Coroutine[Any, Any, T]], *, sends: bool = True
+) -> Callable[Concatenate[Fireworks, P], T]:
     """The sync twin of an ``AsyncFireworks`` method: the same signature, run on the private loop.
 
-    One line per method in :class:`Fireworks`, so the twins cannot drift apart.
+    One line per method in :class:`Fireworks`, so the twins cannot drift apart. A method that ``sends``
+    requests first checks that it would not wait for a server it blocks (:func:`refuse_own_loop_server`).
     """
     name = method.__name__
 
     def call(self: Fireworks, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        if sends:
+            refuse_own_loop_server(self._async)
         return get_runner().run(method(self._async, *args, **kwargs))
 
     call.__name__ = call.__qualname__ = name
@@ -99,7 +135,7 @@ class Fireworks:
 
     generate = blocking(AsyncFireworks.generate)
     generate_many = blocking(AsyncFireworks.generate_many)
-    estimate = blocking(AsyncFireworks.estimate)
+    estimate = blocking(AsyncFireworks.estimate, sends=False)
     resample_steps = blocking(AsyncFireworks.resample_steps)
     next_token_distribution = blocking(AsyncFireworks.next_token_distribution)
     next_token_distributions = blocking(AsyncFireworks.next_token_distributions)
@@ -109,7 +145,42 @@ class Fireworks:
     forks = blocking(AsyncFireworks.forks)
     verify_logprobs = blocking(AsyncFireworks.verify_logprobs)
     score = blocking(AsyncFireworks.score)
-    score_many = blocking(AsyncFireworks.score_many)
+    if TYPE_CHECKING:
+        # A ParamSpec takes an overloaded method's first overload only: both are spelled out for type checkers.
+        @overload
+        def score_many(
+            self,
+            pairs: Sequence[Any],
+            /,
+            *,
+            raw: bool | None = ...,
+            use_cache: bool | None = ...,
+            progress_bar: bool | None = ...,
+            on_error: Literal["raise"] = ...,
+            max_tokens: int | None = ...,
+            **options: Any,
+        ) -> list[Score]: ...
+
+        @overload
+        def score_many(
+            self,
+            pairs: Sequence[Any],
+            /,
+            *,
+            raw: bool | None = ...,
+            use_cache: bool | None = ...,
+            progress_bar: bool | None = ...,
+            on_error: Literal["return"],
+            max_tokens: int | None = ...,
+            **options: Any,
+        ) -> list[Score | FwRolloutsError]: ...
+
+        def score_many(self, pairs: Sequence[Any], /, **kwargs: Any) -> list[Any]:
+            """Blocking :meth:`AsyncFireworks.score_many`."""
+            ...
+
+    else:
+        score_many = blocking(AsyncFireworks.score_many)
 
     @property
     def usage(self) -> UsageTotals:
@@ -126,6 +197,7 @@ class Fireworks:
         Breaking out of the loop (or closing the iterator) stops the requests in flight; what
         finished is cached. Samples cross from the loop thread in batches of whatever is ready.
         """
+        refuse_own_loop_server(self._async)
         stream = self._async.iter_generate(prompt_or_items, n_samples, **kwargs)
         runner = get_runner()
         try:

@@ -11,7 +11,8 @@ plain chat (system/user/assistant turns, no tools):
   default here does too; ``"llama3.1-hf"`` keeps it, byte for byte as Hugging Face renders it.
 * gpt-oss (harmony): ``<|start|>{role}<|message|>{content}<|end|>``, generation prompt
   ``<|start|>assistant``; the system block carries "Current date" and "Reasoning" lines
-  (``chat_template_kwargs``: ``current_date``, ``reasoning_effort``, ``model_identity``).
+  (``chat_template_kwargs``: ``current_date``, ``reasoning_effort``, ``model_identity``). The date is
+  :data:`HARMONY_DEFAULT_DATE` unless given, never the clock's, so a prompt is the same every day.
 
 Any other template can be given as a Jinja string (rendered like ``transformers`` does).
 """
@@ -21,12 +22,13 @@ from __future__ import annotations
 import datetime
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Final, Protocol, runtime_checkable
 
 from ._exceptions import ConfigurationError
 
 __all__ = [
     "BUILTIN_TEMPLATES",
+    "HARMONY_DEFAULT_DATE",
     "ChatTemplate",
     "DeepSeekR1DistillTemplate",
     "HarmonyTemplate",
@@ -194,12 +196,20 @@ _HARMONY_TERMINATORS = ("<|end|>", "<|return|>", "<|call|>")
 _HARMONY_STRIPPED = re.compile(r"^\s*analysis(.*?)assistant\s*final(.*)$", re.S)
 
 
+HARMONY_DEFAULT_DATE: Final = "2025-06-28"
+"""The "Current date" a harmony prompt states unless ``current_date`` is given: the date of OpenAI's harmony
+guide and of openai-harmony's reference renderings, so the default prompt is the one published. Fixed rather
+than today's (which the model's own template renders): the date is part of the prompt, and so of every
+sample's cache key, which would otherwise change at midnight UTC."""
+
+
 class HarmonyTemplate:
     """gpt-oss's harmony format, as its Hugging Face template renders plain chat.
 
-    The system block states the date; pass ``current_date="YYYY-MM-DD"`` to pin it (the
-    default is today's date in UTC, as the model's template does, which changes the
-    prompt, and so the cache key, every day).
+    The system block states a date: ``current_date="YYYY-MM-DD"``, by default
+    :data:`HARMONY_DEFAULT_DATE` (a fixed date, so the prompt, and so the cache key, is the same
+    every day), or ``"today"`` for today's date in UTC at each render, as the model's own
+    template does.
     """
 
     name = "harmony"
@@ -215,13 +225,19 @@ class HarmonyTemplate:
             raise ConfigurationError(
                 f"gpt-oss reasoning_effort={reasoning_effort!r} is not one of 'low', 'medium', 'high'"
             )
+        if current_date is not None and (not isinstance(current_date, str) or not current_date.strip()):
+            raise ConfigurationError(
+                f"gpt-oss current_date={current_date!r} is not a date string ('YYYY-MM-DD', or 'today')"
+            )
         self.reasoning_effort = reasoning_effort
-        self.current_date = current_date
+        self.current_date = HARMONY_DEFAULT_DATE if current_date is None else current_date
         self.model_identity = model_identity
 
     def render(self, messages: Sequence[Message]) -> str:
         """System block, optional developer block, the turns, then ``<|start|>assistant``."""
-        date = self.current_date or datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
+        date = self.current_date
+        if date == "today":
+            date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
         system = (
             f"{self.model_identity}\nKnowledge cutoff: 2024-06\nCurrent date: {date}\n\n"
             f"Reasoning: {self.reasoning_effort}\n\n"

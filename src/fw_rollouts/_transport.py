@@ -16,6 +16,11 @@ A reply body larger than ``max_response_bytes`` is refused as it streams in: a d
 as soon as the bytes read (after decompression) pass it, and the connection is closed rather
 than drained. Error bodies are read only up to :data:`ERROR_BODY_LIMIT` (they are a message,
 not data).
+
+aiohttp, openai and httpx2 (a second of imports together) are imported when a transport opens its pool on the
+first request (on a worker thread: the event loop goes on meanwhile), not with this module: ``import
+fw_rollouts`` and building a client stay cheap, and a command that sends nothing never pays for them. The
+httpx2 pieces openai's client is built from are in :mod:`._httpx_bridge`.
 """
 
 from __future__ import annotations
@@ -23,20 +28,15 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import functools
+import importlib
 import json
 import math
 import os
-import ssl
+import sys
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final, Protocol, runtime_checkable
-
-import aiohttp
-import httpx2
-import openai
-from multidict import CIMultiDict
-from yarl import URL
+from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
 
 from ._exceptions import (
     APIConnectionError,
@@ -48,6 +48,13 @@ from ._exceptions import (
 from ._options import DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_RESPONSE_BYTES
 from ._redact import redactor, scrub_error
 
+if TYPE_CHECKING:
+    import aiohttp
+    import httpx2
+    import openai
+    from multidict import CIMultiDict
+    from yarl import URL
+
 __all__ = [
     "ERROR_BODY_LIMIT",
     "OWN_HEADERS",
@@ -55,9 +62,12 @@ __all__ = [
     "OpenAITransport",
     "Reply",
     "Transport",
+    "collect",
     "default_transport",
     "error_from_response",
+    "load_http_libraries",
     "parse_retry_after",
+    "too_large",
 ]
 
 COMPLETIONS_PATH = "/completions"
@@ -117,7 +127,7 @@ class Transport(Protocol):
 def parse_retry_after(headers: Mapping[str, str], *, now: Callable[[], float] = time.time) -> float | None:
     """Seconds the server asks us to wait, from ``retry-after-ms``, or ``Retry-After`` as
     seconds or an HTTP date; None when absent or unreadable. Never negative."""
-    lowered = {k.lower(): v for k, v in headers.items()} if not isinstance(headers, httpx2.Headers) else headers
+    lowered = {k.lower(): v for k, v in headers.items()}
     for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
         value = lowered.get(name)
         if value is None:
@@ -242,16 +252,22 @@ def _unchanged(value: Any) -> Any:
     return value
 
 
-_TIMEOUT_ROOTS: tuple[type[BaseException], ...] = (asyncio.TimeoutError, TimeoutError, httpx2.TimeoutException)
+@functools.cache
+def _failure_kinds() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...]]:
+    """(timeouts, connect failures): the exception classes a failed exchange is classified by.
 
+    A connect failure is one before any byte reached the server: refused, unreachable, name not
+    resolved, connect timeout. Built on first use: the classes belong to the HTTP libraries, which
+    a transport imports only when it opens its pool (so they are loaded by the time anything fails).
+    """
+    import aiohttp
+    import httpx2
 
-# Failures before any byte reached the server: refused, unreachable, name not resolved, connect timeout.
-_CONNECT_FAILURES: tuple[type[BaseException], ...] = (
-    aiohttp.ClientConnectorError,
-    aiohttp.ConnectionTimeoutError,
-    ConnectionRefusedError,
-    httpx2.ConnectError,
-)
+    timeouts = (asyncio.TimeoutError, TimeoutError, httpx2.TimeoutException)
+    connect = (
+        aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError, ConnectionRefusedError, httpx2.ConnectError
+    )
+    return timeouts, connect
 
 
 def _causes(exc: BaseException) -> list[BaseException]:
@@ -268,16 +284,19 @@ def _causes(exc: BaseException) -> list[BaseException]:
 def _connection_error(
     exc: BaseException, url: str, redact: Callable[[Any], Any], connect_timeout: float
 ) -> APIConnectionError:
+    import aiohttp
+
+    timeouts, connect_failures = _failure_kinds()
     root = _causes(exc)[-1]
     detail = redact(f"{type(root).__name__}: {root}" if str(root) else type(root).__name__)
-    connected = not (isinstance(exc, _CONNECT_FAILURES) or isinstance(root, _CONNECT_FAILURES))
+    connected = not (isinstance(exc, connect_failures) or isinstance(root, connect_failures))
     # Anywhere in the chain: the openai path wraps aiohttp's error twice (in httpx2's, then in openai's).
     if any(isinstance(e, aiohttp.ConnectionTimeoutError) for e in _causes(exc)):
         return APITimeoutError(
             f"could not connect to {url} within {connect_timeout:g}s (connect_timeout)", connected=False
         )
     # The aiohttp bridge reports a dropped connection as a ConnectTimeout: trust the root cause.
-    if isinstance(root, _TIMEOUT_ROOTS):
+    if isinstance(root, timeouts):
         return APITimeoutError(f"request to {url} timed out ({detail})", connected=connected)
     return APIConnectionError(f"connection to {url} failed: {detail}", connected=connected)
 
@@ -322,7 +341,7 @@ class HTTPTransport:
         self._connect_timeout = connect_timeout
         self._max_response_bytes = max_response_bytes
         self._redact = redactor(api_key)
-        self._url = URL(base_url.rstrip("/") + COMPLETIONS_PATH)
+        self._url: str | URL = base_url.rstrip("/") + COMPLETIONS_PATH  # a yarl URL once open
         self._session: aiohttp.ClientSession | None = None
         self._client: openai.AsyncOpenAI | None = None
         self._headers: CIMultiDict[str] | None = None
@@ -334,6 +353,13 @@ class HTTPTransport:
 
     def _open(self) -> tuple[aiohttp.ClientSession, CIMultiDict[str]]:
         if self._session is None or self._headers is None:
+            import aiohttp
+            import openai
+            from multidict import CIMultiDict
+            from yarl import URL
+
+            from ._httpx_bridge import http_client
+
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=self._max_connections, keepalive_timeout=30),
                 timeout=aiohttp.ClientTimeout(total=None),
@@ -342,7 +368,7 @@ class HTTPTransport:
                 api_key=self._api_key,
                 base_url=self._base_url,
                 max_retries=0,
-                http_client=_http_client(self._session, self._base_url, self._error_limit),
+                http_client=http_client(self._session, self._base_url, self._error_limit),
             )
             headers = {**self._client.default_headers, **self._client.auth_headers, "Content-Type": "application/json"}
             self._headers = CIMultiDict({k: v for k, v in headers.items() if isinstance(v, str)})
@@ -360,6 +386,10 @@ class HTTPTransport:
         """POST a JSON ``body`` to ``/completions``; the whole exchange must finish within ``timeout`` seconds.
 
         ``headers`` are added to this request's (never replacing :data:`OWN_HEADERS`)."""
+        if self._session is None:
+            await load_http_libraries()
+        import aiohttp  # loaded just above on the first request: from then on a dictionary look-up
+
         session, own = self._open()
         if headers:
             extra = _extra_headers(headers)
@@ -418,6 +448,13 @@ class OpenAITransport(HTTPTransport):
         self, body: bytes, *, timeout: float, headers: Mapping[str, str] | None = None
     ) -> Reply:
         """POST ``body`` through ``AsyncOpenAI.post``, with ``headers`` added (never replacing :data:`OWN_HEADERS`)."""
+        if self._session is None:
+            await load_http_libraries()
+        import httpx2
+        import openai
+
+        from ._httpx_bridge import read_httpx
+
         self._open()
         client = self._client
         assert client is not None
@@ -431,7 +468,7 @@ class OpenAITransport(HTTPTransport):
         async def exchange() -> tuple[bytes, httpx2.Headers]:
             response = await client.post(COMPLETIONS_PATH, content=body, cast_to=httpx2.Response, options=options)
             try:
-                return await _read_httpx(response, self._max_response_bytes), response.headers
+                return await read_httpx(response, self._max_response_bytes), response.headers
             finally:
                 await response.aclose()
 
@@ -446,6 +483,8 @@ class OpenAITransport(HTTPTransport):
         return Reply(content, self._redact(_request_id(response_headers)), response_headers)
 
     def _status_error(self, exc: openai.APIStatusError) -> APIStatusError:
+        import httpx2
+
         response = exc.response
         try:
             content = response.content
@@ -462,7 +501,8 @@ class OpenAITransport(HTTPTransport):
 # -- reading bodies under a cap ----------------------------------------------------------------------------
 
 
-def _too_large(cap: int, *, declared: int | None = None, read: int | None = None) -> MalformedResponseError:
+def too_large(cap: int, *, declared: int | None = None, read: int | None = None) -> MalformedResponseError:
+    """The error for a reply body over ``max_response_bytes=cap``: as it declared, or as read so far."""
     seen = f"it declared {declared:,} bytes (Content-Length)" if declared is not None else f"{read:,} bytes read"
     return MalformedResponseError(
         f"response body is larger than max_response_bytes={cap:,} ({cap / 2**20:g} MiB): {seen}, the rest was not "
@@ -485,31 +525,17 @@ async def _read_aiohttp(response: aiohttp.ClientResponse, cap: int | None, *, tr
         return await response.read()  # every ordinary reply: one read of a length known to fit
     if declared is not None and declared > cap and not truncate:
         response.close()
-        raise _too_large(cap, declared=declared)
+        raise too_large(cap, declared=declared)
     # Decompressed: the cap is on what we would hold.
-    data, over = await _collect(response.content.iter_any(), cap)
+    data, over = await collect(response.content.iter_any(), cap)
     if over is not None:
         response.close()
         if not truncate:
-            raise _too_large(cap, read=over)
+            raise too_large(cap, read=over)
     return data[:cap]
 
 
-async def _read_httpx(response: httpx2.Response, cap: int | None) -> bytes:
-    """:func:`_read_aiohttp` for the unread response openai returns (closed by the caller)."""
-    if cap is None:
-        return await response.aread()
-    length = response.headers.get("Content-Length")
-    declared = int(length) if length is not None and length.strip().isdigit() else None
-    if declared is not None and declared > cap:
-        raise _too_large(cap, declared=declared)
-    data, over = await _collect(response.aiter_bytes(), cap)  # decoded bytes
-    if over is not None:
-        raise _too_large(cap, read=over)
-    return data
-
-
-async def _collect(chunks: AsyncIterator[bytes], cap: int) -> tuple[bytes, int | None]:
+async def collect(chunks: AsyncIterator[bytes], cap: int) -> tuple[bytes, int | None]:
     """The bytes of ``chunks`` until more than ``cap`` have come (then the count read so far, and no more read)."""
     parts: list[bytes] = []
     size = 0
@@ -521,46 +547,15 @@ async def _collect(chunks: AsyncIterator[bytes], cap: int) -> tuple[bytes, int |
     return b"".join(parts), None
 
 
-class _TruncatedStream(httpx2.AsyncByteStream):
-    """At most ``limit`` bytes of ``inner``; the rest is never read."""
-
-    def __init__(self, inner: httpx2.AsyncByteStream, limit: int) -> None:
-        self._inner = inner
-        self._limit = limit
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        left = self._limit
-        async for chunk in self._inner:
-            if len(chunk) >= left:
-                yield chunk[:left]
-                break
-            left -= len(chunk)
-            yield chunk
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
+_HTTP_LIBRARIES: Final = ("aiohttp", "multidict", "yarl", "httpx2", "openai", "fw_rollouts._httpx_bridge")
 
 
-class _LimitedErrorBodies(httpx2.AsyncBaseTransport):
-    """openai reads an error reply's body itself: let it see only the first ``limit`` bytes."""
-
-    def __init__(self, inner: httpx2.AsyncBaseTransport, limit: int) -> None:
-        self._inner = inner
-        self._limit = limit
-
-    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
-        response = await self._inner.handle_async_request(request)
-        if response.status_code < 400 or not isinstance(response.stream, httpx2.AsyncByteStream):
-            return response
-        return httpx2.Response(
-            response.status_code,
-            headers=response.headers,
-            stream=_TruncatedStream(response.stream, self._limit),
-            extensions=response.extensions,
-        )
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
+async def load_http_libraries() -> None:
+    """Import the HTTP libraries a transport's pool is built from, on a worker thread the first time: openai
+    takes most of a second to import, which would stall every other task of the event loop for as long."""
+    if all(name in sys.modules for name in _HTTP_LIBRARIES):
+        return
+    await asyncio.to_thread(lambda: [importlib.import_module(name) for name in _HTTP_LIBRARIES])
 
 
 def default_transport(
@@ -581,22 +576,3 @@ def default_transport(
         connect_timeout=connect_timeout,
         max_response_bytes=max_response_bytes,
     )
-
-
-def _http_client(session: aiohttp.ClientSession, base_url: str, error_limit: int) -> httpx2.AsyncClient:
-    """openai's aiohttp-backed HTTP client, on ``session`` so that both paths share one pool."""
-    try:
-        from openai._vendor.httpx_aiohttp import AiohttpTransport
-    except ImportError:  # an openai without its vendored bridge: a pool of its own
-        return openai.DefaultAioHttpClient(timeout=httpx2.Timeout(None))
-    # The bridge builds a TLS context up front (30 ms of imports and certificates per client): share one
-    # per process, and for a plain-HTTP server give it a bare context with no certificates (it would
-    # refuse any TLS connection, which a plain-HTTP base URL never makes).
-    verify = _tls_context() if base_url.startswith("https:") else ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    transport = _LimitedErrorBodies(AiohttpTransport(client=session, verify=verify), error_limit)
-    return httpx2.AsyncClient(transport=transport, timeout=httpx2.Timeout(None))
-
-
-@functools.cache
-def _tls_context() -> ssl.SSLContext:
-    return httpx2.create_ssl_context()

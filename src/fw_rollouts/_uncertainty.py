@@ -93,15 +93,35 @@ def rank(token: str, alternatives: Mapping[str, float] | None, k: int | None = N
     return better
 
 
-def requested_alternatives(top_logprobs: Iterable[Mapping[str, float] | None]) -> int | None:
+def requested_alternatives(
+    top_logprobs: Iterable[Mapping[str, float] | None], tokens: Iterable[str] | None = None
+) -> int | None:
     """How many alternatives per position were asked for, as a run's ``top_logprobs`` show it (None: none returned).
 
-    The fewest alternatives at any position that has some: with ``logprobs=k``, a position lists k
-    alternatives, or k + 1 where the chosen token was added beyond the top k. Only a run in which
-    every chosen token was outside the top k reads as k + 1; pass ``k`` to :meth:`Logprobs.ranks`
-    to be exact.
+    With ``logprobs=k`` the legacy format lists the top k at each position, and adds the chosen token as a
+    (k + 1)th entry where it is not among them; a position can also list fewer than k (two tokens spelled the
+    same share one key). Given the chosen ``tokens``, a position where the token is missing or some other
+    alternative is less likely than it has no added entry, so its size is what was asked for: the largest such
+    size is the answer. Without ``tokens``, or when no position shows that (every chosen token was the least
+    likely entry), it is the fewest alternatives at any position that has some; only a run in which every chosen
+    token was outside the top k then reads as k + 1. Pass ``k`` to :meth:`Logprobs.ranks` to be exact.
     """
-    return min((len(alts) for alts in top_logprobs if alts), default=None)
+    sizes: list[int] = []
+    exact = 0
+    pairs = zip(top_logprobs, tokens, strict=True) if tokens is not None else ((alts, None) for alts in top_logprobs)
+    for alternatives, token in pairs:
+        if not alternatives:
+            continue
+        size = len(alternatives)
+        sizes.append(size)
+        if token is None or size <= exact:
+            continue
+        mine = alternatives.get(token)
+        if mine is None or any(lp < mine for other, lp in alternatives.items() if other != token):
+            exact = size
+    if exact:
+        return exact
+    return min(sizes, default=None)
 
 
 def sum_logprob(logprobs: Logprobs) -> float:

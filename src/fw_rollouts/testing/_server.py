@@ -15,9 +15,11 @@ import socket
 import struct
 import threading
 import time
+import urllib.parse
 import uuid
+import weakref
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncGenerator, Callable, Iterable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final, cast
@@ -30,7 +32,7 @@ from ._memo import Memo
 from ._render import is_finish_event
 from ._reply import Reply, decode_body, dumps, status_phrase
 
-__all__ = ["FireworksSimulator", "RecordedRequest", "http_url"]
+__all__ = ["FireworksSimulator", "RecordedRequest", "http_url", "simulator_on_loop"]
 
 _log = logging.getLogger("fw_rollouts.testing")
 
@@ -521,6 +523,43 @@ class _Connection(asyncio.Protocol):
         return _head(reply.status, reply.headers, "transfer-encoding: chunked\r\n", keep_alive) + chunks + _LAST_CHUNK
 
 
+_ON_CALLERS_LOOP: Final[weakref.WeakSet[FireworksSimulator]] = weakref.WeakSet()
+"""Simulators serving on an event loop of their caller's (started with ``astart``), for :func:`simulator_on_loop`."""
+
+
+def simulator_on_loop(loop: asyncio.AbstractEventLoop, url: str) -> FireworksSimulator | None:
+    """The simulator started with ``astart()`` on ``loop`` that ``url`` points at (same port, and the same host or
+    both this machine's loopback), if there is one.
+
+    The sync client asks this before blocking a thread whose loop is running: a simulator serving on that loop
+    could not answer while the thread waits (``fw_rollouts._sync`` looks this module up only when it was imported).
+    """
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host, port = parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        return None
+    for sim in list(_ON_CALLERS_LOOP):
+        if sim._loop is loop and sim._port == port and _same_host(host, sim._host):
+            return sim
+    return None
+
+
+def _same_host(client: str, server: str) -> bool:
+    return client == server or (_is_loopback(client) and (_is_loopback(server) or server in ("0.0.0.0", "::", "")))
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class FireworksSimulator:
     """A simulated Fireworks inference server on real loopback HTTP, for offline tests.
 
@@ -664,6 +703,7 @@ class FireworksSimulator:
         self._server: asyncio.AbstractServer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
+        self._closer: AsyncGenerator[None, None] | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------------
 
@@ -686,6 +726,7 @@ class FireworksSimulator:
         self._port = server.sockets[0].getsockname()[1]
 
     async def _close(self) -> None:
+        _ON_CALLERS_LOOP.discard(self)
         server = self._server
         self._server = None
         if server is None:
@@ -741,16 +782,35 @@ class FireworksSimulator:
         self._port = None
 
     async def astart(self) -> FireworksSimulator:
-        """Start serving on the running event loop; returns self once the port is bound."""
+        """Start serving on the running event loop; returns self once the port is bound.
+
+        The loop must not be blocked while a client waits for an answer: the sync client refuses to call
+        this simulator from that loop (a ``ConfigurationError`` instead of a wait until the timeout). Left
+        running, it stops when the loop shuts down (``asyncio.run`` returning), with no socket left open.
+        """
         if self._server is not None or self._thread is not None:
             raise RuntimeError("simulator already started")
         await self._open()
+        _ON_CALLERS_LOOP.add(self)
+        self._closer = self._close_at_shutdown()
+        await self._closer.__anext__()
         return self
+
+    async def _close_at_shutdown(self) -> AsyncGenerator[None, None]:
+        # An async generator the loop closes when it shuts down its generators (asyncio.run does).
+        try:
+            yield
+        finally:
+            await self._close()
+            self._port = None
 
     async def astop(self) -> None:
         """Stop serving on the running event loop (drops open connections)."""
         if self._thread is not None:
             raise RuntimeError("this simulator runs on a thread: use stop()")
+        closer, self._closer = self._closer, None
+        if closer is not None:
+            await closer.aclose()  # closes the server in its finally
         await self._close()
         self._port = None
 
