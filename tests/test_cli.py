@@ -221,6 +221,8 @@ def test_study_file_resumes_without_the_cache(env: FireworksSimulator, tmp_path:
         (["generate", "-m", "qwen-15b", "hi", "-o", "no/such/dir/o.jsonl"], "/no/such/dir does not exist"),
         (["generate", "-m", "qwen-15b", "--file", "p.txt", "-o", "p.txt"], "--output p.txt is the input file"),
         (["cache", "stats", "--cache-dir", "p.txt"], "--cache-dir p.txt: is a file"),
+        (["generate", "-m", "qwen-15b", "hi", "--temprature", "1"], "did you mean '--temperature'?"),
+        (["cache", "stats", "--cache-dri", "x"], "did you mean '--cache-dir'?"),
     ],
 )
 def test_usage_errors_exit_2_with_one_line_in_cli_terms(

@@ -142,7 +142,20 @@ class Parser(argparse.ArgumentParser):
     """argparse's parser whose usage errors are one line (naming ``--help``), not the usage and then the error."""
 
     def error(self, message: str) -> NoReturn:
-        """Exit with status 2 and ``PROG: error: message (see PROG --help)``."""
+        """Exit with status 2 and ``PROG: error: message (see PROG --help)``, naming the flag meant by a mistyped one."""
+        if message.startswith("unrecognized arguments: "):
+            from .._suggest import did_you_mean
+
+            # argparse reports a subcommand's unknown flags from the top parser: look in every parser below it too.
+            parsers, flags = [self], []
+            while parsers:
+                parser = parsers.pop()
+                for action in parser._actions:
+                    flags += [s for s in action.option_strings if s.startswith("--")]
+                    if isinstance(action, argparse._SubParsersAction):
+                        parsers += list(action.choices.values())
+            typed = [w.split("=", 1)[0] for w in message.split()[2:] if w.startswith("--")]
+            message += "".join(did_you_mean(w, flags).replace(" (", " (for " + w + ", ", 1) for w in typed)
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
