@@ -142,7 +142,7 @@ class Parser(argparse.ArgumentParser):
     """argparse's parser whose usage errors are one line (naming ``--help``), not the usage and then the error."""
 
     def error(self, message: str) -> NoReturn:
-        """Exit with status 2 and ``PROG: error: message (see PROG --help)``, naming the flag meant by a mistyped one."""
+        """Exit with status 2 and ``PROG: error: message (see PROG --help)``; a mistyped flag gets "did you mean"."""
         if message.startswith("unrecognized arguments: "):
             from .._suggest import did_you_mean
 
