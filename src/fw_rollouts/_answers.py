@@ -28,11 +28,15 @@ gives the same key as applying it once.
 from __future__ import annotations
 
 import re
-from typing import Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
 from ._exceptions import InvalidTypeError, ValidationError
 
-__all__ = ["extract_answer", "extract_boxed", "normalize_answer"]
+__all__ = ["AnswerFunction", "answer_function", "extract_answer", "extract_boxed", "normalize_answer"]
+
+AnswerFunction = Callable[[str], "str | None"]
+"""How a sample's text becomes its answer (None when it gives none)."""
 
 _BOX = "\\boxed{"
 
@@ -164,3 +168,13 @@ def _closes_at_end(key: str) -> bool:
             if depth == 0:
                 return i == len(key) - 1
     return False
+
+
+def answer_function(answer: Any) -> AnswerFunction:
+    """The ``answer=`` argument of the research methods: a function text -> answer, or None for
+    :func:`extract_answer`."""
+    if answer is None:
+        return extract_answer
+    if not callable(answer):
+        raise InvalidTypeError("answer", answer, "a function text -> answer (str or None), or None (extract_answer)")
+    return answer  # type: ignore[no-any-return]

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, overload
 
 from . import _forks, _next_token
+from ._answers import AnswerFunction
 from ._budget import Budget, Spent
 from ._cache_key import CacheKeyer
 from ._chunks import SplitRule
@@ -53,13 +54,15 @@ from ._run import EchoOnce, Job, SampleRun, Target
 from ._scoring import Score, score, score_many
 from ._services import SEAMS, Services
 from ._settings import Settings
-from ._steps import DEFAULT_FORCED_MAX_TOKENS, AnswerFunction, StepResampling, resample_steps
+from ._steps import DEFAULT_FORCED_MAX_TOKENS, StepResampling, resample_steps
 from ._store import SampleStore
 from ._study import Collected, Streamed, StudyItem, coerce_items, is_single_prompt
 from ._study_file import StudyWriter, read_samples, study_format
 from ._templates import ChatTemplate, template_for_model
 from ._transport import Transport
 from ._usage import Budgets, ItemEstimate, Prices, PriceTable, StudyEstimate, UsageTotals, estimate, price_table
+from ._validators import on_error as check_on_error
+from ._validators import positive_integer
 from ._verify import DEFAULT_TOLERANCE, LogprobsReport, verify_logprobs
 from ._writeback import WriteBehind
 
@@ -413,8 +416,7 @@ class AsyncFireworks:
         without the cache), and the rest are appended. :func:`load_study` reads the file back.
         """
         self._check_open()
-        if on_error not in ("raise", "return"):
-            raise ValidationError("on_error", on_error, "must be 'raise' or 'return'")
+        check_on_error(on_error)
         call = _call_options(sampling, raw=raw, use_cache=use_cache, progress_bar=progress_bar)
         prepared = self._prepare(
             coerce_items(items), call, n_samples=_check_n_samples(n_samples), seed=_check_seed(seed), where="items"
@@ -1212,11 +1214,7 @@ def _verbatim_model(settings: Settings) -> str | None:
 
 
 def _check_n_samples(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidTypeError("n_samples", value, "a positive integer")
-    if value < 1:
-        raise ValidationError("n_samples", value, "must be an integer >= 1")
-    return value
+    return positive_integer("n_samples", value)
 
 
 def _check_seed(value: Any) -> int:

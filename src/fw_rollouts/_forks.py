@@ -44,11 +44,11 @@ from __future__ import annotations
 import math
 import re
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from ._answers import extract_answer
+from ._answers import AnswerFunction, answer_function
 from ._exceptions import InvalidTypeError, ValidationError
 from ._importance import answer_distribution
 from ._models import FwResponse, FwRollouts
@@ -60,7 +60,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Fork", "ForkPoint", "fork", "fork_points", "fork_prompt", "fork_prompt_ids", "forks"]
 
-Answer = Callable[[str], "str | None"]
 TokenIds = Literal[True, False] | None
 """How a fork is sent: None, as ids where the sample carries them; True, as ids or an error; False, as text."""
 
@@ -455,14 +454,6 @@ def _head(
 # -- the requests --------------------------------------------------------------------------------------------
 
 
-def _answer_fn(answer: Answer | None) -> Answer:
-    if answer is None:
-        return extract_answer
-    if not callable(answer):
-        raise InvalidTypeError("answer", answer, "a function from a sample's text to its answer (or None)")
-    return answer
-
-
 @dataclass(frozen=True, slots=True)
 class _Planned:
     position: int
@@ -509,7 +500,7 @@ def _plan(
     return _Planned(position, offset, token, chosen, _prob_at(generated, position, token), prefix, head, ids)
 
 
-def _fork_of(planned: _Planned, rollouts: FwRollouts, answer: Answer, base_answer: str | None) -> Fork:
+def _fork_of(planned: _Planned, rollouts: FwRollouts, answer: AnswerFunction, base_answer: str | None) -> Fork:
     texts = tuple(planned.head + r.full for r in rollouts)
     answers = tuple(answer(t) for t in texts)
     return Fork(
@@ -580,7 +571,7 @@ async def fork(
     n_samples: int,
     *,
     token_ids: TokenIds = None,
-    answer: Answer | None = None,
+    answer: AnswerFunction | None = None,
     seed: int | None = None,
     **sampling: Any,
 ) -> Fork:
@@ -589,7 +580,7 @@ async def fork(
     position = _check_position(position, len(generated))
     token = _check_text(token)
     mode = _check_token_ids(token_ids)
-    answer_of = _answer_fn(answer)
+    answer_of = answer_function(answer)
     ids: tuple[int, ...] | None = None
     if mode is not False:
         ids, missing = _ids_of(response, generated, position, token)
@@ -626,7 +617,7 @@ async def forks(
     positions: Sequence[int] | None = None,
     include_chosen: bool = False,
     token_ids: TokenIds = None,
-    answer: Answer | None = None,
+    answer: AnswerFunction | None = None,
     seed: int | None = None,
     on_error: Literal["raise", "return"] = "raise",
     output: str | os.PathLike[str] | None = None,
@@ -645,7 +636,7 @@ async def forks(
     if not isinstance(include_chosen, bool):
         raise InvalidTypeError("include_chosen", include_chosen, "True or False")
     mode = _check_token_ids(token_ids)
-    answer_of = _answer_fn(answer)
+    answer_of = answer_function(answer)
     wanted_forks = [
         (point, token)
         for point in points

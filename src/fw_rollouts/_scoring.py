@@ -59,6 +59,7 @@ from ._exceptions import (
 from ._logprobs import Logprobs
 from ._models import FwResponse, FwRollouts
 from ._parsing import count_prompt_tokens
+from ._validators import on_error as check_on_error
 
 if TYPE_CHECKING:
     from ._client import AsyncFireworks, Prompt
@@ -714,8 +715,7 @@ async def score_many(
     **options: Any,
 ) -> list[Any]:
     """:meth:`AsyncFireworks.score_many`: a :class:`Score` per pair, in order, from one study."""
-    if on_error not in ("raise", "return"):
-        raise ValidationError("on_error", on_error, "must be 'raise' or 'return'")
+    check_on_error(on_error)
     if isinstance(pairs, (str, bytes, Mapping)) or not isinstance(pairs, Sequence):
         raise InvalidTypeError("pairs", pairs, "a list of (prompt, continuation) tuples, triples or mappings")
     if not pairs:

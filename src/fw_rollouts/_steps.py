@@ -17,12 +17,12 @@ import dataclasses
 import html
 import math
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, overload
 
 from . import _html
-from ._answers import extract_answer
+from ._answers import AnswerFunction, answer_function
 from ._chunks import Chunk, SplitRule, first_chunk, prefix_before, prefix_through, split_reasoning
 from ._exceptions import InvalidTypeError, ValidationError
 from ._importance import (
@@ -40,6 +40,8 @@ from ._importance import (
 from ._models import FwResponse, FwRollouts
 from ._optional import optional_module
 from ._reasoning_formats import DEFAULT_ANSWER_CUE, ReasoningFormat, format_for
+from ._validators import on_error as check_on_error
+from ._validators import positive_integer
 
 if TYPE_CHECKING:
     from ._client import AsyncFireworks, Prompt
@@ -56,8 +58,6 @@ __all__ = [
 DEFAULT_FORCED_MAX_TOKENS = 16
 """Generated tokens of a forced-answer rollout: enough for a short answer and its closing brace."""
 
-AnswerFunction = Callable[[str], "str | None"]
-"""Reads an answer from a text (None: no answer): :func:`~fw_rollouts.extract_answer` by default."""
 
 # Options that only decide how a prompt is rendered: the prompts are rendered here and sent raw.
 _RENDER_OPTIONS = ("chat_template", "chat_template_kwargs")
@@ -136,14 +136,6 @@ class StepImportance:
 
     def __len__(self) -> int:
         return len(self.resampling)
-
-
-def _answer_text_function(answer: AnswerFunction | None) -> AnswerFunction:
-    if answer is None:
-        return extract_answer
-    if not callable(answer):
-        raise InvalidTypeError("answer", answer, "a function text -> answer (str or None), or None (extract_answer)")
-    return answer
 
 
 @dataclass(frozen=True)
@@ -503,14 +495,6 @@ def _reasoning_start(text: str) -> int:
     return len(text) - len(rest.lstrip())
 
 
-def _check_positive(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidTypeError(name, value, "a positive integer")
-    if value < 1:
-        raise ValidationError(name, value, "must be an integer >= 1")
-    return value
-
-
 def _check_bool(name: str, value: Any) -> bool:
     if not isinstance(value, bool):
         raise InvalidTypeError(name, value, "True or False")
@@ -541,14 +525,13 @@ async def resample_steps(
     text = _reasoning_of(reasoning)
     after = _check_bool("after", after)
     forced_answer = _check_bool("forced_answer", forced_answer)
-    read_answer = _answer_text_function(answer)
+    read_answer = answer_function(answer)
     if answer_cue is not None and (not isinstance(answer_cue, str) or not answer_cue):
         raise InvalidTypeError("answer_cue", answer_cue, "a non-empty string, or None (the published cue)")
     cue = DEFAULT_ANSWER_CUE if answer_cue is None else answer_cue
-    forced_max_tokens = _check_positive("forced_max_tokens", forced_max_tokens)
-    n_samples = _check_positive("n_samples", n_samples)
-    if on_error not in ("raise", "return"):
-        raise ValidationError("on_error", on_error, "must be 'raise' or 'return'")
+    forced_max_tokens = positive_integer("forced_max_tokens", forced_max_tokens)
+    n_samples = positive_integer("n_samples", n_samples)
+    check_on_error(on_error)
     if correct is not None and not isinstance(correct, str):
         raise InvalidTypeError("correct", correct, "the right answer as a string, or None")
     chunks = split_reasoning(text, rule)

@@ -34,8 +34,10 @@ __all__ = [
     "mapping_or_none",
     "model",
     "number",
+    "on_error",
     "optional_flag",
     "positive",
+    "positive_integer",
     "stop",
     "string_or_none",
 ]
@@ -217,3 +219,19 @@ def optional_flag(name: str) -> Callable[[Any], bool | None]:
         return None if value is None else check(value)
 
     return optional
+
+
+def positive_integer(name: str, value: Any) -> int:
+    """``value`` as a count of at least 1 (``n_samples``, ``forced_max_tokens``); a bool is not a count."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidTypeError(name, value, "a positive integer")
+    if value < 1:
+        raise ValidationError(name, value, "must be an integer >= 1")
+    return value
+
+
+def on_error(value: Any) -> str:
+    """A study's ``on_error``: ``"raise"`` (the default) or ``"return"``."""
+    if value not in ("raise", "return"):
+        raise ValidationError("on_error", value, "must be 'raise' or 'return'")
+    return str(value)
