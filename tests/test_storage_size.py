@@ -102,30 +102,39 @@ def test_the_old_records_cover_every_shape() -> None:
     assert names == {*SHAPES, "no logprobs"}
 
 
+def assert_truncations_refused(forms: list[bytes]) -> None:
+    """Every proper prefix of each packed form is refused as not packed logprobs."""
+    for data in forms:
+        for end in range(len(data)):
+            with pytest.raises(ValueError, match="not packed logprobs"):
+                Logprobs.from_packed(data[:end])
+
+
+def assert_flips_raise_only_value_error(forms: list[bytes], *, seed: int) -> None:
+    """A flipped byte (resealed every other trial) is a ValueError or, resealed, a form that reads whole."""
+    rng = random.Random(seed)
+    for trial in range(600):
+        data = bytearray(rng.choice(forms))
+        data[rng.randrange(len(data))] ^= rng.randint(1, 255)
+        candidate = reseal(bytes(data)) if trial % 2 else bytes(data)
+        try:
+            lp = Logprobs.from_packed(candidate)
+            lp.to_dict(), lp.sampling_logprobs, lp.top_token_ids, list(lp), lp.packed()
+        except ValueError:
+            pass
+        else:
+            assert trial % 2, "a flipped byte passed the checksum"
+
+
 class TestMalformed:
     def forms(self) -> list[bytes]:
         return [SHAPES[name]().packed() for name in ("model-like echo", "ragged and empty", "ids over int32")]
 
     def test_every_truncation_is_refused(self) -> None:
-        for data in self.forms():
-            for end in range(len(data)):
-                with pytest.raises(ValueError, match="not packed logprobs"):
-                    Logprobs.from_packed(data[:end])
+        assert_truncations_refused(self.forms())
 
     def test_flipped_bytes_raise_nothing_but_value_error(self) -> None:
-        rng = random.Random(9)
-        forms = self.forms()
-        for trial in range(600):
-            data = bytearray(rng.choice(forms))
-            data[rng.randrange(len(data))] ^= rng.randint(1, 255)
-            candidate = reseal(bytes(data)) if trial % 2 else bytes(data)
-            try:
-                lp = Logprobs.from_packed(candidate)
-                lp.to_dict(), lp.sampling_logprobs, list(lp), lp.packed()
-            except ValueError:
-                pass
-            else:
-                assert trial % 2, "a flipped byte passed the checksum"
+        assert_flips_raise_only_value_error(self.forms(), seed=9)
 
     @pytest.mark.parametrize("delta", [-1, 1, 1000])
     def test_a_plain_size_that_is_not_the_inflated_size(self, delta: int) -> None:
@@ -242,22 +251,8 @@ def test_one_tokenizer_stores_one_id_per_distinct_token() -> None:
 
 def test_forms_with_alternative_ids_refuse_damage_with_value_error_only() -> None:
     forms = [ALTERNATIVE_IDS[name]().packed() for name in ("model-like echo", "ids by position", "ragged and empty")]
-    for data in forms:
-        for end in range(len(data)):
-            with pytest.raises(ValueError, match="not packed logprobs"):
-                Logprobs.from_packed(data[:end])
-    rng = random.Random(10)
-    for trial in range(600):
-        data = bytearray(rng.choice(forms))
-        data[rng.randrange(len(data))] ^= rng.randint(1, 255)
-        candidate = reseal(bytes(data)) if trial % 2 else bytes(data)
-        try:
-            lp = Logprobs.from_packed(candidate)
-            lp.to_dict(), lp.top_token_ids, list(lp), lp.packed()
-        except ValueError:
-            pass
-        else:
-            assert trial % 2, "a flipped byte passed the checksum"
+    assert_truncations_refused(forms)
+    assert_flips_raise_only_value_error(forms, seed=10)
 
 
 def test_alternative_ids_must_name_the_alternatives() -> None:
