@@ -4,12 +4,10 @@ fw_rollouts.to_pandas over a study; the optional extras missing; sampling_logpro
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 import subprocess
 import sys
 import textwrap
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +17,8 @@ from _helpers import MakeClient, same_rollouts
 from fw_rollouts import (
     FwResponse,
     FwRollouts,
-    HTTPTransport,
     InvalidTypeError,
     Logprobs,
-    Reply,
     load_study,
     to_pandas,
 )
@@ -202,30 +198,6 @@ def test_a_missing_extra_is_named() -> None:
 # -- sampling_logprob kept beside logprob ---------------------------------------------------------------------------
 
 
-class ContentFormatTransport:
-    """A server that answers in the content logprobs format (``logprobs: true``), which carries ``sampling_logprob``:
-    the simulator over HTTP, each request's integer ``logprobs`` sent as ``true`` with ``top_logprobs``."""
-
-    def __init__(self, sim: FireworksSimulator) -> None:
-        self._inner = HTTPTransport(base_url=sim.base_url, api_key=sim.api_key, max_connections=8)
-
-    @property
-    def url(self) -> str:
-        return self._inner.url
-
-    async def post_completions(
-        self, body: bytes, *, timeout: float, headers: Mapping[str, str] | None = None
-    ) -> Reply:
-        data = json.loads(body)
-        if isinstance(data.get("logprobs"), int):
-            data["top_logprobs"] = data.get("top_logprobs") or data["logprobs"]
-            data["logprobs"] = True
-        return await self._inner.post_completions(json.dumps(data).encode(), timeout=timeout, headers=headers)
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
-
-
 @pytest.mark.parametrize("suffix", [".jsonl", ".parquet"])
 def test_sampling_logprobs_survive_cache_files_and_frames(
     make_client: MakeClient, sim: FireworksSimulator, tmp_path: Path, suffix: str
@@ -235,14 +207,11 @@ def test_sampling_logprobs_survive_cache_files_and_frames(
     study = tmp_path / f"study{suffix}"
 
     async def run(output: Path | None) -> tuple[FwRollouts, list[FwRollouts]]:
-        transport = ContentFormatTransport(sim)  # the user's: closed by the user
-        try:
-            async with make_client(max_tokens=10, temperature=0.7, top_p=0.9, transport=transport) as client:
-                one = await client.generate("Sample me warm", 3, seed=2)
-                many = await client.generate_many(["Sample me warm"], n_samples=3, seed=2, output=output)
-                return one, many
-        finally:
-            await transport.aclose()
+        # The content logprobs format (logprobs: true) is the one that carries sampling_logprob.
+        async with make_client(max_tokens=10, temperature=0.7, top_p=0.9, logprobs_format="content") as client:
+            one = await client.generate("Sample me warm", 3, seed=2)
+            many = await client.generate_many(["Sample me warm"], n_samples=3, seed=2, output=output)
+            return one, many
 
     first, _ = asyncio.run(run(study))
     lp = first[0].logprobs
