@@ -37,6 +37,23 @@ class MakeClient(Protocol):
     def __call__(self, **options: Any) -> AsyncFireworks: ...
 
 
+def client_for(sim: Any, tmp_path: Path, **options: Any) -> AsyncFireworks:
+    """A client of the simulator ``sim``, caching under ``tmp_path / "cache"``: model ``qwen-15b``, the simulator's
+    base URL and API key, no progress bar; any keyword overrides them (``make_client`` is this for the ``sim``
+    fixture)."""
+    from fw_rollouts import AsyncFireworks
+
+    settings: dict[str, Any] = {
+        "model": "qwen-15b",
+        "base_url": sim.base_url,
+        "api_key": sim.api_key,
+        "cache_dir": str(tmp_path / "cache"),
+        "progress_bar": False,
+        **options,
+    }
+    return AsyncFireworks(**settings)
+
+
 def fixture_path(relative: str) -> Path:
     """Path of a fixture file under ``FIXTURES``; fails the test if it is missing.
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from _helpers import MakeClient
+from _helpers import MakeClient, client_for
 from fw_rollouts import AsyncFireworks
 from fw_rollouts.testing import FireworksSimulator
 
@@ -34,15 +34,7 @@ def make_client(sim: FireworksSimulator, tmp_path: Path) -> MakeClient:
     """
 
     def make(**options: Any) -> AsyncFireworks:
-        settings: dict[str, Any] = {
-            "model": "qwen-15b",
-            "base_url": sim.base_url,
-            "api_key": sim.api_key,
-            "cache_dir": str(tmp_path / "cache"),
-            "progress_bar": False,
-            **options,
-        }
-        return AsyncFireworks(**settings)
+        return client_for(sim, tmp_path, **options)
 
     return make
 

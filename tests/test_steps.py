@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from _helpers import MakeClient, docs_block
+from _helpers import MakeClient, client_for, docs_block
 from fw_rollouts import (
     AsyncFireworks,
     BadRequestError,
@@ -111,16 +111,7 @@ def answering() -> Iterator[FireworksSimulator]:
 
 
 def _client(sim: FireworksSimulator, tmp_path: Path, **options: Any) -> AsyncFireworks:
-    settings: dict[str, Any] = {
-        "model": "qwen-15b",
-        "base_url": sim.base_url,
-        "api_key": sim.api_key,
-        "cache_dir": str(tmp_path / "cache"),
-        "progress_bar": False,
-        "max_tokens": 300,
-        **options,
-    }
-    return AsyncFireworks(**settings)
+    return client_for(sim, tmp_path, **{"max_tokens": 300, **options})
 
 
 def _sent(sim: FireworksSimulator) -> list[dict[str, Any]]:

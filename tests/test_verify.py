@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from _helpers import MakeClient, docs_block, post_completion
+from _helpers import MakeClient, client_for, docs_block, post_completion
 from _virtual_time import VirtualTime
 from fw_rollouts import (
     AsyncFireworks,
@@ -40,16 +40,7 @@ NAMES = ["well_formed", "echo", "greedy", "consistency", "determinism"]
 
 
 def _client(sim: FireworksSimulator, tmp_path: Path, **options: Any) -> AsyncFireworks:
-    settings: dict[str, Any] = {
-        "model": "qwen-15b",
-        "base_url": sim.base_url,
-        "api_key": sim.api_key,
-        "cache_dir": str(tmp_path / "cache"),
-        "progress_bar": False,
-        "max_retries": 0,
-        **options,
-    }
-    return AsyncFireworks(**settings)
+    return client_for(sim, tmp_path, **{"max_retries": 0, **options})
 
 
 def _verify(
