@@ -49,3 +49,8 @@ def transport_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPat
     else:
         monkeypatch.delenv("FW_ROLLOUTS_TRANSPORT", raising=False)
     return kind
+
+
+# A real redis-server per test (tests/_redis.py) and a local Ray cluster per session (tests/_ray.py).
+from _ray import ray_cluster  # noqa: E402, F401
+from _redis import redis_server  # noqa: E402, F401
