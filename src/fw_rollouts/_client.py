@@ -125,7 +125,8 @@ class AsyncFireworks:
     ``base_url``, ``timeout``, ``max_retries``, ``max_concurrency``, the rate limits and
     ``cache_dir``) is fixed: :meth:`with_options` returns a sibling client with some of it
     changed. ``cache``, ``budget``, ``transport`` and ``clock`` replace the services the
-    client uses (a :class:`SampleStore`, :class:`Budget`, :class:`Transport`, :class:`Clock`).
+    client uses (a :class:`SampleStore`, :class:`Budget`, :class:`Transport`, :class:`Clock`);
+    ``cache="redis://host:port/db"`` makes a :class:`RedisStore` the client owns (closed with it).
 
     Use it as ``async with AsyncFireworks(...) as client:`` or call :meth:`aclose`.
     """
@@ -179,7 +180,7 @@ class AsyncFireworks:
         prompt_tokens_per_minute: float | None = None,
         generated_tokens_per_minute: float | None = None,
         cache_dir: str = DEFAULT_CACHE_DIR,
-        cache: SampleStore | None = None,
+        cache: SampleStore | str | None = None,
         budget: Budget | None = None,
         transport: Transport | None = None,
         clock: Clock | None = None,
@@ -280,7 +281,7 @@ class AsyncFireworks:
     def with_options(
         self,
         *,
-        cache: SampleStore | None = None,
+        cache: SampleStore | str | None = None,
         budget: Budget | None = None,
         transport: Transport | None = None,
         clock: Clock | None = None,
