@@ -360,6 +360,9 @@ class RedisStore:
             self._buffered_bytes -= len(dropped)
             self._dropped += 1
 
+    def _failure(self, what: str, exc: BaseException) -> ConfigurationError:
+        return ConfigurationError(f"cannot {what} the Redis cache at {self.location}: {self._describe(exc)}")
+
     def _describe(self, exc: BaseException) -> str:
         text = str(exc) or type(exc).__name__
         text = text.replace(self._url, self.location)
@@ -388,7 +391,7 @@ class RedisStore:
             return [self._buffered(k) for k in keys]
         except Exception as exc:
             if not self._is_outage(exc):
-                raise ConfigurationError(f"cannot read the Redis cache at {self.location}: {self._describe(exc)}") from None
+                raise self._failure("read", exc) from None
             self._went_down(exc)
             return [self._buffered(k) for k in keys]
         limit = self.max_record_bytes
@@ -420,7 +423,7 @@ class RedisStore:
                 self._keep(key, value)
         except Exception as exc:
             if not self._is_outage(exc):
-                raise ConfigurationError(f"cannot write to the Redis cache at {self.location}: {self._describe(exc)}") from None
+                raise self._failure("write to", exc) from None
             self._went_down(exc)
             for key, value in packed:
                 self._keep(key, value)
@@ -450,9 +453,7 @@ class RedisStore:
                     batch = []
             entries, size = entries + len(batch), size + await _lengths(client, batch)
         except Exception as exc:
-            raise ConfigurationError(
-                f"cannot count the entries of the Redis cache at {self.location}: {self._describe(exc)}"
-            ) from None
+            raise self._failure("count the entries of", exc) from None
         return StoreStats(entries=entries, size_bytes=size, location=self.location)
 
     async def clear(self) -> int:
@@ -469,7 +470,7 @@ class RedisStore:
             if batch:
                 deleted += await client.unlink(*batch)
         except Exception as exc:
-            raise ConfigurationError(f"cannot clear the Redis cache at {self.location}: {self._describe(exc)}") from None
+            raise self._failure("clear", exc) from None
         return deleted
 
     async def aclose(self) -> None:
@@ -520,7 +521,7 @@ class RedisStore:
                     results.extend(await pipe.execute())
         except Exception as exc:
             if not self._is_outage(exc):
-                raise ConfigurationError(f"cannot claim in the Redis cache at {self.location}: {self._describe(exc)}") from None
+                raise self._failure("claim in", exc) from None
             self._went_down(exc)
             return [True] * len(keys)
         return [bool(r) for r in results]
@@ -539,7 +540,7 @@ class RedisStore:
             return
         except Exception as exc:
             if not self._is_outage(exc):
-                raise ConfigurationError(f"cannot unclaim in the Redis cache at {self.location}: {self._describe(exc)}") from None
+                raise self._failure("unclaim in", exc) from None
             self._went_down(exc)
 
 
