@@ -11,7 +11,9 @@ A cache is a convenience, so a Redis that goes away (or restarts) degrades to "n
 one warning naming the server and the cause: reads are misses, writes wait in a bounded buffer
 (``buffer_bytes``), and the store tries the server again after a short backoff (skipping it
 meanwhile, so that a run against a dead server is not slowed by connect timeouts). When the
-server answers again, the buffer is written and the store goes on, saying so once.
+server answers again, the buffer is written and the store goes on, saying so once. It also writes
+again the prompt records it wrote lately (the last 256): a server that restarted empty has lost them,
+and the samples that share their prompt's part cannot be read without one.
 
 The in-flight claim (:class:`~._store.ClaimingStore`): ``claim`` sets ``prefix + "claim:" + key``
 with ``SET NX PX`` (the claim expires after ``claim_timeout``, so a dead worker's claim does
@@ -35,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._exceptions import ConfigurationError, ValidationError
 from ._loop_local import LoopLocal
+from ._record import PROMPT_MAGIC
 from ._redact import REDACTED, remember_secret
 from ._store import StoreStats
 
@@ -55,6 +58,7 @@ _COMPRESS_FROM = 128  # bytes: shorter records seldom shrink
 _MGET_CHUNK = 512  # keys per MGET (several per round trip, in one pipeline)
 _SET_CHUNK = 2048  # pairs per MULTI/EXEC transaction is unbounded; claims go in pipelines of this many
 _SCAN_COUNT = 1000
+_PROMPTS_KEPT = 256  # prompt records written again when a server comes back
 _BACKOFF_FIRST, _BACKOFF_MAX = 0.25, 5.0  # seconds before trying a server that went away again
 
 # Deletes each KEYS[i] that still holds ARGV[1] (the caller's own claim, not one taken over since).
@@ -150,7 +154,7 @@ def _unpack(value: bytes | None, limit: int) -> bytes | None:
         record = inflater.decompress(memoryview(value)[1:], limit + 1)
     except zlib.error:
         return None
-    if len(record) > limit or not inflater.eof or inflater.unconsumed_tail:
+    if len(record) > limit or not inflater.eof or inflater.unused_data:
         return None  # inflates past the limit (a bomb), or trails bytes after the stream: not ours
     return record
 
@@ -185,6 +189,7 @@ class RedisStore:
         "_down_since",
         "_dropped",
         "_failures",
+        "_prompts",
         "_retry_at",
         "_socket_timeout",
         "_ttl_ms",
@@ -244,6 +249,9 @@ class RedisStore:
         self._buffer: OrderedDict[str, bytes] = OrderedDict()  # writes kept while down (stored form)
         self._buffered_bytes = 0
         self._dropped = 0  # buffered writes dropped to keep the buffer bounded
+        # The prompt records written lately (stored form). Samples that share their prompt's part cannot be read
+        # without it, so a server that comes back (perhaps restarted empty) gets them again.
+        self._prompts: OrderedDict[str, bytes] = OrderedDict()
 
     def __repr__(self) -> str:
         state = ", closed" if self._closed else ", down" if self._retry_at is not None else ""
@@ -324,9 +332,9 @@ class RedisStore:
         buffered, self._buffer = self._buffer, OrderedDict()
         dropped, self._dropped = self._dropped, 0
         self._buffered_bytes = 0
+        prompts = [(key, value) for key, value in self._prompts.items() if key not in buffered]
         try:
-            if buffered:
-                await self._write(client, list(buffered.items()))
+            await self._write(client, prompts + list(buffered.items()))
         except Exception as exc:
             # Gone again before the buffer was written: keep it for the next try.
             for key, value in buffered.items():
@@ -415,6 +423,12 @@ class RedisStore:
             await self._client()
             return
         packed = [(key, _pack(value)) for key, value in latest.items()]
+        for (key, value), (_, stored) in zip(latest.items(), packed, strict=True):
+            if value.startswith(PROMPT_MAGIC):
+                self._prompts.pop(key, None)
+                self._prompts[key] = stored
+                if len(self._prompts) > _PROMPTS_KEPT:
+                    self._prompts.popitem(last=False)
         try:
             client, _ = await self._use()
             await self._write(client, packed)
@@ -430,6 +444,8 @@ class RedisStore:
 
     async def _write(self, client: redis.asyncio.Redis, packed: Sequence[tuple[str, bytes]]) -> None:
         prefix, ttl = self.prefix, self._ttl_ms
+        if not packed:
+            return
         async with client.pipeline(transaction=True) as pipe:
             if ttl is None:
                 pipe.mset({prefix + key: value for key, value in packed})
