@@ -3,7 +3,7 @@
 Shared by processes (an entry one writes is a hit for another), the same records as the disk cache, a
 restart mid-run or a server down from the start losing no sample (one warning each), the password never
 shown, bad URLs refused before any request, compression, bounded inflation and damaged values read as
-misses, errors never cached, one client per event loop, and the CLI's ``--cache``.
+misses, errors never cached, one client per event loop, and the CLI's ``--cache-url`` (``--cache`` is the ``use_cache`` toggle).
 """
 
 from __future__ import annotations
@@ -390,7 +390,7 @@ def test_ttl_sets_how_long_an_entry_lives(redis_server: RedisServer) -> None:
 
 def test_the_cli_takes_a_cache_url(sim: FireworksSimulator, redis_server: RedisServer, tmp_path: Path) -> None:
     env = {"FIREWORKS_API_KEY": sim.api_key}
-    common = ["--base-url", sim.base_url, "--cache", redis_server.url]
+    common = ["--base-url", sim.base_url, "--cache-url", redis_server.url]
     generate = ["generate", PROMPT, "-m", "qwen-15b", "-n", "3", "--max-tokens", "4", *common]
     code = "import sys; from fw_rollouts.cli import main; sys.exit(main(sys.argv[1:]))"
     first = run_python(code, *generate, env=env)
@@ -398,11 +398,11 @@ def test_the_cli_takes_a_cache_url(sim: FireworksSimulator, redis_server: RedisS
     assert len(_completions(sim)) == 3
     again = run_python(code, *generate, env=env)
     assert again.returncode == 0 and len(_completions(sim)) == 3, again.stderr
-    stats = run_python(code, "cache", "stats", "--cache", redis_server.url, "--json")
+    stats = run_python(code, "cache", "stats", "--cache-url", redis_server.url, "--json")
     assert stats.returncode == 0, stats.stderr
     assert json.loads(stats.stdout)["entries"] == 4  # three samples and their prompt's record
-    cleared = run_python(code, "cache", "clear", "--cache", redis_server.url, "--yes")
+    cleared = run_python(code, "cache", "clear", "--cache-url", redis_server.url, "--yes")
     assert cleared.returncode == 0, cleared.stderr
     assert _raw(redis_server).dbsize() == 0
-    bad = run_python(code, "cache", "stats", "--cache", "http://nowhere")
+    bad = run_python(code, "cache", "stats", "--cache-url", "http://nowhere")
     assert bad.returncode != 0 and "cache" in bad.stderr and "redis://" in bad.stderr
