@@ -3,7 +3,8 @@
 Shared by processes (an entry one writes is a hit for another), the same records as the disk cache, a
 restart mid-run or a server down from the start losing no sample (one warning each), the password never
 shown, bad URLs refused before any request, compression, bounded inflation and damaged values read as
-misses, errors never cached, one client per event loop, and the CLI's ``--cache-url`` (``--cache`` is the ``use_cache`` toggle).
+misses, errors never cached, one client per event loop, and the CLI's ``--cache-url`` (``--cache`` is the
+``use_cache`` toggle).
 """
 
 from __future__ import annotations
@@ -83,14 +84,15 @@ def test_an_entry_one_process_writes_is_a_hit_for_another(
     sim: FireworksSimulator, redis_server: RedisServer, tmp_path: Path
 ) -> None:
     options = {**client_options(sim, tmp_path / "unused", 8), "cache": redis_server.url}
-    runs = []
-    for _ in range(2):
-        done = run_python(CHILD, json.dumps(options), PROMPT, "30")
-        assert done.returncode == 0 and done.stderr == "", done.stderr
-        runs.append(json.loads(done.stdout))
-    assert len(_completions(sim)) == 30  # the second process sent nothing: every sample was the first's
-    assert runs[0]["cached"] == 0 and runs[1]["cached"] == 30
-    assert runs[0]["full"] == runs[1]["full"] and runs[0]["tokens"] == runs[1]["tokens"]  # echoed prompt included
+    done = run_python(CHILD, json.dumps(options), PROMPT, "30")
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    theirs = json.loads(done.stdout)
+    with Fireworks(**options) as client:  # another process: this one
+        ours = client.generate(PROMPT, 30)
+    assert len(_completions(sim)) == 30  # this process sent nothing: every sample was the other's
+    assert theirs["cached"] == 0 and all(r.cached for r in ours)
+    assert theirs["full"] == [r.full for r in ours]
+    assert theirs["tokens"] == [r.logprobs.tokens for r in ours if r.logprobs]  # the echoed prompt included
 
 
 def test_the_same_keys_and_record_bytes_as_the_disk_cache(
@@ -109,7 +111,7 @@ def test_the_same_keys_and_record_bytes_as_the_disk_cache(
         return from_redis, from_disk, keys
 
     from_redis, from_disk, keys = asyncio.run(main())
-    assert all(r is not None for r in from_redis)
+    assert all(r is not None and r[:4] == b"FWRC" for r in from_redis)  # records, as the client wrote them
     # The simulator answers each seed the same way, so both stores hold the very same bytes (ids and times aside).
     assert [len(r or b"") for r in from_redis] == [len(d or b"") for d in from_disk]
     names = set(_raw(redis_server).scan_iter(match=PREFIX + b"*"))
@@ -243,7 +245,7 @@ def test_a_bad_cache_is_refused_before_any_request(sim: FireworksSimulator, cach
 
 
 def test_a_cache_url_is_accepted_by_every_client(sim: FireworksSimulator, redis_server: RedisServer) -> None:
-    options = {"base_url": sim.base_url, "api_key": sim.api_key, "progress_bar": False, "max_tokens": 4}
+    options: dict[str, Any] = {"base_url": sim.base_url, "api_key": sim.api_key, "progress_bar": False, "max_tokens": 4}
     with Fireworks("qwen-15b", cache=redis_server.url, **options) as client:
         client.generate(PROMPT, 2)
         sibling = client.with_options(cache=redis_server.url_for(1))
@@ -335,7 +337,7 @@ def test_a_damaged_sample_is_fetched_again_and_errors_are_never_cached(
     assert raw.get(PREFIX + keys[0].encode()) is None  # the error was not cached
     assert all(raw.get(PREFIX + k.encode()) is not None for k in keys[1:])
     assert not list(raw.scan_iter(match=PREFIX + b"claim:*"))  # and no claim is left behind
-    value = bytearray(raw.get(PREFIX + keys[2].encode()) or b"")
+    value = bytearray(raw.get(PREFIX + keys[2].encode()) or b"")  # type: ignore[arg-type]
     value[-3] ^= 0xFF  # a flipped byte: the record's CRC (or the inflation) refuses it
     raw.set(PREFIX + keys[2].encode(), bytes(value))
 
@@ -388,21 +390,30 @@ def test_ttl_sets_how_long_an_entry_lives(redis_server: RedisServer) -> None:
 # -- the command line -----------------------------------------------------------------------------------------
 
 
-def test_the_cli_takes_a_cache_url(sim: FireworksSimulator, redis_server: RedisServer, tmp_path: Path) -> None:
-    env = {"FIREWORKS_API_KEY": sim.api_key}
-    common = ["--base-url", sim.base_url, "--cache-url", redis_server.url]
-    generate = ["generate", PROMPT, "-m", "qwen-15b", "-n", "3", "--max-tokens", "4", *common]
-    code = "import sys; from fw_rollouts.cli import main; sys.exit(main(sys.argv[1:]))"
-    first = run_python(code, *generate, env=env)
-    assert first.returncode == 0, first.stderr
-    assert len(_completions(sim)) == 3
-    again = run_python(code, *generate, env=env)
-    assert again.returncode == 0 and len(_completions(sim)) == 3, again.stderr
-    stats = run_python(code, "cache", "stats", "--cache-url", redis_server.url, "--json")
-    assert stats.returncode == 0, stats.stderr
-    assert json.loads(stats.stdout)["entries"] == 4  # three samples and their prompt's record
-    cleared = run_python(code, "cache", "clear", "--cache-url", redis_server.url, "--yes")
-    assert cleared.returncode == 0, cleared.stderr
+def test_the_cli_takes_a_cache_url(
+    sim: FireworksSimulator,
+    redis_server: RedisServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from fw_rollouts.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("FIREWORKS_API_KEY", sim.api_key)
+    url = ["--cache-url", redis_server.url]
+    generate = ["generate", PROMPT, "-m", "qwen-15b", "-n", "3", "--max-tokens", "4", "--base-url", sim.base_url]
+    assert main([*generate, *url, "-q"]) == 0
+    assert main([*generate, *url, "-q"]) == 0
+    assert len(_completions(sim)) == 3  # the second run was served from Redis
+    assert not (tmp_path / ".fw_rollouts").exists()  # and nothing went to a local cache directory
+    capsys.readouterr()
+    assert main(["cache", "stats", *url, "--json"]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["entries"] == 4 and stats["location"] == redis_server.url  # three samples and their prompt's part
+    assert main(["cache", "clear", *url, "--yes"]) == 0
     assert _raw(redis_server).dbsize() == 0
-    bad = run_python(code, "cache", "stats", "--cache-url", "http://nowhere")
-    assert bad.returncode != 0 and "cache" in bad.stderr and "redis://" in bad.stderr
+    capsys.readouterr()
+    assert main(["cache", "stats", "--cache-url", "http://nowhere"]) != 0
+    err = capsys.readouterr().err
+    assert "--cache-url" in err and "redis://" in err
