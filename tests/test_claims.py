@@ -209,3 +209,20 @@ def test_waiting_for_a_claimed_sample_does_not_stall_the_other_items(
     assert claimed >= timeout  # fetched once the claim timed out
     # Every other sample came while the run waited for that one (not after it: the tail did not wait).
     assert max(arrived.values()) < timeout - 0.5, sorted(arrived.values())[-5:]
+
+
+def test_items_kept_out_of_the_cache_are_not_claimed(redis_server: RedisServer, tmp_path: Path) -> None:
+    with FireworksSimulator() as sim:
+
+        async def main() -> tuple[list[Any], list[bytes], list[bytes]]:
+            async with AsyncFireworks(**client_options(sim, tmp_path, 4), cache=redis_server.url) as client:
+                items = [{"prompt": "cached"}, {"prompt": "not cached", "use_cache": False}]
+                results = list(await client.generate_many(items, 2))
+                return results, _keys(client, "cached", range(2)), _keys(client, "not cached", range(2))
+
+        results, cached, uncached = asyncio.run(main())
+        assert len(_seeds(sim)) == 4
+    assert [len(r) for r in results] == [2, 2]
+    raw = redis.Redis(port=redis_server.port)
+    assert all(raw.exists(b"fw_rollouts:" + k) for k in cached)
+    assert not any(raw.exists(b"fw_rollouts:" + k) for k in uncached)

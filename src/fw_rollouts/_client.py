@@ -972,9 +972,9 @@ class AsyncFireworks:
             """The seeds of each (item, seeds) this run may fetch now: all of them without claims."""
             if claims is None:
                 return [seeds for _, seeds in wanted]
-            keys = [p.cache_key(s) for p, seeds in wanted for s in seeds]
+            keys = [p.cache_key(s) for p, seeds in wanted if p.keyer is not None for s in seeds]
             mine = iter(await claims.claim(keys))
-            return [tuple(s for s in seeds if next(mine)) for _, seeds in wanted]
+            return [tuple(s for s in seeds if next(mine)) if p.keyer is not None else seeds for p, seeds in wanted]
 
         def job(p: _Prepared, missing: tuple[int, ...], echo_once: EchoOnce | None) -> Job:
             settings = p.settings
