@@ -10,9 +10,11 @@ misses, errors never cached, one client per event loop, and the CLI's ``--cache-
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
+import socket
 import threading
 import time
 import tracemalloc
@@ -176,6 +178,56 @@ def test_a_server_down_from_the_start_costs_one_warning_and_no_time(
     (warning,) = _warnings(caplog)
     assert url in warning.getMessage()
     assert took < 2 * baseline + 1.0, (took, baseline)  # no per-call connect wait (each would be 2 s)
+
+
+class _Silent:
+    """A TCP server that takes connections and never answers (a Redis wedged, or a firewall that drops)."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"redis://127.0.0.1:{self.listener.getsockname()[1]}/0"
+        self.held: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                self.held.append(self.listener.accept()[0])
+
+    def close(self) -> None:
+        self.listener.close()
+        for held in self.held:
+            held.close()
+
+
+def test_a_server_that_never_answers_costs_one_timeout_not_one_per_call(caplog: pytest.LogCaptureFixture) -> None:
+    silent = _Silent()
+
+    async def main() -> tuple[float, list[float], list[bytes | None]]:
+        store = RedisStore(silent.url, connect_timeout=1.0, socket_timeout=1.0)
+        started = time.perf_counter()
+        assert await store.get_many(["a"]) == [None]
+        first = time.perf_counter() - started
+        await store.set_many([("kept", b"while down")])
+        later = []
+        while time.perf_counter() - started < 3.5:  # past several retry times (0.25 s, 0.5 s, 1 s, 2 s)
+            t = time.perf_counter()
+            found = await store.get_many(["a", "kept"])
+            later.append(time.perf_counter() - t)
+            await asyncio.sleep(0.02)
+        await store.aclose()
+        return first, later, found
+
+    try:
+        with caplog.at_level(logging.INFO, logger="fw_rollouts"):
+            first, later, found = asyncio.run(main())
+    finally:
+        silent.close()
+    assert first >= 0.9  # the one timeout that told the store the server is down
+    assert max(later) < 0.3, sorted(later)[-3:]  # the retries went on in the background
+    assert found == [None, b"while down"]  # a write kept for later is read from the buffer meanwhile
+    (warning,) = _warnings(caplog)
+    assert "TimeoutError" in warning.getMessage() and silent.url in warning.getMessage()
 
 
 # -- secrets and bad URLs ------------------------------------------------------------------------------------

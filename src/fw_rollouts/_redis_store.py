@@ -189,6 +189,8 @@ class RedisStore:
         "_down_since",
         "_dropped",
         "_failures",
+        "_probes",
+        "_probing",
         "_prompts",
         "_retry_at",
         "_socket_timeout",
@@ -252,6 +254,8 @@ class RedisStore:
         # The prompt records written lately (stored form). Samples that share their prompt's part cannot be read
         # without it, so a server that comes back (perhaps restarted empty) gets them again.
         self._prompts: OrderedDict[str, bytes] = OrderedDict()
+        self._probing = False  # a task is trying the server (see _use)
+        self._probes: set[asyncio.Task[bool]] = set()
 
     def __repr__(self) -> str:
         state = ", closed" if self._closed else ", down" if self._retry_at is not None else ""
@@ -284,24 +288,33 @@ class RedisStore:
     async def _use(self) -> tuple[redis.asyncio.Redis, Any]:
         """The running loop's client, unless the server is known to be down (then :class:`_Down`).
 
-        Past the retry time, the next caller tries it (the others still skip it meanwhile), and a
-        server that answers gets the buffered writes first.
+        Past the retry time, a background task tries the server (and writes the buffer to one that
+        answers), so that no caller waits for the timeouts of a server that is still down.
         """
         pair = await self._client()
         retry_at = self._retry_at
         if retry_at is None:
             return pair
-        now = time.monotonic()
-        if now < retry_at:
-            raise _Down
-        self._retry_at = now + self._backoff()  # the others skip the server while this caller tries it
+        if time.monotonic() >= retry_at and not self._probing:
+            self._probing = True
+            task = asyncio.ensure_future(self._probe(pair[0]))
+            self._probes.add(task)  # a strong reference: the loop keeps only weak ones
+            task.add_done_callback(self._probes.discard)
+        raise _Down
+
+    async def _probe(self, client: redis.asyncio.Redis) -> bool:
+        """Whether the server answers again (its buffer then written); never raises."""
         try:
-            await pair[0].ping()
+            await client.ping()
+            await self._came_back(client)
+            return True
+        except _Down:
+            return False
         except Exception as exc:
             self._went_down(exc)
-            raise _Down from None
-        await self._came_back(pair[0])
-        return pair
+            return False
+        finally:
+            self._probing = False
 
     def _backoff(self) -> float:
         return float(min(_BACKOFF_MAX, _BACKOFF_FIRST * 2 ** min(self._failures, 8)))
@@ -340,8 +353,6 @@ class RedisStore:
             for key, value in buffered.items():
                 self._keep(key, value)
             self._dropped += dropped
-            if not self._is_outage(exc):
-                raise
             self._went_down(exc)
             raise _Down from None
         down_for = time.monotonic() - self._down_since
@@ -496,11 +507,13 @@ class RedisStore:
         """
         if self._closed:
             return
-        if self._buffer:
-            self._retry_at = min(self._retry_at or 0.0, time.monotonic())  # one last try, now
-            try:
-                await self._use()
-            except (_Down, ConfigurationError):
+        if self._buffer and not self._closed:
+            try:  # one last try, now
+                client, _ = await self._clients.get()
+                written = await self._probe(client)
+            except ConfigurationError:
+                written = False
+            if not written:
                 log.info("%d cache entries kept while %s was down were not written", len(self._buffer), self.location)
         self._closed = True
         await self._clients.aclose()
