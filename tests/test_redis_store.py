@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 import os
+import pickle
 import socket
 import threading
 import time
@@ -427,6 +428,21 @@ def test_the_store_is_a_sample_store_and_says_where_it_is(redis_server: RedisSer
         RedisStore(redis_server.url, claim_timeout=0)
     with pytest.raises(ValidationError, match="ttl"):
         RedisStore(redis_server.url, ttl=-1)
+
+
+def test_a_store_pickles_as_a_new_store_on_the_same_server(redis_server: RedisServer) -> None:
+    store = RedisStore(redis_server.url, prefix="p:", claim_timeout=7.0)
+
+    async def write_then_read() -> list[bytes | None]:
+        await store.set_many([("k", b"v")])
+        copy = pickle.loads(pickle.dumps(store))  # what a worker process gets
+        assert copy is not store and copy.prefix == "p:" and copy.claim_timeout == 7.0
+        found = await copy.get_many(["k"])
+        await copy.aclose()
+        await store.aclose()
+        return found
+
+    assert asyncio.run(write_then_read()) == [b"v"]
 
 
 def test_ttl_sets_how_long_an_entry_lives(redis_server: RedisServer) -> None:

@@ -189,6 +189,7 @@ class RedisStore:
         "_down_since",
         "_dropped",
         "_failures",
+        "_options",
         "_probes",
         "_probing",
         "_prompts",
@@ -235,6 +236,9 @@ class RedisStore:
             if isinstance(size, bool) or not isinstance(size, int) or size < 0:
                 raise ValidationError(name, size, "a number of bytes (an int, 0 or more)")
         self._url = url
+        self._options = {"prefix": prefix, "ttl": ttl, "connect_timeout": connect_timeout,
+                         "socket_timeout": socket_timeout, "claim_timeout": claim_timeout,
+                         "buffer_bytes": buffer_bytes, "max_record_bytes": max_record_bytes}  # fmt: skip
         self.prefix = prefix
         self._ttl_ms = None if ttl is None else max(1, int(ttl * 1000))
         self._connect_timeout = float(connect_timeout)
@@ -256,6 +260,11 @@ class RedisStore:
         self._prompts: OrderedDict[str, bytes] = OrderedDict()
         self._probing = False  # a task is trying the server (see _use)
         self._probes: set[asyncio.Task[bool]] = set()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # A new store in the process that unpickles it (a worker of a pool or of Ray): connections and the
+        # outage state belong to the process that made them.
+        return (_rebuild, (self._url, self._options))
 
     def __repr__(self) -> str:
         state = ", closed" if self._closed else ", down" if self._retry_at is not None else ""
@@ -571,6 +580,10 @@ class RedisStore:
             if not self._is_outage(exc):
                 raise self._failure("unclaim in", exc) from None
             self._went_down(exc)
+
+
+def _rebuild(url: str, options: dict[str, Any]) -> RedisStore:
+    return RedisStore(url, **options)
 
 
 async def _close_client(pair: tuple[redis.asyncio.Redis, Any]) -> None:
