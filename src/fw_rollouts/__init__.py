@@ -68,10 +68,11 @@ if _typing.TYPE_CHECKING:
     from ._plots import plot_logprobs
     from ._prompts import MODEL_ALIASES, resolve_model
     from ._ratelimit import Limiter
+    from ._redis_store import RedisStore
     from ._scoring import BoundaryInsideToken, Score, score_span
     from ._settings import Settings
     from ._steps import StepImportance, StepResampling, StepResult, plot_importance
-    from ._store import DiskStore, SampleStore, StoreStats
+    from ._store import ClaimingStore, DiskStore, SampleStore, StoreStats
     from ._study import StudyItem
     from ._study_file import load_study
     from ._sync import Fireworks
@@ -104,6 +105,7 @@ __all__ = [
     "Budgets",
     "ChatTemplate",
     "Chunk",
+    "ClaimingStore",
     "Clock",
     "ConfigurationError",
     "Cost",
@@ -132,6 +134,7 @@ __all__ = [
     "PriceTable",
     "Prices",
     "RateLimitError",
+    "RedisStore",
     "Reply",
     "ResponseError",
     "SampleStore",
@@ -204,10 +207,11 @@ _LAZY: dict[str, tuple[str, ...]] = {
     "_plots": ("plot_logprobs",),
     "_prompts": ("MODEL_ALIASES", "resolve_model"),
     "_ratelimit": ("Limiter",),
+    "_redis_store": ("RedisStore",),
     "_scoring": ("BoundaryInsideToken", "Score", "score_span"),
     "_settings": ("Settings",),
     "_steps": ("StepImportance", "StepResampling", "StepResult", "plot_importance"),
-    "_store": ("DiskStore", "SampleStore", "StoreStats"),
+    "_store": ("ClaimingStore", "DiskStore", "SampleStore", "StoreStats"),
     "_study": ("StudyItem",),
     "_study_file": ("load_study",),
     "_sync": ("Fireworks",),

@@ -28,6 +28,7 @@ from ._answers import AnswerFunction
 from ._budget import Budget, Spent
 from ._cache_key import CacheKeyer
 from ._chunks import SplitRule
+from ._claims import POLL_FIRST, POLL_MAX, Claims
 from ._clock import Clock
 from ._echo import PromptPart, with_prompt
 from ._exceptions import ConfigurationError, FwRolloutsError, InvalidTypeError, ValidationError
@@ -125,7 +126,8 @@ class AsyncFireworks:
     ``base_url``, ``timeout``, ``max_retries``, ``max_concurrency``, the rate limits and
     ``cache_dir``) is fixed: :meth:`with_options` returns a sibling client with some of it
     changed. ``cache``, ``budget``, ``transport`` and ``clock`` replace the services the
-    client uses (a :class:`SampleStore`, :class:`Budget`, :class:`Transport`, :class:`Clock`).
+    client uses (a :class:`SampleStore`, :class:`Budget`, :class:`Transport`, :class:`Clock`);
+    ``cache="redis://host:port/db"`` makes a :class:`RedisStore` the client owns (closed with it).
 
     Use it as ``async with AsyncFireworks(...) as client:`` or call :meth:`aclose`.
     """
@@ -179,7 +181,7 @@ class AsyncFireworks:
         prompt_tokens_per_minute: float | None = None,
         generated_tokens_per_minute: float | None = None,
         cache_dir: str = DEFAULT_CACHE_DIR,
-        cache: SampleStore | None = None,
+        cache: SampleStore | str | None = None,
         budget: Budget | None = None,
         transport: Transport | None = None,
         clock: Clock | None = None,
@@ -280,7 +282,7 @@ class AsyncFireworks:
     def with_options(
         self,
         *,
-        cache: SampleStore | None = None,
+        cache: SampleStore | str | None = None,
         budget: Budget | None = None,
         transport: Transport | None = None,
         clock: Clock | None = None,
@@ -937,55 +939,107 @@ class AsyncFireworks:
 
             return keep
 
-        async def lookup(p: _Prepared) -> CacheHits:
+        async def lookup(p: _Prepared, seeds: Sequence[int] | None = None) -> CacheHits:
             if store is None or p.keyer is None:
                 return CacheHits({}, known(p), True)
-            keys = [p.cache_key(s) for s in p.seeds]
-            return await cached_hits(
-                store, keys, p.seeds, p.rendered.text, p.spec, prompt_key=p.prompt_id, part=known(p)
+            seeds = p.seeds if seeds is None else seeds
+            keys = [p.cache_key(s) for s in seeds]
+            return await cached_hits(store, keys, seeds, p.rendered.text, p.spec, prompt_key=p.prompt_id, part=known(p))
+
+        # Samples another worker sharing the store is fetching (see _claims): awaited after the other items.
+        claims = Claims.of(store)
+        waiting: list[tuple[_Prepared, tuple[int, ...], float]] = []  # (item, seeds, since when)
+
+        async def served(
+            p: _Prepared, hits: CacheHits, seeds: Sequence[int]
+        ) -> tuple[tuple[int, ...], EchoOnce | None]:
+            """Report the hits of ``seeds``; the seeds still missing and how their echo is paid."""
+            found = {s: hits.samples[s] for s in seeds if s in hits.samples}
+            echo_once = None
+            if p.prompt_id is not None:
+                part = known(p) or hits.part
+                if part is not None and not hits.part_stored and writer is not None:
+                    writer.add(p.prompt_id, part)  # the part came from an old record: store it apart
+                if part is not None:
+                    parts.setdefault(p.prompt_id, part)
+                echo_once = EchoOnce(part=part, take=_take_part, attach=_attach_part, keep=learned(p.prompt_id))
+            for response in found.values():
+                response.item = p.index  # a fresh object, the call's own
+            await events.hits(p.index, found)
+            return tuple(s for s in seeds if s not in found), echo_once
+
+        async def claimed(wanted: list[tuple[_Prepared, tuple[int, ...]]]) -> list[tuple[int, ...]]:
+            """The seeds of each (item, seeds) this run may fetch now: all of them without claims."""
+            if claims is None:
+                return [seeds for _, seeds in wanted]
+            keys = [p.cache_key(s) for p, seeds in wanted if p.keyer is not None for s in seeds]
+            mine = iter(await claims.claim(keys))
+            return [tuple(s for s in seeds if next(mine)) if p.keyer is not None else seeds for p, seeds in wanted]
+
+        def job(p: _Prepared, missing: tuple[int, ...], echo_once: EchoOnce | None) -> Job:
+            settings = p.settings
+            return Job(
+                item=p.index,
+                body=settings.body(p.rendered.sent),
+                spec=p.spec,
+                plan=p.plan,
+                seeds=missing,
+                prompt_tokens=p.rendered.token_estimate(),  # until the server tells us
+                max_tokens=settings.max_tokens,
+                headers={AFFINITY_HEADER: p.affinity} if p.affinity is not None else {},
+                cache_key=p.cache_key if p.keyer is not None and writer is not None else None,
+                echo_once=echo_once,
             )
 
         async def jobs() -> AsyncIterator[Job]:
             key_checked = services.transport_given
+            last: Job | None = None
             for start in range(0, len(prepared), _LOOKUP_CHUNK):
                 chunk = prepared[start : start + _LOOKUP_CHUNK]
                 # The lookups of a chunk of items at once: the store's thread takes them one after
                 # another without a round trip to the event loop between them.
                 found_all = await asyncio.gather(*(lookup(p) for p in chunk))
-                for p, hits in zip(chunk, found_all, strict=True):
-                    found = hits.samples
-                    echo_once = None
-                    if p.prompt_id is not None:
-                        part = known(p) or hits.part
-                        if part is not None and not hits.part_stored and writer is not None:
-                            writer.add(p.prompt_id, part)  # the part came from an old record: store it apart
-                        if part is not None:
-                            parts.setdefault(p.prompt_id, part)
-                        echo_once = EchoOnce(
-                            part=part, take=_take_part, attach=_attach_part, keep=learned(p.prompt_id)
-                        )
-                    for response in found.values():
-                        response.item = p.index  # a fresh object, the call's own
-                    await events.hits(p.index, found)
-                    missing = tuple(s for s in p.seeds if s not in found)
-                    if not missing:
+                todo = [(p, *await served(p, hits, p.seeds)) for p, hits in zip(chunk, found_all, strict=True)]
+                todo = [(p, missing, echo_once) for p, missing, echo_once in todo if missing]
+                mine_all = await claimed([(p, missing) for p, missing, _ in todo])
+                for (p, missing, echo_once), mine in zip(todo, mine_all, strict=True):
+                    if len(mine) < len(missing):
+                        waiting.append((p, tuple(s for s in missing if s not in mine), services.clock.now()))
+                    if not mine:
                         continue
                     if not key_checked:
                         p.settings.require_api_key()  # before any request: the clear error, not a 401
                         key_checked = True
-                    settings = p.settings
-                    yield Job(
-                        item=p.index,
-                        body=settings.body(p.rendered.sent),
-                        spec=p.spec,
-                        plan=p.plan,
-                        seeds=missing,
-                        prompt_tokens=p.rendered.token_estimate(),  # until the server tells us
-                        max_tokens=settings.max_tokens,
-                        headers={AFFINITY_HEADER: p.affinity} if p.affinity is not None else {},
-                        cache_key=p.cache_key if p.keyer is not None and writer is not None else None,
-                        echo_once=echo_once,
-                    )
+                    last = job(p, mine, echo_once)
+                    yield last
+            delay = POLL_FIRST
+            while waiting:
+                if last is not None:
+                    yield dataclasses.replace(last, seeds=())  # the feed hands out what it took before this wait
+                await services.clock.sleep(delay)
+                delay = min(POLL_MAX, delay * 2)
+                awaited, waiting[:] = list(waiting), []
+                found_all = await asyncio.gather(*(lookup(p, seeds) for p, seeds, _ in awaited))
+                still = []
+                for (p, seeds, since), hits in zip(awaited, found_all, strict=True):
+                    missing, echo_once = await served(p, hits, seeds)
+                    if missing:
+                        still.append((p, missing, since, echo_once))
+                # A claim gone without a record (its worker failed or died) is taken over now.
+                mine_all = await claimed([(p, missing) for p, missing, _, _ in still])
+                now = services.clock.now()
+                timeout = claims.timeout if claims is not None else 0.0
+                for (p, missing, since, echo_once), mine in zip(still, mine_all, strict=True):
+                    if now - since >= timeout:
+                        mine = missing  # waited long enough: fetch it anyway
+                    elif len(mine) < len(missing):
+                        waiting.append((p, tuple(s for s in missing if s not in mine), since))
+                    if mine:
+                        if not key_checked:
+                            p.settings.require_api_key()
+                            key_checked = True
+                        last = job(p, mine, echo_once)
+                        yield last
 
         settings = prepared[0].settings
         run = SampleRun(
@@ -1002,12 +1056,14 @@ class AsyncFireworks:
             budget=services.budget.get,
             clock=services.clock,
             models=services.models,
-            events=_Events(events),
+            events=_Events(events, claims),
             sink=writer,
         )
         try:
             return await run.run()
         finally:
+            if claims is not None:
+                await claims.release_all()  # after run() has drained the writer: the records are there
             events.progress.close()  # type: ignore[attr-defined]
             self._usage = self._usage + events.totals(run.spent, run.requests)
 
@@ -1015,16 +1071,19 @@ class AsyncFireworks:
 class _Events:
     """The run's reports, passed on to a collector by item index."""
 
-    __slots__ = ("_to",)
+    __slots__ = ("_claims", "_to")
 
-    def __init__(self, to: Collected | Streamed) -> None:
+    def __init__(self, to: Collected | Streamed, claims: Claims | None = None) -> None:
         self._to = to
+        self._claims = claims
 
     async def sample(self, job: Job, seed: int, response: FwResponse) -> None:
         response.item = job.item  # a fresh object, the run's own until now
         await self._to.sample(job.item, seed, response)
 
     def failed(self, job: Job, seed: int, error: FwRolloutsError) -> None:
+        if self._claims is not None and job.cache_key is not None:
+            self._claims.release_soon([job.cache_key(seed)])  # another worker waiting for it fetches it now
         self._to.failed(job.item, seed, error)
 
     def stopped(self, job: Job, error: FwRolloutsError) -> None:

@@ -155,7 +155,10 @@ class Job:
     cache_key: Callable[[int], str] | None = None
     """A sample's cache key from its seed; None: the job's samples are not cached."""
     echo_once: EchoOnce | None = None
-    """Set when the prompt's echo is fetched once for all samples (see :class:`EchoOnce`)."""
+    """Set when the prompt's echo is fetched once for all samples (see :class:`EchoOnce`).
+
+    A job with no seeds asks for nothing: a source yields one before it waits a while (for samples another
+    worker is fetching), so that the feed hands out the jobs it took before."""
 
 
 class _JobState:
@@ -244,13 +247,17 @@ class _Feed:
 
     async def first(self) -> bool:
         """Pull the first jobs; False if there are none (nothing to request)."""
-        await self._refill()
+        while not self._queue and not self._exhausted:
+            await self._refill()
         return bool(self._queue)
 
     async def next(self) -> _Request | None:
         """The next request, or None when every one has been handed out."""
         while True:
-            if len(self._queue) < self._low_water and not self._exhausted:
+            # While another worker refills (the source may take a while), one with requests queued takes them.
+            if len(self._queue) < self._low_water and not self._exhausted and not (
+                self._queue and self._refilling.locked()
+            ):
                 async with self._refilling:
                     if len(self._queue) < self._low_water and not self._exhausted:
                         await self._refill()
@@ -282,6 +289,8 @@ class _Feed:
                 job = await self._source.__anext__()
             except StopAsyncIteration:
                 self._exhausted = True
+                break
+            if not job.seeds:  # the source is about to wait: hand out what was pulled
                 break
             state = _JobState(job)
             pulled.append(state)

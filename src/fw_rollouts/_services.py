@@ -14,7 +14,7 @@ from typing import Any
 
 from ._budget import Budget
 from ._clock import SYSTEM_CLOCK, Clock
-from ._exceptions import ConfigurationError, InvalidTypeError
+from ._exceptions import ConfigurationError, InvalidTypeError, ValidationError
 from ._loop_local import LoopLocal
 from ._ratelimit import Limiter
 from ._run import ModelNames
@@ -39,13 +39,14 @@ _STORE_INPUTS = ("cache_dir",)
 class _StoreSlot:
     """The cache store of a client: given, or a :class:`DiskStore` on ``cache_dir`` made on first use."""
 
-    __slots__ = ("_closed", "_directory", "_store", "given")
+    __slots__ = ("_closed", "_directory", "_owns", "_store", "given")
 
-    def __init__(self, store: SampleStore | None, directory: str, *, check: bool) -> None:
+    def __init__(self, store: SampleStore | None, directory: str, *, check: bool, owns: bool = False) -> None:
         self._store = store
         self._directory = directory
         self._closed = False
         self.given = store is not None
+        self._owns = owns  # a store made from a cache= URL: given, yet this client's to close
         if store is None and check:
             DiskStore.check(directory)  # a bad cache_dir is a ConfigurationError now, not an SQLite error later
 
@@ -58,7 +59,7 @@ class _StoreSlot:
 
     async def aclose(self) -> None:
         self._closed = True
-        if self._store is not None and not self.given:  # a given store is its owner's to close
+        if self._store is not None and (self._owns or not self.given):  # a given store is its owner's to close
             await self._store.aclose()
 
 
@@ -107,7 +108,7 @@ class Services:
         cls,
         settings: Settings,
         *,
-        cache: SampleStore | None = None,
+        cache: SampleStore | str | None = None,
         budget: Budget | None = None,
         transport: Transport | None = None,
         clock: Clock | None = None,
@@ -126,7 +127,7 @@ class Services:
         if parent is not None and keep(_STORE_INPUTS, cache, parent.store.given):
             store = parent.store
         else:
-            store = _StoreSlot(cache, settings.cache_dir, check=settings.use_cache)
+            store = _store_slot(cache, settings)
             owned.add("store")
         if parent is not None and parent.budget_given and budget is None:
             limits = sorted(changed.intersection(_LIMITS))
@@ -169,7 +170,25 @@ class Services:
             await self.store.aclose()
 
 
+def _store_slot(cache: SampleStore | str | None, settings: Settings) -> _StoreSlot:
+    if isinstance(cache, str):
+        from ._redis_store import RedisStore
+
+        return _StoreSlot(RedisStore(cache), settings.cache_dir, check=False, owns=True)
+    return _StoreSlot(cache, settings.cache_dir, check=settings.use_cache)
+
+
 def _check_seams(cache: object, budget: object, transport: object, clock: object) -> None:
+    if isinstance(cache, str):
+        from ._redis_store import ALLOWED_URLS, is_redis_url, redact_url
+
+        if not is_redis_url(cache):
+            raise ValidationError(
+                "cache",
+                redact_url(cache),
+                f"{ALLOWED_URLS}, a SampleStore, or None (a directory goes to cache_dir=)",
+            )
+        return _check_seams(None, budget, transport, clock)
     for name, value, kind in (
         ("cache", cache, SampleStore),
         ("budget", budget, Budget),

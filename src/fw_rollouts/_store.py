@@ -52,7 +52,7 @@ from ._locks import ForkBarrier, ForkSafeLock
 if TYPE_CHECKING:
     import diskcache
 
-__all__ = ["DiskStore", "SampleStore", "StoreStats"]
+__all__ = ["ClaimingStore", "DiskStore", "SampleStore", "StoreStats"]
 
 T = TypeVar("T")
 
@@ -101,6 +101,28 @@ class SampleStore(Protocol):
 
     async def aclose(self) -> None:
         """Release the store's resources; idempotent."""
+        ...
+
+
+@runtime_checkable
+class ClaimingStore(SampleStore, Protocol):
+    """A :class:`SampleStore` shared by many workers that can also hold an in-flight claim on a key.
+
+    A worker claims the keys it is about to fetch; another worker asking for a claimed key waits
+    for its record instead of paying for it too. Claims expire after ``claim_timeout`` seconds (a
+    worker that dies leaves no claim for long), and a waiter fetches the sample itself after that
+    long. :class:`DiskStore` does not claim (one machine's processes rarely race for a sample).
+    """
+
+    claim_timeout: float
+    """Seconds a claim lives, and how long another worker waits for a claimed sample."""
+
+    async def claim(self, keys: Sequence[str], owner: str) -> list[bool]:
+        """Claim each key for ``owner``: True where the claim is now the caller's, False where another holds it."""
+        ...
+
+    async def unclaim(self, keys: Sequence[str], owner: str) -> None:
+        """Drop ``owner``'s claims of ``keys`` (leaving any another holds); never raises for an unreachable store."""
         ...
 
 

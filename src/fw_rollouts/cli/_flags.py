@@ -234,13 +234,20 @@ def add_option_flags(
             else:
                 group.add_argument(flag_of(option.name), dest=option.name, type=kind.type, metavar=kind.metavar,
                                    default=default, help=_help(option, kind))  # fmt: skip
+            if option.name == "cache_dir":
+                group.add_argument("--cache-url", dest="cache", metavar="URL", default=None,
+                                   help="a Redis cache (redis://host:port/db) many machines share, instead of "
+                                        "--cache-dir")  # fmt: skip
     order = {option.name: i for i, option in enumerate(OPTIONS)}
     return tuple(sorted(added, key=order.__getitem__))
 
 
 def options_from_args(args: argparse.Namespace, names: Iterable[str]) -> dict[str, Any]:
     """The keyword arguments of the client for the option flags ``names`` (as :func:`add_option_flags` returned)."""
-    return {name: getattr(args, name) for name in names}
+    options = {name: getattr(args, name) for name in names}
+    if getattr(args, "cache", None) is not None:
+        options["cache"] = args.cache
+    return options
 
 
 # -- the library's wording in CLI terms ----------------------------------------------------------------------------

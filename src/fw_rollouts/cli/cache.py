@@ -77,6 +77,9 @@ def register(sub: Any) -> argparse.ArgumentParser:
         action.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                             help="show the traceback of an error")  # fmt: skip
         made[name] = action
+    for name in ("stats", "clear"):
+        made[name].add_argument("--cache-url", dest="cache", metavar="URL", default=None,
+                                help="a Redis cache (redis://host:port/db) instead of --cache-dir")  # fmt: skip
     made["stats"].add_argument("--json", action="store_true", help="print the figures as one JSON object")
     made["stats"].set_defaults(run=_stats)
     made["clear"].add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
@@ -201,6 +204,8 @@ def _human(size: int | None) -> str:
 
 
 def _stats(args: argparse.Namespace) -> int:
+    if args.cache is not None:
+        return _redis(args)
     directory = _directory(args)
     listing = _Listing()
     for _ in _samples(directory, listing):
@@ -238,6 +243,8 @@ def _clear(args: argparse.Namespace) -> int:
 
     from .._store import open_diskcache
 
+    if args.cache is not None:
+        return _redis(args)
     directory = _directory(args)
     if _database(directory) is None:
         say(f"nothing to clear: no cache in {directory}")
@@ -265,6 +272,49 @@ def _clear(args: argparse.Namespace) -> int:
     finally:
         cache.close()
     say(f"removed {count(removed, 'entry')} from {directory}")
+    return 0
+
+
+def _redis(args: argparse.Namespace) -> int:
+    """``stats`` or ``clear`` of a Redis cache (entries and value bytes; the records are not read)."""
+    import asyncio
+
+    from .._exceptions import ValidationError
+    from .._redis_store import RedisStore
+
+    try:
+        store = RedisStore(args.cache)
+    except ValidationError as exc:
+        raise CommandError(f"--cache-url: {exc}") from None
+
+    async def stats() -> Any:
+        async with store:
+            return await store.stats()
+
+    found = asyncio.run(stats())
+    if args.run is _clear:
+        if found.entries and not args.yes:
+            print(f"Remove {count(found.entries, 'entry')} from {store.location}? [y/N] ", end="", file=sys.stderr,
+                  flush=True)  # fmt: skip
+            if sys.stdin.readline().strip().lower() not in ("y", "yes"):
+                say("nothing removed")
+                return 0
+        store = RedisStore(args.cache)
+
+        async def clear() -> int:
+            async with store:
+                return await store.clear()
+
+        say(f"removed {count(asyncio.run(clear()), 'entry')} from {store.location}")
+        return 0
+    if args.json:
+        import json
+
+        print(json.dumps({"location": found.location, "entries": found.entries, "size_bytes": found.size_bytes}))
+        return 0
+    print(f"cache    {found.location}")
+    print(f"entries  {found.entries:,}")
+    print(f"size     {_human(found.size_bytes)} of values")
     return 0
 
 

@@ -13,6 +13,7 @@ See ``docs/testing.md``.
 
 from ._cli import main
 from ._faults import DEFAULT_RANDOM_KINDS, Fault, FaultPlan
+from ._redis import RedisServer
 from ._server import FireworksSimulator, RecordedRequest
 from ._tokenizer import tokenize
 
@@ -22,6 +23,7 @@ __all__ = [
     "FaultPlan",
     "FireworksSimulator",
     "RecordedRequest",
+    "RedisServer",
     "main",
     "tokenize",
 ]
