@@ -102,27 +102,9 @@ def _database(directory: str) -> str | None:
 
 def _entries(directory: str) -> Iterator[tuple[str, bytes]]:
     """Every ``(key, bytes)`` of the cache in ``directory``, read without writing anything."""
-    from .._diskcache_rows import iter_rows, knows_layout, read_public
-    from .._store import _connect_read_only, open_diskcache
+    from .._store import iter_entries
 
-    database = _database(directory)
-    if database is None:
-        return
-    connection = _connect_read_only(database)
-    try:
-        if knows_layout(connection):
-            yield from iter_rows(connection, directory)
-            return
-    finally:
-        connection.close()
-    # Tables of another diskcache version: its public API (our Disk, which never unpickles), one key at a time.
-    cache = open_diskcache(directory)
-    try:
-        for key in cache.iterkeys():
-            if isinstance(key, str):
-                yield from read_public(cache, [key]).items()
-    finally:
-        cache.close()
+    return iter_entries(directory)
 
 
 @dataclass(slots=True)
