@@ -54,7 +54,7 @@ ITEMS: list[Any] = [
     {"prompt": "Name a river.", "n_samples": 1},
 ]
 
-OPTIONS = {"model": "qwen-15b", "max_tokens": 8, "logprobs": 3, "echo": True, "progress_bar": False}
+OPTIONS: dict[str, Any] = {"model": "qwen-15b", "max_tokens": 8, "logprobs": 3, "echo": True, "progress_bar": False}
 
 # One shard per child: its client, its own cache directory and study file; it prints its shard's item indices.
 CHILD = textwrap.dedent(
@@ -62,7 +62,8 @@ CHILD = textwrap.dedent(
     import json, sys
     from fw_rollouts import Fireworks
 
-    options, items, shard, output = json.loads(sys.argv[1]), json.loads(sys.argv[2]), json.loads(sys.argv[3]), sys.argv[4]
+    options, items, shard = (json.loads(arg) for arg in sys.argv[1:4])
+    output = sys.argv[4]
     with Fireworks(**options) as client:
         results = client.generate_many(items, 2, shard=tuple(shard), output=output)
         indices = client.shard_indices(items, 2, shard=tuple(shard))
@@ -188,8 +189,8 @@ def test_three_processes_merge_into_the_single_process_study_and_cache(
 STABLE_ITEMS: list[Any] = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa",
                            {"prompt": "alpha", "seed": 7}, {"prompt": "alpha", "temperature": 1.0},
                            {"prompt": "alpha", "n_samples": 5}]  # fmt: skip
-STABLE_OPTIONS = {"model": "qwen-15b", "raw": True, "max_tokens": 8, "progress_bar": False, "api_key": "k",
-                  "base_url": "http://127.0.0.1:9/v1"}  # fmt: skip
+STABLE_OPTIONS: dict[str, Any] = {"model": "qwen-15b", "raw": True, "max_tokens": 8, "progress_bar": False,
+                                  "api_key": "k", "base_url": "http://127.0.0.1:9/v1"}  # fmt: skip
 # Computed once, with this code; a change means shards written before it no longer merge with those written after.
 STABLE_SPLIT = [[1, 4, 5, 7], [0, 2, 3, 6, 9, 10, 12], [8, 11]]
 
@@ -246,7 +247,7 @@ async def test_bad_shard_values_are_refused_before_any_request(
     async with make_client() as client:
         with pytest.raises(ValidationError, match=r"shard.*0 <= i < N") as error:
             await client.generate_many(["a", "b"], shard=shard, output=tmp_path / "study.jsonl")
-        assert error.value.argument == "shard"  # type: ignore[attr-defined]
+        assert error.value.argument == "shard"
         with pytest.raises(ValidationError, match="shard"):
             client.iter_generate(["a", "b"], shard=shard)
         with pytest.raises(ValidationError, match="shard"):
@@ -268,7 +269,9 @@ async def test_a_shard_without_items_runs_nothing_and_still_merges(
     async with make_client(max_tokens=4) as client:
         paths = [tmp_path / f"shard-{i}.jsonl" for i in range(4)]
         results = [await client.generate_many(items, 2, shard=(i, 4), output=paths[i]) for i in range(4)]
-        streamed = [[r async for r in client.iter_generate(items, 2, shard=(i, 4))] for i in range(4)]
+        streamed = []
+        for i in range(4):
+            streamed.append([r async for r in client.iter_generate(items, 2, shard=(i, 4))])
     assert sorted(map(len, results)) == [0, 0, 0, 1]
     assert sorted(map(len, streamed)) == [0, 0, 0, 2]  # the stream's two from the cache
     assert _completions(sim) == 2
@@ -295,7 +298,7 @@ async def test_a_missing_shard_is_refused_unless_partial_and_a_whole_run_then_fe
         missing_items = client.shard_indices(ITEMS, 2, shard=(1, 3))
         with pytest.raises(ValidationError, match=r"1 of 3 missing \(shard 1\).*partial=True") as error:
             merge_studies([paths[0], paths[2]], tmp_path / "merged.jsonl")
-        assert error.value.argument == "paths"  # type: ignore[attr-defined]
+        assert error.value.argument == "paths"
         assert not (tmp_path / "merged.jsonl").exists()
         merged = merge_studies([paths[0], paths[2]], tmp_path / "merged.jsonl", partial=True)
         assert merged.missing == (1,) and merged.shards == (0, 2)
@@ -328,7 +331,7 @@ async def test_shards_of_another_study_or_another_n_are_refused(make_client: Mak
     with pytest.raises(ValidationError, match="does not exist"):
         merge_studies([*three, tmp_path / "nowhere.jsonl"], tmp_path / "m.jsonl")
     with pytest.raises(InvalidTypeError, match="paths"):
-        merge_studies(str(three[0]), tmp_path / "m.jsonl")  # type: ignore[arg-type]
+        merge_studies(str(three[0]), tmp_path / "m.jsonl")
     assert not (tmp_path / "m.jsonl").exists()
     # An output holding another study is refused as generate_many refuses it.
     merge_studies(hotter, tmp_path / "hot.jsonl")
@@ -351,9 +354,9 @@ async def test_a_shard_resumes_from_its_own_file_and_refuses_another_shards(
         before = _completions(sim)
         resumed = await client.generate_many(ITEMS, 2, shard=(1, 3), output=path, use_cache=False)
         assert _completions(sim) - before == cut  # only what the file lost
-        with pytest.raises(ValidationError, match="output.*another study"):
+        with pytest.raises(ValidationError, match=r"output.*another study"):
             await client.generate_many(ITEMS, 2, shard=(0, 3), output=path)
-        with pytest.raises(ValidationError, match="output.*another study"):
+        with pytest.raises(ValidationError, match=r"output.*another study"):
             await client.generate_many(ITEMS, 2, output=path)
     assert _completions(sim) - before == cut
     assert [len(r) for r in resumed] == [len(r) for r in first]

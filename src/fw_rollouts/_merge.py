@@ -173,7 +173,7 @@ def merge_studies(
         raise ValidationError(
             "paths", [os.path.basename(p) for p in where],
             f"every shard of the study: {len(missing)} of {count} missing (shard {shown}); give their files, or "
-            "pass partial=True (--partial) to merge what is there",
+            "pass partial=True to merge what is there",
         )
     seen_items: set[int] = set()
     for index, mine in sorted(items_of.items()):

@@ -9,13 +9,15 @@ from __future__ import annotations
 import argparse
 from typing import Any, Final
 
-from ._errors import say
-from ._flags import Formatter
+from ._errors import CommandError, say
+from ._flags import Formatter, cli_terms
 from ._io import count
 
 __all__ = ["register", "run"]
 
 NAME: Final = "merge"
+
+_TERMS: Final = {"paths": "SHARD", "output": "--output"}
 
 DESCRIPTION: Final = """\
 Combine the study files of a study's shards (fw-rollouts generate --shard I/N --study-file
@@ -49,15 +51,19 @@ def register(sub: Any) -> argparse.ArgumentParser:
                         help="the merged study file: .jsonl (JSON Lines) or .parquet (a directory)")  # fmt: skip
     parser.add_argument("--partial", action="store_true",
                         help="merge the shards given, even if some are missing (their items get none)")  # fmt: skip
-    parser.set_defaults(run=run, terms={"paths": "SHARD", "output": "--output", "partial": "--partial"})
+    parser.set_defaults(run=run, terms={})
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``merge``; the exit status."""
+    from .._exceptions import ValidationError
     from .._merge import merge_studies
 
-    merged = merge_studies(args.paths, args.output, partial=args.partial)
+    try:
+        merged = merge_studies(args.paths, args.output, partial=args.partial)
+    except ValidationError as exc:
+        raise CommandError(cli_terms(str(exc).replace("partial=True", "--partial"), _TERMS)) from exc
     missing = f"; shards {', '.join(map(str, merged.missing))} missing" if merged.missing else ""
     twice = f", {count(merged.duplicates, 'duplicate')} kept once" if merged.duplicates else ""
     say(f"merged {len(merged.shards)} of {merged.count} shards: {count(merged.samples, 'sample')}{twice} -> "
