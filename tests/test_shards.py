@@ -23,6 +23,7 @@ import pytest
 
 from _helpers import SRC, MakeClient, same_rollouts
 from fw_rollouts import (
+    DiskStore,
     Fireworks,
     FwRollouts,
     InvalidTypeError,
@@ -392,6 +393,13 @@ async def test_merge_caches_skips_damaged_entries_and_names_them(make_client: Ma
     assert merged.present > 0  # item 1's records, in both
     again = merge_caches([tmp_path / "b"], tmp_path / "into")
     assert (again.copied, again.damaged) == (0, ())
+    store = DiskStore(tmp_path / "store")  # or any SampleStore
+    try:
+        into_store = merge_caches([tmp_path / "b"], store)
+        assert into_store.location == store.location and into_store.copied == len(_entries(tmp_path / "b"))
+    finally:
+        store.close()
+    assert _entries(tmp_path / "store") == _entries(tmp_path / "b")
     with pytest.raises(ValidationError, match="sources"):
         merge_caches([tmp_path / "into"], tmp_path / "into")
     with pytest.raises(ValidationError, match="not a directory"):
