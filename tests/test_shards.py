@@ -16,6 +16,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -79,14 +80,18 @@ def _env(**extra: str) -> dict[str, str]:
     return environ
 
 
-def _children(commands: list[list[str]], env: dict[str, str] | None = None) -> list[str]:
-    """Run the commands at once (each a fresh interpreter); their stdout (each must exit 0)."""
+def _children(
+    commands: list[list[str]], env: dict[str, str] | None = None, meanwhile: Callable[[], None] = lambda: None
+) -> list[str]:
+    """Run the commands at once (each a fresh interpreter), and ``meanwhile`` while they run; their stdout (each
+    must exit 0)."""
     children = [
         subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env or _env())
         for command in commands
     ]
     outputs = []
     try:
+        meanwhile()
         for child in children:
             out, err = child.communicate(timeout=120)
             assert child.returncode == 0, err
@@ -137,12 +142,16 @@ def test_three_processes_merge_into_the_single_process_study_and_cache(
          json.dumps(ITEMS), json.dumps([i, 3]), str(output)]
         for i, output in enumerate(outputs)
     ]  # fmt: skip
-    reports = [json.loads(out) for out in _children(commands)]
-    sharded = _completions(sim)
+    got: list[list[FwRollouts]] = []
 
+    def single_process() -> None:  # the study in this process, as the children run
+        with Fireworks(**base, cache_dir=str(tmp_path / "whole-cache")) as client:
+            got.append(client.generate_many(ITEMS, 2, output=tmp_path / "whole.jsonl"))
+
+    reports = [json.loads(out) for out in _children(commands, meanwhile=single_process)]
+    [whole] = got
     with Fireworks(**base, cache_dir=str(tmp_path / "whole-cache")) as client:
         split = [client.shard_indices(ITEMS, 2, shard=(i, 3)) for i in range(3)]
-        whole = client.generate_many(ITEMS, 2, output=tmp_path / "whole.jsonl")
     # Each child ran its shard, the one this process computes; each item is in exactly one shard.
     for report, mine in zip(reports, split, strict=True):
         assert report["indices"] == mine
@@ -150,7 +159,7 @@ def test_three_processes_merge_into_the_single_process_study_and_cache(
     assert sorted(i for mine in split for i in mine) == list(range(len(ITEMS)))
     assert all(split)  # this study's items fall in every shard, so each child did some of the work
     samples = sum(r.num_responses for r in whole)
-    assert sharded == samples == _completions(sim) - sharded  # the shards together asked for each sample once
+    assert _completions(sim) == 2 * samples  # the shards together asked for each sample once, as this process did
 
     # A shard given twice (a task re-run, its file copied back) is kept once.
     merged = merge_studies([*outputs, outputs[1]], tmp_path / "merged.jsonl")
@@ -404,3 +413,17 @@ async def test_merge_caches_skips_damaged_entries_and_names_them(make_client: Ma
         merge_caches([tmp_path / "into"], tmp_path / "into")
     with pytest.raises(ValidationError, match="not a directory"):
         merge_caches([tmp_path / "nowhere"], tmp_path / "into")
+
+
+async def test_merge_caches_copies_a_cache_larger_than_one_read(
+    make_client: MakeClient, sim: FireworksSimulator, tmp_path: Path
+) -> None:
+    async with make_client(max_tokens=2, samples_per_request=100, cache_dir=str(tmp_path / "big")) as client:
+        await client.generate("Count.", 1_200)  # more records than one chunk read from a source
+    merged = merge_caches([tmp_path / "big"], tmp_path / "into")
+    assert (merged.copied, merged.present, merged.damaged) == (len(_entries(tmp_path / "big")), 0, ())
+    assert merged.copied > 1_200
+    before = _completions(sim)
+    async with make_client(max_tokens=2, samples_per_request=100, cache_dir=str(tmp_path / "into")) as client:
+        again = await client.generate("Count.", 1_200)
+    assert _completions(sim) == before and len(again) == 1_200

@@ -130,14 +130,7 @@ def merge_studies(
     unsharded run with ``output=output`` fetches just those). Streams: memory holds one batch and the
     ``(item, seed)`` pairs written.
     """
-    from ._study_file import (
-        _check_header,
-        _open_jsonl,
-        _open_parquet,
-        _read_json_header,
-        read_samples,
-        study_format,
-    )
+    from ._study_file import _check_header, _open_jsonl, _open_parquet, _read_json_header, study_format
 
     where = _paths(paths, "paths")
     if not isinstance(partial, bool):
@@ -189,29 +182,30 @@ def merge_studies(
     opened = _open_jsonl(target, line) if kind == "jsonl" else _open_parquet(target, line, 2048, 3600.0)
     sink, done = opened
     kept: set[tuple[int, int]] = set(done)
+    items = len(headers[0]["items"])
     written = duplicates = 0
     ok = False
     try:
         for path, (_, _, _, mine) in sorted(zip(where, shards, strict=True), key=lambda pair: pair[1][0]):
+            raw: list[bytes] = []
             batch: list[tuple[int, FwResponse]] = []
-            for item, response in read_samples(path):
+            for item, seed, sample in _samples(path, items, lines=kind == "jsonl"):
                 if item not in mine:
                     raise ValidationError(
                         "paths", path, f"a shard's file holding its own items only (item {item} is not)"
                     )
-                pair = (item, response.seed or 0)  # readers refuse a sample without a seed
-                if pair in kept:
+                if (item, seed) in kept:
                     duplicates += 1
                     continue
-                kept.add(pair)
-                batch.append((item, response))
-                if len(batch) >= _BATCH:
-                    sink.write(batch)
-                    written += len(batch)
-                    batch = []
-            if batch:
-                sink.write(batch)
-                written += len(batch)
+                kept.add((item, seed))
+                if isinstance(sample, bytes):
+                    raw.append(sample)
+                else:
+                    batch.append((item, sample))
+                if len(raw) + len(batch) >= _BATCH:
+                    written += _write(sink, raw, batch)
+                    raw, batch = [], []
+            written += _write(sink, raw, batch)
         ok = True
     finally:
         sink.close(ok)
@@ -223,6 +217,34 @@ def merge_studies(
         samples=written,
         duplicates=duplicates,
     )
+
+
+def _samples(path: str, items: int, *, lines: bool) -> Iterator[tuple[int, int, bytes | FwResponse]]:
+    """``(item, seed, sample)`` of each sample of the shard file ``path``: the line itself where ``lines`` and
+    the file is JSON Lines (copied as the shard wrote it, which is what the whole study's writer writes), else
+    the sample read back."""
+    from ._study_file import _bad_file, _jsonl_entries, _parse_sample, read_samples
+
+    if not lines or os.path.isdir(path):
+        for item, response in read_samples(path):
+            yield item, response.seed or 0, response  # readers refuse a sample without a seed
+        return
+    for number, _, line, _ in _jsonl_entries(path, "paths"):
+        if number == 1 or not line.strip():
+            continue
+        try:
+            item, data = _parse_sample(line, items)
+        except (KeyError, TypeError, ValueError, RecursionError) as exc:
+            raise _bad_file("paths", path, f"line {number} is not a sample ({type(exc).__name__}: {exc})") from None
+        yield item, data["seed"], line
+
+
+def _write(sink: Any, raw: list[bytes], batch: list[tuple[int, FwResponse]]) -> int:
+    if raw:
+        sink.append(b"".join(raw))
+    if batch:
+        sink.write(batch)
+    return len(raw) + len(batch)
 
 
 # -- caches ----------------------------------------------------------------------------------------------------------
@@ -283,21 +305,27 @@ async def _copy(sources: list[str], store: Any, location: str) -> MergedCache:
             await store.set_many(new)
             copied += len(new)
 
-    for source in sources:
-        entries = iter_entries(source)
-        while True:
-            # A chunk at a time, read on a worker thread: a large cache is never whole in memory.
-            chunk = await asyncio.to_thread(_take, entries, _KEYS_PER_CALL)
-            if not chunk:
-                break
-            batch: dict[str, bytes] = {}
-            for key, data in chunk:
-                try:
-                    verify_record(data, key)
-                except RecordError as exc:
-                    damaged.append((source, key, str(exc)))
-                    continue
-                batch[key] = data
-            if batch:
-                await put(batch)
+    loop = asyncio.get_running_loop()
+    # One thread reads the sources: an SQLite connection is used on the thread that opened it.
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="fw_rollouts-merge-read") as reader:
+        for source in sources:
+            entries = iter_entries(source)
+            try:
+                while True:
+                    # A chunk at a time: a large cache is never whole in memory.
+                    chunk = await loop.run_in_executor(reader, _take, entries, _KEYS_PER_CALL)
+                    if not chunk:
+                        break
+                    batch: dict[str, bytes] = {}
+                    for key, data in chunk:
+                        try:
+                            verify_record(data, key)
+                        except RecordError as exc:
+                            damaged.append((source, key, str(exc)))
+                            continue
+                        batch[key] = data
+                    if batch:
+                        await put(batch)
+            finally:
+                await loop.run_in_executor(reader, entries.close)
     return MergedCache(location=location, copied=copied, present=present, damaged=tuple(damaged))

@@ -40,7 +40,7 @@ import sqlite3
 import sys
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
@@ -537,7 +537,7 @@ def open_diskcache(directory: str, *, wrap: bool = True) -> diskcache.Cache:
     return cache
 
 
-def iter_entries(directory: str) -> Iterator[tuple[str, bytes]]:
+def iter_entries(directory: str) -> Generator[tuple[str, bytes], None, None]:
     """Every ``(key, bytes)`` of the cache in ``directory`` (none where it has no database), read without writing
     anything: for tools that list or copy a cache (``fw-rollouts cache``, ``merge_caches``)."""
     import diskcache
