@@ -427,3 +427,23 @@ async def test_merge_caches_copies_a_cache_larger_than_one_read(
     async with make_client(max_tokens=2, samples_per_request=100, cache_dir=str(tmp_path / "into")) as client:
         again = await client.generate("Count.", 1_200)
     assert _completions(sim) == before and len(again) == 1_200
+
+
+async def test_merged_lines_are_the_shards_lines_and_a_seed_past_64_bits_stays_exact(
+    make_client: MakeClient, tmp_path: Path
+) -> None:
+    async with make_client(**OPTIONS) as client:
+        paths = await _shards(client, tmp_path, "s", 2)
+    lines = paths[0].read_bytes().splitlines(keepends=True)
+    data = json.loads(lines[1])
+    edited = []
+    for big in (2**64 + 4, 2**64 + 5):  # one double: a reader that went through it would keep one of the two
+        data["response"]["seed"] = big
+        edited.append(json.dumps(data).encode() + b"\n")
+    paths[0].write_bytes(b"".join([*lines, *edited]))
+    merge_studies(paths, tmp_path / "merged.jsonl")
+    merged = (tmp_path / "merged.jsonl").read_bytes().splitlines(keepends=True)
+    shard_lines = [line for path in paths for line in path.read_bytes().splitlines(keepends=True)[1:]]
+    assert sorted(merged[1:]) == sorted(shard_lines)  # byte for byte
+    study = load_study(tmp_path / "merged.jsonl")
+    assert {2**64 + 4, 2**64 + 5} <= {s.seed for s in study[data["item"]]}

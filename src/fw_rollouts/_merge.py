@@ -17,6 +17,8 @@ from collections.abc import Coroutine, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
+import orjson
+
 from ._exceptions import InvalidTypeError, ValidationError
 from ._models import FwResponse
 from ._shards import SHARD_KEY
@@ -232,11 +234,21 @@ def _samples(path: str, items: int, *, lines: bool) -> Iterator[tuple[int, int, 
     for number, _, line, _ in _jsonl_entries(path, "paths"):
         if number == 1 or not line.strip():
             continue
+        # Only the item and the seed are needed: orjson reads them exactly (a seed past 64 bits it reads as a
+        # float, and a line it refuses, go to the exact reader), and the line is copied as it is.
+        found: Any = None
         try:
-            item, data = _parse_sample(line, items)
-        except (KeyError, TypeError, ValueError, RecursionError) as exc:
-            raise _bad_file("paths", path, f"line {number} is not a sample ({type(exc).__name__}: {exc})") from None
-        yield item, data["seed"], line
+            data = orjson.loads(line)
+            found = data["item"], data["response"]["seed"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            pass
+        if found is None or type(found[0]) is not int or not 0 <= found[0] < items or type(found[1]) is not int:
+            try:
+                item, fields = _parse_sample(line, items)
+            except (KeyError, TypeError, ValueError, RecursionError) as exc:
+                raise _bad_file("paths", path, f"line {number} is not a sample ({type(exc).__name__}: {exc})") from None
+            found = item, fields["seed"]
+        yield found[0], found[1], line
 
 
 def _write(sink: Any, raw: list[bytes], batch: list[tuple[int, FwResponse]]) -> int:
