@@ -447,3 +447,14 @@ async def test_merged_lines_are_the_shards_lines_and_a_seed_past_64_bits_stays_e
     assert sorted(merged[1:]) == sorted(shard_lines)  # byte for byte
     study = load_study(tmp_path / "merged.jsonl")
     assert {2**64 + 4, 2**64 + 5} <= {s.seed for s in study[data["item"]]}
+
+
+def test_the_sync_twins_take_shard(sim: FireworksSimulator, tmp_path: Path) -> None:
+    options = {**OPTIONS, "base_url": sim.base_url, "api_key": sim.api_key, "cache_dir": str(tmp_path / "cache")}
+    with Fireworks(**options) as client:
+        mine = client.shard_indices(ITEMS, 2, shard=(2, 3))
+        streamed = sorted((r.item, r.seed) for r in client.iter_generate(ITEMS, 2, shard=(2, 3)))
+        results = client.generate_many(ITEMS, 2, shard=(2, 3))
+    assert sorted({item for item, _ in streamed}) == mine == sorted({r.item for rs in results for r in rs})
+    assert streamed == sorted((r.item, r.seed) for rs in results for r in rs)
+    assert _completions(sim) == len(streamed)  # the second call from the cache
