@@ -130,7 +130,8 @@ def merge_studies(
     ``partial=True``, missing shards (named in the message). A shard given twice, or a sample in two
     files, is kept once. With ``partial=True`` the missing shards' items have no samples (an
     unsharded run with ``output=output`` fetches just those). Streams: memory holds one batch and the
-    ``(item, seed)`` pairs written.
+    ``(item, seed)`` pairs written. Into JSON Lines, a JSON Lines shard's sample lines are copied as they
+    are (their item and seed read; :func:`load_study` reads the rest); anything else is read and written.
     """
     from ._study_file import _check_header, _open_jsonl, _open_parquet, _read_json_header, study_format
 
