@@ -62,6 +62,7 @@ if _typing.TYPE_CHECKING:
         resampling_importance,
     )
     from ._logprobs import Logprobs, TokenLogprob
+    from ._merge import MergedCache, MergedStudy, merge_caches, merge_studies
     from ._models import FwResponse, FwRollouts, Usage
     from ._next_token import TokenDistribution
     from ._options import DEFAULT_BASE_URL, DEFAULT_CACHE_DIR
@@ -128,6 +129,8 @@ __all__ = [
     "LogprobsCheck",
     "LogprobsReport",
     "MalformedResponseError",
+    "MergedCache",
+    "MergedStudy",
     "MissingLogprobsError",
     "NotFoundError",
     "OpenAITransport",
@@ -172,6 +175,8 @@ __all__ = [
     "kl_divergence",
     "lexical_similarity",
     "load_study",
+    "merge_caches",
+    "merge_studies",
     "normalize_answer",
     "overdeterminedness",
     "plot_importance",
@@ -201,6 +206,7 @@ _LAZY: dict[str, tuple[str, ...]] = {
         "overdeterminedness", "resampling_importance",
     ),
     "_logprobs": ("Logprobs", "TokenLogprob"),
+    "_merge": ("MergedCache", "MergedStudy", "merge_caches", "merge_studies"),
     "_models": ("FwResponse", "FwRollouts", "Usage"),
     "_next_token": ("TokenDistribution",),
     "_options": ("DEFAULT_BASE_URL", "DEFAULT_CACHE_DIR"),

@@ -55,6 +55,7 @@ from ._run import EchoOnce, Job, SampleRun, Target
 from ._scoring import Score, score, score_many
 from ._services import SEAMS, Services
 from ._settings import Settings
+from ._shards import check_shard, shard_header, shard_of
 from ._steps import DEFAULT_FORCED_MAX_TOKENS, StepResampling, resample_steps
 from ._store import SampleStore
 from ._study import Collected, Streamed, StudyItem, coerce_items, is_single_prompt
@@ -393,6 +394,7 @@ class AsyncFireworks:
         progress_bar: bool | None = None,
         on_error: Literal["raise", "return"] = "raise",
         output: str | os.PathLike[str] | None = None,
+        shard: tuple[int, int] | None = None,
         **sampling: Any,
     ) -> list[FwRollouts]:
         """Sample every item of a study under one budget and one bar: one :class:`FwRollouts` per item, in order.
@@ -416,22 +418,34 @@ class AsyncFireworks:
         ``fw-rollouts[parquet]`` extra). Re-run with the same ``output`` after an interruption:
         the samples already in the file are read back from it, not requested again (with or
         without the cache), and the rest are appended. :func:`load_study` reads the file back.
+
+        ``shard=(i, N)`` runs shard ``i`` of ``N`` only, for independent processes (a Slurm array, a
+        process pool) that share nothing: the items are split by a stable hash of what each sends
+        (see :meth:`shard_indices`), and the call returns the :class:`FwRollouts` of its own items, in
+        item order (each sample's ``item`` is its index in ``items``). Its ``output`` is that shard's
+        study file, resumed like any other; :func:`merge_studies` combines the shards' files into the
+        one the whole study writes, and :func:`merge_caches` their caches.
         """
         self._check_open()
         check_on_error(on_error)
+        parts = check_shard(shard)
         call = _call_options(sampling, raw=raw, use_cache=use_cache, progress_bar=progress_bar)
-        prepared = self._prepare(
+        everything = self._prepare(
             coerce_items(items), call, n_samples=_check_n_samples(n_samples), seed=_check_seed(seed), where="items"
         )
+        prepared = everything if parts is None else _in_shard(everything, parts)
         total = sum(len(p.seeds) for p in prepared)
         shown = self._settings.for_call(call).progress_bar if call else self._settings.progress_bar
         fmt = study_format(output) if output is not None else None  # a bad path or a missing extra: before anything
         writer = None
         todo = prepared
         if output is not None:
-            writer = await StudyWriter.open(output, header=_study_header(prepared), format=fmt)
+            header = _study_header(everything)
+            if parts is not None:
+                header = shard_header(header, parts, [p.index for p in prepared])
+            writer = await StudyWriter.open(output, header=header, format=fmt)
         try:
-            collected = Collected(len(prepared), StudyProgress(total, enabled=shown and total > 1), writer)
+            collected = Collected(len(everything), StudyProgress(total, enabled=shown and total > 1), writer)
             if writer is not None and writer.done:
                 # Resuming: what the file holds is read back from it, and only the rest is looked up or fetched.
                 await _read_back(output, collected)  # type: ignore[arg-type]
@@ -450,7 +464,7 @@ class AsyncFireworks:
                 await writer.aclose()
         results = []
         failed: dict[int, FwRolloutsError] = {}
-        for p in prepared:
+        for p in prepared:  # a shard's own items only
             store = self._services.store if p.settings.use_cache else None
             errors = dict(sorted(collected.errors.get(p.index, {}).items()))
             stopped = collected.stopped.get(p.index) or (
@@ -475,6 +489,7 @@ class AsyncFireworks:
         raw: bool | None = None,
         use_cache: bool | None = None,
         progress_bar: bool | None = None,
+        shard: tuple[int, int] | None = None,
         **sampling: Any,
     ) -> SampleStream:
         """Each sample of a prompt or of a study's items as it finishes: ``async for r in client.iter_generate(...)``.
@@ -488,9 +503,11 @@ class AsyncFireworks:
         (at once inside ``async with client.iter_generate(...) as stream:``, else when the
         loop lets the iterator go); what finished is cached. Arguments are checked, and
         errors raised, at the first iteration, before any request. If samples failed, an
-        error of the first failed one's class is raised after the last sample.
+        error of the first failed one's class is raised after the last sample. ``shard=(i, N)``
+        yields the samples of shard ``i``'s items only (see :meth:`generate_many`).
         """
         self._check_open()
+        parts = check_shard(shard)
         call = _call_options(sampling, raw=raw, use_cache=use_cache, progress_bar=progress_bar)
         single = is_single_prompt(prompt_or_items)
         items = (
@@ -503,7 +520,36 @@ class AsyncFireworks:
             seed=_check_seed(seed),
             where=None if single else "prompt_or_items",
         )
-        return SampleStream(self, prepared, call)
+        return SampleStream(self, prepared if parts is None else _in_shard(prepared, parts), call)
+
+    def shard_indices(
+        self,
+        items: Sequence[Any],
+        /,
+        n_samples: int = 1,
+        *,
+        shard: tuple[int, int],
+        seed: int | None = None,
+        raw: bool | None = None,
+        **sampling: Any,
+    ) -> list[int]:
+        """The indices in ``items`` of the items :meth:`generate_many` with ``shard=(i, N)`` runs, in order.
+
+        Takes :meth:`generate_many`'s arguments (the split depends on what each item sends). An item's
+        shard is the SHA-256 of its output-shaping request body (the prompt as sent, the model, the
+        options that shape the output) and its first seed, modulo ``N``: the same on every machine,
+        process and Python version, whatever the item's place in the list or its ``n_samples``.
+        Identical items are in one shard. Nothing is sent.
+        """
+        self._check_open()
+        parts = check_shard(shard)
+        if parts is None:
+            raise InvalidTypeError("shard", shard, "a tuple (i, N) of integers, N >= 1 and 0 <= i < N")
+        call = _call_options(sampling, raw=raw, use_cache=None, progress_bar=None)
+        prepared = self._prepare(
+            coerce_items(items), call, n_samples=_check_n_samples(n_samples), seed=_check_seed(seed), where="items"
+        )
+        return [p.index for p in _in_shard(prepared, parts)]
 
     async def resample_steps(
         self,
@@ -1103,7 +1149,7 @@ class SampleStream:
         total = sum(len(p.seeds) for p in prepared)
         shown = client.settings.for_call(call).progress_bar
         self._progress = StudyProgress(total, enabled=shown and total > 1)
-        concurrency = prepared[0].settings.max_concurrency
+        concurrency = prepared[0].settings.max_concurrency if prepared else 1  # a shard may hold no item
         self._streamed = Streamed(self._progress, bound=max(64, 2 * concurrency))
         self._producer: asyncio.Task[FwRolloutsError | None] | None = None
         self._finished = False
@@ -1139,6 +1185,10 @@ class SampleStream:
 
     async def _produce(self) -> FwRolloutsError | None:
         queue = self._streamed.queue
+        if not self._prepared:  # a shard that holds no item
+            self._progress.close()
+            await queue.put(None)
+            return None
         try:
             fatal = await self._client._run_study(self._prepared, self._streamed)
         except asyncio.CancelledError:
@@ -1181,6 +1231,14 @@ class SampleStream:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
+
+
+def _in_shard(prepared: list[_Prepared], shard: tuple[int, int]) -> list[_Prepared]:
+    """The items of ``prepared`` in shard ``shard`` (``(i, N)``), in order."""
+    index, count = shard
+    if count == 1:
+        return prepared
+    return [p for p in prepared if shard_of(p.settings.key_body(p.rendered.sent), p.seeds[0], count) == index]
 
 
 def _study_header(prepared: Sequence[_Prepared]) -> dict[str, Any]:

@@ -77,6 +77,7 @@ __all__ = [
     "encode_prompt_record",
     "encode_record",
     "key_tag",
+    "verify_record",
 ]
 
 MAGIC: Final = b"FWRC"
@@ -380,6 +381,23 @@ def decode_prompt_record(data: bytes | bytearray | memoryview, prompt: str, key:
     Raises :class:`RecordError` for anything that is not a well-formed prompt record of ``key``
     that this version reads, or one whose prompt length is not ``prompt``'s.
     """
+    logprobs, offset = _prompt_record(data, key)
+    if logprobs.prompt_length != len(prompt):
+        raise RecordError(f"prompt record is of a prompt of {logprobs.prompt_length} characters, not {len(prompt)}")
+    return PromptPart(prompt, logprobs, offset)
+
+
+def verify_record(data: bytes | bytearray | memoryview, key: str) -> None:
+    """Raise :class:`RecordError` unless ``data`` is a whole, undamaged record (a sample's or a prompt's) that this
+    version reads, written under ``key``: for tools that copy records as they are (``merge_caches``)."""
+    if bytes(data[:4]) == PROMPT_MAGIC:
+        _prompt_record(data, key)
+    else:
+        decode_record(data, "", key, generation_only=True)
+
+
+def _prompt_record(data: bytes | bytearray | memoryview, key: str) -> tuple[Logprobs, int]:
+    """The echoed prompt positions and generation offset of a prompt record (see :func:`decode_prompt_record`)."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise RecordError(f"a prompt record is bytes, not {type(data).__name__}")
     data = bytes(data)
@@ -412,6 +430,4 @@ def decode_prompt_record(data: bytes | bytearray | memoryview, prompt: str, key:
         raise RecordError(f"prompt record logprobs are malformed: {exc}") from exc
     if not logprobs.echo or logprobs.num_prompt_tokens != n or not n or offset < 0:
         raise RecordError("prompt record does not hold echoed prompt positions")
-    if logprobs.prompt_length != len(prompt):
-        raise RecordError(f"prompt record is of a prompt of {logprobs.prompt_length} characters, not {len(prompt)}")
-    return PromptPart(prompt, logprobs, offset)
+    return logprobs, offset

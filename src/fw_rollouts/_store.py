@@ -40,19 +40,19 @@ import sqlite3
 import sys
 import time
 import urllib.parse
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
-from ._diskcache_rows import MAX_ROW_BYTES, bytes_disk, knows_layout, read_public, read_rows, write_rows
+from ._diskcache_rows import MAX_ROW_BYTES, bytes_disk, iter_rows, knows_layout, read_public, read_rows, write_rows
 from ._exceptions import ConfigurationError, FwRolloutsError
 from ._locks import ForkBarrier, ForkSafeLock
 
 if TYPE_CHECKING:
     import diskcache
 
-__all__ = ["ClaimingStore", "DiskStore", "SampleStore", "StoreStats"]
+__all__ = ["ClaimingStore", "DiskStore", "SampleStore", "StoreStats", "iter_entries"]
 
 T = TypeVar("T")
 
@@ -557,6 +557,31 @@ def open_diskcache(directory: str, *, wrap: bool = True) -> diskcache.Cache:
             raise
         raise ConfigurationError(f"cache_dir={directory!r} cannot be opened as a cache: {_describe(exc)}") from exc
     return cache
+
+
+def iter_entries(directory: str) -> Generator[tuple[str, bytes], None, None]:
+    """Every ``(key, bytes)`` of the cache in ``directory`` (none where it has no database), read without writing
+    anything: for tools that list or copy a cache (``fw-rollouts cache``, ``merge_caches``)."""
+    import diskcache
+
+    database = os.path.join(directory, diskcache.core.DBNAME)
+    if not os.path.isfile(database):
+        return
+    connection = _connect_read_only(database)
+    try:
+        if knows_layout(connection):
+            yield from iter_rows(connection, directory)
+            return
+    finally:
+        connection.close()
+    # Tables of another diskcache version: its public API (our Disk, which never unpickles), one key at a time.
+    cache = open_diskcache(directory)
+    try:
+        for key in cache.iterkeys():
+            if isinstance(key, str):
+                yield from read_public(cache, [key]).items()
+    finally:
+        cache.close()
 
 
 def _identity(path: str) -> tuple[int, int] | None:

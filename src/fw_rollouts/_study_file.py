@@ -298,7 +298,10 @@ class _JsonlSink:
         self._end = end
 
     def write(self, batch: list[tuple[int, FwResponse]]) -> None:
-        data = "".join(_sample_line(item, response) + "\n" for item, response in batch).encode("ascii")
+        self.append("".join(_sample_line(item, response) + "\n" for item, response in batch).encode("ascii"))
+
+    def append(self, data: bytes) -> None:
+        """Whole sample lines as they are (``merge_studies`` copies a shard's lines)."""
         try:
             self._file.write(data)
             self._file.flush()

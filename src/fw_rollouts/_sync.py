@@ -133,6 +133,20 @@ class Fireworks:
         """:meth:`AsyncFireworks.template_for`: the chat template a call would render with."""
         return self._async.template_for(raw=raw, **options)
 
+    def shard_indices(
+        self,
+        items: Sequence[Any],
+        /,
+        n_samples: int = 1,
+        *,
+        shard: tuple[int, int],
+        seed: int | None = None,
+        raw: bool | None = None,
+        **sampling: Any,
+    ) -> list[int]:
+        """:meth:`AsyncFireworks.shard_indices`: which items ``generate_many(..., shard=(i, N))`` runs."""
+        return self._async.shard_indices(items, n_samples, shard=shard, seed=seed, raw=raw, **sampling)
+
     generate = blocking(AsyncFireworks.generate)
     generate_many = blocking(AsyncFireworks.generate_many)
     estimate = blocking(AsyncFireworks.estimate, sends=False)

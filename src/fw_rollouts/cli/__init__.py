@@ -1,6 +1,6 @@
 """The ``fw-rollouts`` command (also ``python -m fw_rollouts``): :func:`main` and its parser.
 
-One module per subcommand (``generate``, ``score``, ``cache``, ``serve_fake``, ``demo``), each with
+One module per subcommand (``generate``, ``score``, ``merge``, ``cache``, ``serve_fake``, ``demo``), each with
 a ``register`` that adds its parser and a ``run``. Building the parser imports argparse and the option
 table only: a command imports the client, the simulator or the cache when it runs, so ``--help``
 answers at once.
@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from typing import Final
 
-from . import cache, demo, generate, score, serve_fake
+from . import cache, demo, generate, merge, score, serve_fake
 from ._errors import PROG, guarded, log_to_stderr
 from ._flags import Formatter, Parser
 
@@ -30,13 +30,14 @@ examples:
   fw-rollouts demo
   fw-rollouts generate -m qwen-15b "What is 2+2?" -n 5 -o samples.jsonl
   fw-rollouts score -m llama-v3p1-8b --raw --file pairs.jsonl
+  fw-rollouts merge -o study.jsonl shard-0.jsonl shard-1.jsonl
   fw-rollouts cache stats
   fw-rollouts serve-fake --port 8000
 
 Run fw-rollouts COMMAND --help for a command's options.
 """
 
-_COMMANDS: Final = (generate, score, cache, serve_fake, demo)
+_COMMANDS: Final = (generate, score, merge, cache, serve_fake, demo)
 _TOP_FLAGS: Final = ("--debug",)
 
 

@@ -1,4 +1,5 @@
-"""``fw-rollouts cache stats | clear | export``: what a cache directory holds, emptying it, its samples as JSON Lines.
+"""``fw-rollouts cache stats | clear | export | merge``: what a cache directory holds, emptying it, its samples as
+JSON Lines, the records of others copied into it.
 
 The directory is read through the library's own pieces: diskcache's table read directly and
 read-only (``_diskcache_rows.iter_rows`` over ``_store``'s read-only connection), each record
@@ -35,6 +36,7 @@ examples:
   fw-rollouts cache stats
   fw-rollouts cache export -o samples.jsonl --model qwen-15b
   fw-rollouts cache clear --cache-dir /data/old-cache --yes
+  fw-rollouts cache merge --into .fw_rollouts cache-0 cache-1 cache-2
 """
 
 _STATS: Final = ("Entries, size on disk, and samples, generated tokens and bytes per model.",
@@ -49,6 +51,13 @@ _EXPORT: Final = (
     "samples, or were not asked for). The prompt itself is not stored in the cache (its key is a hash).",
     "examples:\n  fw-rollouts cache export -o samples.jsonl\n  fw-rollouts cache export --model qwen-15b | head -1\n",
 )  # fmt: skip
+_MERGE: Final = (
+    "Copy every record of the cache directories SRC into --into (created if need be), as they are: a run\n"
+    "those records answer (the same prompts, options, seeds and base URL) then sends nothing. Each record is\n"
+    "checked first (its CRC and key); a damaged one is skipped and named. A key --into holds is left as it is.\n"
+    "For the caches of a study's shards (fw-rollouts generate --shard I/N). The sources are only read.",
+    "examples:\n  fw-rollouts cache merge --into .fw_rollouts cache-0 cache-1 cache-2\n",
+)  # fmt: skip
 
 
 def register(sub: Any) -> argparse.ArgumentParser:
@@ -59,21 +68,23 @@ def register(sub: Any) -> argparse.ArgumentParser:
     default = by_name("cache_dir").default
     parser: argparse.ArgumentParser = sub.add_parser(
         NAME,
-        help="the local sample cache: stats, clear, export",
+        help="the local sample cache: stats, clear, export, merge",
         description=DESCRIPTION,
         epilog=EPILOG,
         formatter_class=Formatter,
     )
-    actions = parser.add_subparsers(dest="action", metavar="{stats,clear,export}", required=True)
+    actions = parser.add_subparsers(dest="action", metavar="{stats,clear,export,merge}", required=True)
     made = {}
     for name, (description, epilog), summary in (
         ("stats", _STATS, "entries, size on disk, per model"),
         ("clear", _CLEAR, "remove every entry (asks first)"),
         ("export", _EXPORT, "every cached sample as JSON Lines"),
+        ("merge", _MERGE, "copy the records of other cache directories into one"),
     ):
         action = actions.add_parser(name, help=summary, description=description, epilog=epilog,
                                     formatter_class=Formatter)  # fmt: skip
-        action.add_argument("--cache-dir", metavar="DIR", default=default, help=f"{doc} (default: {default})")
+        if name != "merge":
+            action.add_argument("--cache-dir", metavar="DIR", default=default, help=f"{doc} (default: {default})")
         action.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                             help="show the traceback of an error")  # fmt: skip
         made[name] = action
@@ -88,6 +99,9 @@ def register(sub: Any) -> argparse.ArgumentParser:
                                                                        "(default: stdout)")  # fmt: skip
     made["export"].add_argument("--model", metavar="MODEL", help="only the samples of this model (an alias or id)")
     made["export"].set_defaults(run=_export)
+    made["merge"].add_argument("sources", nargs="+", metavar="SRC", help="a cache directory to copy from")
+    made["merge"].add_argument("--into", metavar="DIR", required=True, help="the cache directory to copy into")
+    made["merge"].set_defaults(run=_merge, terms={"sources": "SRC", "into": "--into"})
     parser.set_defaults(terms={})
     return parser
 
@@ -105,27 +119,9 @@ def _database(directory: str) -> str | None:
 
 def _entries(directory: str) -> Iterator[tuple[str, bytes]]:
     """Every ``(key, bytes)`` of the cache in ``directory``, read without writing anything."""
-    from .._diskcache_rows import iter_rows, knows_layout, read_public
-    from .._store import _connect_read_only, open_diskcache
+    from .._store import iter_entries
 
-    database = _database(directory)
-    if database is None:
-        return
-    connection = _connect_read_only(database)
-    try:
-        if knows_layout(connection):
-            yield from iter_rows(connection, directory)
-            return
-    finally:
-        connection.close()
-    # Tables of another diskcache version: its public API (our Disk, which never unpickles), one key at a time.
-    cache = open_diskcache(directory)
-    try:
-        for key in cache.iterkeys():
-            if isinstance(key, str):
-                yield from read_public(cache, [key]).items()
-    finally:
-        cache.close()
+    return iter_entries(directory)
 
 
 @dataclass(slots=True)
@@ -340,6 +336,20 @@ def _export(args: argparse.Namespace) -> int:
         skipped.append(f"{listing.unreadable:,} unreadable")
     note = f" ({' and '.join(skipped)} not exported)" if skipped else ""
     say(f"exported {count(len(lines), 'sample')} from {directory} -> {args.output or 'stdout'}{note}")
+    return 0
+
+
+def _merge(args: argparse.Namespace) -> int:
+    from .._merge import merge_caches
+
+    if os.path.exists(args.into) and not os.path.isdir(args.into):
+        raise CommandError(f"--into {args.into}: is a file, not a cache directory")
+    merged = merge_caches(args.sources, args.into)
+    for source, key, why in merged.damaged:
+        say(f"skipped {key} in {source}: {why}")
+    damaged = f", {count(len(merged.damaged), 'damaged entry')} skipped" if merged.damaged else ""
+    say(f"copied {count(merged.copied, 'record')} from {count(len(args.sources), 'cache')} into {merged.location} "
+        f"({merged.present:,} already there{damaged})")  # fmt: skip
     return 0
 
 

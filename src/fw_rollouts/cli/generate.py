@@ -81,6 +81,11 @@ def register(sub: Any) -> argparse.ArgumentParser:
     source.add_argument("--study-file", metavar="PATH",
                         help="also write the library's study file (.jsonl or .parquet) as samples arrive: it "
                              "resumes even with --no-cache; read it with fw_rollouts.load_study")  # fmt: skip
+    source.add_argument("--shard", metavar="I/N",
+                        help="run shard I of N only (0 <= I < N; items split by a stable hash of what each sends), "
+                             "or 'slurm': I and N from the job array (SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN, "
+                             "SLURM_ARRAY_TASK_COUNT); combine the shards' --study-file with fw-rollouts "
+                             "merge")  # fmt: skip
     source.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary on stderr")
     names = add_option_flags(parser)
     parser.set_defaults(run=run, option_names=names, terms={"output": "--study-file"})
@@ -170,8 +175,41 @@ def _line(item: int, given_id: Any, rollouts: Any, response: Any) -> dict[str, A
     return line
 
 
+_SLURM: Final = ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_MIN", "SLURM_ARRAY_TASK_MAX", "SLURM_ARRAY_TASK_COUNT")
+
+
+def parse_shard(text: str | None, environ: Any = None) -> tuple[int, int] | None:
+    """``--shard``'s ``I/N`` (or ``slurm``: from the job array's variables in ``environ``) as ``(I, N)``."""
+    import os
+    import re
+
+    if text is None:
+        return None
+    if text.strip().lower() == "slurm":
+        env = os.environ if environ is None else environ
+        missing = [name for name in _SLURM if not env.get(name, "").strip().isdigit()]
+        if missing:
+            raise CommandError(f"--shard slurm: {', '.join(missing)} not set (or not a number): run it in a job "
+                               "array (sbatch --array=0-N-1), or pass --shard I/N")  # fmt: skip
+        task, low, high, count = (int(env[name]) for name in _SLURM)
+        if high - low + 1 != count:
+            raise CommandError(
+                f"--shard slurm: the job array is not one range of consecutive task ids ({low}..{high} holds "
+                f"{count} tasks): use --array=0-{count - 1}, or pass --shard I/N"
+            )
+        return task - low, count
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+    if match is None:
+        raise CommandError(f"--shard {text}: give I/N (shard I of N, 0 <= I < N, such as 0/4) or 'slurm'")
+    index, count = int(match.group(1)), int(match.group(2))
+    if count < 1 or index >= count:
+        raise CommandError(f"--shard {text}: I must be in 0..N-1 and N at least 1 (such as 0/{max(count, 1)})")
+    return index, count
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``generate``: read the prompts, sample them as one study, write the lines; the exit status."""
+    shard = parse_shard(args.shard)
     items, ids, source, numbers = _items(args)
     check_output(args.output, source)
     options = options_from_args(args, args.option_names)
@@ -186,17 +224,24 @@ def run(args: argparse.Namespace) -> int:
     with Fireworks(**options) as client:
         try:
             results = client.generate_many(
-                items, n_samples=args.n_samples, seed=args.seed, on_error="return", output=args.study_file
+                items, n_samples=args.n_samples, seed=args.seed, on_error="return", output=args.study_file,
+                shard=shard,
+            )  # fmt: skip
+            indices = (
+                list(range(len(items)))
+                if shard is None
+                else client.shard_indices(items, args.n_samples, shard=shard, seed=args.seed)
             )
         except (ValidationError, ConfigurationError) as exc:  # an item refused before anything was sent
             raise CommandError(_located(str(exc), source, numbers)) from exc
         usage = client.usage
-    lines = [_line(i, ids[i], rollouts, r) for i, rollouts in enumerate(results) for r in rollouts]
+    lines = [_line(i, ids[i], rollouts, r) for i, rollouts in zip(indices, results, strict=True) for r in rollouts]
     write_lines(lines, args.output)
     wanted = sum(r.num_responses for r in results)
     where = args.output or "stdout"
     if not args.quiet:
-        say(f"{count(len(lines), 'sample')} of {count(len(results), 'prompt')} -> {where} ({usage.cached_samples} "
+        of = "" if shard is None else f" (shard {shard[0]} of {shard[1]}, of {count(len(items), 'prompt')})"
+        say(f"{count(len(lines), 'sample')} of {count(len(results), 'prompt')}{of} -> {where} ({usage.cached_samples} "
             f"from the cache, {count(usage.requests, 'request')} sent)")  # fmt: skip
     if len(lines) < wanted:
         errors = [error for rollouts in results for error in rollouts.errors.values()]
