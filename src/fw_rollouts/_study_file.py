@@ -80,7 +80,9 @@ _EXTRA_HINT: Final = "pip install 'fw-rollouts[parquet]'"
 _ITEM_FIELDS: Final = tuple(f.name for f in dataclasses.fields(FwRollouts) if f.name != "responses")
 _PART = re.compile(r"part-(\d{6,})\.parquet")
 _SURROGATE = re.compile("[\ud800-\udfff]")
-_LONG_DIGITS = re.compile(rb"\d{19}")
+# A run of 19 digits that starts a number (not a fraction's digits, which floats such as -0.00036964862374588 have
+# and orjson reads exactly): possibly an integer past 64 bits.
+_LONG_DIGITS = re.compile(rb"(?<![.\d])\d{19}")
 
 
 # -- formats and headers ------------------------------------------------------------------------------------------
@@ -166,7 +168,7 @@ def _loads(line: bytes) -> Any:
     """The JSON value of ``line``, exactly as the standard parser reads it, but mostly by orjson (4x faster).
 
     orjson reads an integer past 64 bits as a float, and refuses lone surrogates: a line with a run
-    of 19 or more digits (possibly such an integer) or that orjson refuses goes to the standard parser.
+    of 19 or more digits starting a number (possibly such an integer) or that orjson refuses goes to the standard parser.
     """
     if _LONG_DIGITS.search(line) is None:
         try:
