@@ -27,6 +27,7 @@ from typing import Any, Final, Literal
 
 import ray
 import ray.data
+from ray.data.datasource import FilenameProvider
 
 from ._client import AsyncFireworks, _check_n_samples, _check_seed, _outcomes, _rollouts, _study_failure
 from ._client import _study_header as _header_of
@@ -125,17 +126,12 @@ def _samples_only(batch: Any) -> Any:
     return samples.drop_columns(["cache_dir", _FAILURE]).cast(_parquet_schema(pa))
 
 
-class _Parts:
-    """Ray's Parquet files named as the study directory's parts (``part-NNNNNN...parquet``), which
-    :func:`fw_rollouts.load_study` reads."""
+class _Parts(FilenameProvider):
+    """Ray's Parquet files named as parts of a study directory, which :func:`fw_rollouts.load_study` reads:
+    ``part-<task>-<write uuid>-<n>.parquet`` (Ray wants the write's uuid in the name, and adds ``-<n>``)."""
 
-    def get_filename_for_block(self, block: Any, write_uuid: str, task_index: int, block_index: int) -> str:
-        return f"part-{task_index:06d}{block_index:06d}.parquet"
-
-    def get_filename_for_row(
-        self, row: Any, write_uuid: str, task_index: int, block_index: int, row_index: int
-    ) -> str:  # pragma: no cover - Ray asks for this only when writing one file per row
-        return f"part-{task_index:06d}{block_index:06d}{row_index:06d}.parquet"
+    def get_filename_for_task(self, write_uuid: str, task_index: int) -> str:
+        return f"part-{task_index:06d}-{write_uuid}"
 
 
 def _worker_options(client_options: Mapping[str, Any]) -> dict[str, Any]:
@@ -245,9 +241,9 @@ def generate_many(
             batch_size=size,
             batch_format="pyarrow",
             compute=ray.data.ActorPoolStrategy(size=workers, max_tasks_in_flight_per_actor=2),
-            # Explicit, so a change of Ray's defaults does not change what a crash costs: an actor that dies
-            # is restarted and its batch retried; an error raised in our code is not retried (it is a bug).
-            **{"max_restarts": -1, "max_task_retries": -1, "num_cpus": 1, **(ray_remote_args or {})},
+            # Ray Data's actor pools restart an actor that dies and retry its batch (max_restarts=-1,
+            # max_task_retries=-1 by default); an exception raised in our code is not retried (it is a bug).
+            **{"num_cpus": 1, **(ray_remote_args or {})},
         )
         if where is not None:
             dataset = dataset.materialize()
