@@ -33,6 +33,7 @@ ITEMS: list[Any] = [
 ]
 OPTIONS = {"model": "qwen-15b", "max_tokens": 6}
 LONG = "word " * 200  # more prompt tokens than the failing simulator's context
+SECRET = "fw-ray-test-key-7f3a9c1e5b"
 
 
 def _sample(r: FwResponse) -> tuple[Any, ...]:
@@ -59,11 +60,13 @@ def _same(ours: list[FwRollouts], theirs: list[FwRollouts], *, cached: bool = Tr
         assert _item(a) == _item(b), f"item {i} differs"
 
 
-def _one_process(sim: FireworksSimulator, cache: Path, items: list[Any], n: int, **call: Any) -> Any:
+def _one_process(sim: FireworksSimulator, where: Path, items: list[Any], n: int, **options: Any) -> Any:
+    """``generate_many`` in this process, by a client of ``options``; the error it raised, if it did."""
+
     async def run() -> Any:
-        async with client_for(sim, cache, **OPTIONS) as client:
+        async with client_for(sim, where, **OPTIONS, **options) as client:
             try:
-                return await client.generate_many(items, n, **call)
+                return await client.generate_many(items, n)
             except BadRequestError as exc:
                 return exc
 
@@ -110,7 +113,7 @@ def test_a_re_run_hits_the_shared_cache_and_its_parquet_reads_back(
     cache, first = study
     before = len(server.requests)
     output = cache / "study.parquet"
-    again = _ray(server, cache, ITEMS, 3, output=output)
+    again = _ray(server, cache, ITEMS, 3, output=output, num_workers=1)
     assert len(server.requests) == before  # every worker read the cache the first run's workers wrote
     assert all(s.cached for r in again for s in r)
     assert [[dataclasses.replace(s, cached=False) for s in r] for r in again] == [list(r) for r in first]
@@ -124,9 +127,9 @@ def test_a_re_run_hits_the_shared_cache_and_its_parquet_reads_back(
         _ray(server, cache, ITEMS, 3, output=output)  # written whole: never over another study
 
 
-def test_a_failing_item_fails_as_in_one_process(tmp_path: Path) -> None:
+def test_a_failing_item_fails_as_in_one_process(ray_cluster: Any, tmp_path: Path) -> None:
     items = ["fine", LONG, "also fine", LONG + "again"]
-    with FireworksSimulator(context_length=64) as sim:
+    with FireworksSimulator(context_length=64, api_key=SECRET) as sim:
         theirs = _one_process(sim, tmp_path / "one", items, 2)
         sent = len(sim.requests)
         with pytest.raises(BadRequestError) as info:
@@ -140,6 +143,26 @@ def test_a_failing_item_fails_as_in_one_process(tmp_path: Path) -> None:
     _same(ours.results, theirs.results)
     assert ours.rollouts is ours.results[1]
     assert sorted(ours.errors) == [0, 1] and all(type(e) is BadRequestError for e in ours.errors.values())
+    # The key went to every worker, and into none of Ray's logs (nor its Ray Data logs, which show the operators).
+    logs = Path(ray_cluster._private.worker._global_node.get_logs_dir_path())
+    leaked = [p.name for p in logs.rglob("*") if p.is_file() and SECRET.encode() in p.read_bytes()]
+    assert leaked == []
+
+
+def test_workers_read_a_shared_redis_cache(server: FireworksSimulator, redis_server: Any, tmp_path: Path) -> None:
+    from fw_rollouts import AsyncFireworks, ConfigurationError
+
+    try:
+        AsyncFireworks("qwen-15b", cache=redis_server.url, api_key="k")
+    except (InvalidTypeError, ConfigurationError, ValidationError):
+        pytest.skip("cache= takes no Redis URL in this tree yet (the Redis store is not merged)")
+    items = ITEMS[:4]
+    first = _one_process(server, tmp_path / "one", items, 2, cache=redis_server.url)
+    before = len(server.requests)
+    again = _ray(server, tmp_path, items, 2, cache=redis_server.url)
+    assert len(server.requests) == before  # every worker found what one process had put in Redis
+    _same(again, first, cached=False)
+    assert all(s.cached for r in again for s in r)
 
 
 @pytest.mark.parametrize(
@@ -176,7 +199,7 @@ def test_a_killed_worker_is_restarted_and_its_batch_retried_from_the_cache(tmp_p
     def kill_one() -> None:
         # Ray names an actor's process after it (ray::MapWorker(MapBatches(_StudyWorker))).
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and len(sim.requests) < 6:
+        while time.monotonic() < deadline and len(sim.requests) < 10:
             time.sleep(0.05)
         for pid in filter(str.isdigit, os.listdir("/proc")):
             try:
@@ -191,25 +214,24 @@ def test_a_killed_worker_is_restarted_and_its_batch_retried_from_the_cache(tmp_p
     with FireworksSimulator(latency=0.15) as sim:
         killer = threading.Thread(target=kill_one)
         killer.start()
-        ours = _ray(sim, tmp_path, items, 4, batch_size=4, max_concurrency=2)
+        ours = _ray(sim, tmp_path, items, 4, batch_size=4, max_concurrency=2, num_workers=1)
         killer.join()
         sent = len(sim.requests)
         theirs = _one_process(sim, tmp_path / "one", items, 4)
     assert killed, "no worker was found to kill"
     _same(ours, theirs, cached=False)  # the retried batch found what its first try had cached
     assert all(len(r) == 4 for r in ours)
-    # The lost batch's samples that reached the shared cache were not paid for again.
-    print(f"requests {sent} for 32 samples; {sum(s.cached for r in ours for s in r)} from the cache")
+    # The lost batch's samples that reached the shared cache were not paid for again (those in flight were).
+    assert any(s.cached for r in ours for s in r)
     assert 32 <= sent < 32 + 16
 
 
 def test_the_workers_import_this_tree(ray_cluster: Any) -> None:
-    @ray_cluster.remote
-    def where() -> str:
+    import fw_rollouts.ray
+
+    def module_file() -> str:  # a local function: Ray sends it by value, not as test_ray's
         import fw_rollouts.ray
 
         return fw_rollouts.ray.__file__
 
-    import fw_rollouts.ray
-
-    assert ray_cluster.get(where.remote()) == fw_rollouts.ray.__file__
+    assert ray_cluster.get(ray_cluster.remote(module_file).remote()) == fw_rollouts.ray.__file__

@@ -120,9 +120,7 @@ def _row_schema(pa: Any) -> Any:
 def _samples_only(batch: Any) -> Any:
     """The sample rows of a batch, in the study file's schema (what ``load_study`` reads)."""
     pa, _ = _pyarrow()
-    import pyarrow.compute as pc
-
-    samples = batch.filter(pc.is_valid(batch.column("seed")))
+    samples = batch.filter(batch.column("seed").is_valid())
     return samples.drop_columns(["cache_dir", _FAILURE]).cast(_parquet_schema(pa))
 
 
@@ -223,7 +221,8 @@ def generate_many(
     prepared = client._prepare(study, {}, n_samples=n, seed=first, where="items")
     if not ray.is_initialized():
         ray.init()
-    workers = num_workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+    resources: Mapping[str, float] = ray.cluster_resources()  # type: ignore[no-untyped-call]
+    workers = num_workers or max(1, int(resources.get("CPU", 1)))
     size = batch_size or max(1, min(_MAX_BATCH, math.ceil(len(study) / (workers * _BATCHES_PER_WORKER))))
     if where is not None:
         os.makedirs(where, exist_ok=True)
@@ -253,6 +252,7 @@ def generate_many(
         samples: list[dict[int, FwResponse]] = [{} for _ in prepared]
         failures: dict[int, FwRolloutsError] = {}
         locations: dict[int, str | None] = {}
+        batch: Any
         for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
             for row in batch.to_pylist():
                 index = row["item"]
