@@ -173,6 +173,7 @@ def test_workers_read_a_shared_redis_cache(server: FireworksSimulator, redis_ser
         ({"temprature": 0.5}, "temprature", ValidationError),
         ({"temperature": -1.0}, "temperature", ValidationError),
         ({"on_error": "ignore"}, "on_error", ValidationError),
+        ({"progress_bar": "yes"}, "progress_bar", InvalidTypeError),
         ({"output": "study.jsonl"}, "output", ValidationError),
         ({"cache": object()}, "cache", InvalidTypeError),
     ],

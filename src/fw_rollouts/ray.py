@@ -217,7 +217,7 @@ def generate_many(
     options = _worker_options(client_options)
     study = coerce_items(items)
     # The driver's client checks every option and item, as each worker's will: bad input fails here, at once.
-    client = AsyncFireworks(**options)
+    client = AsyncFireworks(**{**options, "progress_bar": shown})
     prepared = client._prepare(study, {}, n_samples=n, seed=first, where="items")
     if not ray.is_initialized():
         ray.init()
