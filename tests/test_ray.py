@@ -127,13 +127,16 @@ def test_a_re_run_hits_the_shared_cache_and_its_parquet_reads_back(
         _ray(server, cache, ITEMS, 3, output=output)  # written whole: never over another study
 
 
-def test_a_failing_item_fails_as_in_one_process(ray_cluster: Any, tmp_path: Path) -> None:
+def test_a_failing_item_fails_as_in_one_process(
+    ray_cluster: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     items = ["fine", LONG, "also fine", LONG + "again"]
     with FireworksSimulator(context_length=64, api_key=SECRET) as sim:
         theirs = _one_process(sim, tmp_path / "one", items, 2)
         sent = len(sim.requests)
+        monkeypatch.setenv("FIREWORKS_API_KEY", SECRET)  # the driver's key goes to the workers, as in one process
         with pytest.raises(BadRequestError) as info:
-            _ray(sim, tmp_path, items, 2, batch_size=1, num_workers=1)
+            _ray(sim, tmp_path, items, 2, batch_size=1, num_workers=1, api_key=None)
         assert len(sim.requests) - sent == sent  # as many requests as one process sent
     ours = info.value
     assert isinstance(theirs, BadRequestError)

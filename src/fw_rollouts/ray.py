@@ -133,9 +133,13 @@ class _Parts(FilenameProvider):
 
 
 def _worker_options(client_options: Mapping[str, Any]) -> dict[str, Any]:
-    """The options each worker's client is made with: the caller's, a relative ``cache_dir`` made absolute
-    (every worker of this machine then shares the driver's), and no progress bar (a worker's stderr is a log)."""
+    """The options each worker's client is made with: the caller's, the driver's ``FIREWORKS_API_KEY`` as
+    ``api_key`` if none is given, a relative ``cache_dir`` made absolute (every worker of this machine then shares
+    the driver's), and no progress bar (a worker's stderr is a log)."""
     options = dict(client_options)
+    if options.get("api_key") is None and os.environ.get("FIREWORKS_API_KEY", "").strip():
+        # The driver's key, as in one process: a worker on another machine need not have the variable.
+        options["api_key"] = os.environ["FIREWORKS_API_KEY"].strip()
     for name in ("cache", "budget", "transport", "clock"):
         value = options.get(name)
         if value is not None and not isinstance(value, str):
