@@ -230,6 +230,17 @@ def test_a_killed_worker_is_restarted_and_its_batch_retried_from_the_cache(tmp_p
     assert 32 <= sent < 32 + 16
 
 
+def test_an_error_a_worker_raises_reaches_the_caller_as_itself(
+    sim: FireworksSimulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fw_rollouts import ConfigurationError
+
+    monkeypatch.delenv("FIREWORKS_API_KEY", raising=False)
+    with pytest.raises(ConfigurationError, match="no API key"):  # as generate_many raises it, before any request
+        _ray(sim, tmp_path, ["a"], 1, api_key=None, num_workers=1)
+    assert sim.requests == []
+
+
 def test_the_workers_import_this_tree(ray_cluster: Any) -> None:
     import fw_rollouts.ray
 

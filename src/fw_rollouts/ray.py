@@ -235,8 +235,11 @@ def generate_many(
 
     rows = [{"index": i, "item": pickle.dumps(item)} for i, item in enumerate(study)]
     context = ray.data.DataContext.get_current()
-    bars = context.enable_progress_bars
+    bars, original = context.enable_progress_bars, context.raise_original_map_exception
     context.enable_progress_bars = bars and bool(shown)
+    # An error a worker raises (as generate_many would raise it: no API key...) reaches the caller as itself
+    # (Ray's RayTaskError is then also an instance of its class), not as Ray Data's UserCodeException.
+    context.raise_original_map_exception = True
     try:
         dataset = ray.data.from_items(rows, override_num_blocks=math.ceil(len(rows) / size)).map_batches(
             _StudyWorker,
@@ -269,7 +272,7 @@ def generate_many(
                 response.item = index
                 samples[index][response.seed] = response
     finally:
-        context.enable_progress_bars = bars
+        context.enable_progress_bars, context.raise_original_map_exception = bars, original
     return _results(prepared, samples, failures, locations, on_error, client.settings.api_key)
 
 
