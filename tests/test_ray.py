@@ -190,6 +190,15 @@ def test_bad_arguments_raise_before_any_request(
     assert sim.requests == []
 
 
+def test_what_ray_is_given_shows_no_option_value() -> None:
+    from fw_rollouts.ray import _Job, _StudyWorker
+
+    job = _Job({"model": "qwen-15b", "api_key": SECRET, "budget": "redis://:pw-9f8e7d@host:6379/0"}, 2, 0)
+    worker = _StudyWorker(_Job({"model": "qwen-15b", "api_key": SECRET}, 2, 0))
+    for shown in (repr(job), repr(worker)):
+        assert SECRET not in shown and "pw-9f8e7d" not in shown and "api_key" in shown
+
+
 def test_a_bad_item_is_named_before_any_request(sim: FireworksSimulator, tmp_path: Path) -> None:
     with pytest.raises(InvalidTypeError, match=r"items\[1\]"):
         _ray(sim, tmp_path, ["a", 3], 2)

@@ -65,14 +65,6 @@ class _Job:
     def __repr__(self) -> str:
         return f"_Job(options={sorted(self.options)}, n_samples={self.n_samples}, seed={self.seed})"
 
-    def __getstate__(self) -> dict[str, Any]:
-        return {"options": self.options, "n_samples": self.n_samples, "seed": self.seed}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.options = state["options"]
-        self.n_samples = state["n_samples"]
-        self.seed = state["seed"]
-
 
 class _StudyWorker:
     """A Ray actor's worker: one client, made once; each batch of items run as one study, returned as rows."""
