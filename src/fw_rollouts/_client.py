@@ -462,18 +462,7 @@ class AsyncFireworks:
         finally:
             if writer is not None:
                 await writer.aclose()
-        results = []
-        failed: dict[int, FwRolloutsError] = {}
-        for p in prepared:  # a shard's own items only
-            store = self._services.store if p.settings.use_cache else None
-            errors = dict(sorted(collected.errors.get(p.index, {}).items()))
-            stopped = collected.stopped.get(p.index) or (
-                fatal if len(collected.results[p.index]) < len(p.seeds) else None
-            )
-            rollouts = _rollouts(p, collected.results[p.index], p.settings, store, errors=errors)
-            results.append(rollouts)
-            if errors or stopped is not None:
-                failed[p.index] = _failure(errors, stopped, rollouts)
+        results, failed = _outcomes(prepared, collected, fatal, self._services.store)
         if failed and on_error == "raise":
             error = _study_failure(failed, results)
             raise scrub_error(error, redactor(self._settings.api_key))
@@ -1293,6 +1282,27 @@ def _call_options(
         if value is not None:
             sampling[name] = value
     return sampling
+
+
+def _outcomes(
+    prepared: Sequence[_Prepared], collected: Collected, fatal: FwRolloutsError | None, store: Any
+) -> tuple[list[FwRollouts], dict[int, FwRolloutsError]]:
+    """A study's results, one :class:`FwRollouts` per item, and the error of each failed item (by index).
+
+    Shared by ``generate_many`` and the Ray workers (``fw_rollouts.ray``), which must fail exactly alike.
+    """
+    results = []
+    failed: dict[int, FwRolloutsError] = {}
+    for p in prepared:
+        errors = dict(sorted(collected.errors.get(p.index, {}).items()))
+        stopped = collected.stopped.get(p.index) or (fatal if len(collected.results[p.index]) < len(p.seeds) else None)
+        rollouts = _rollouts(
+            p, collected.results[p.index], p.settings, store if p.settings.use_cache else None, errors=errors
+        )
+        results.append(rollouts)
+        if errors or stopped is not None:
+            failed[p.index] = _failure(errors, stopped, rollouts)
+    return results, failed
 
 
 def _rollouts(

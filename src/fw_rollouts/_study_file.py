@@ -78,7 +78,8 @@ _FORMATS: Final = ("jsonl", "parquet")
 _EXTRA_HINT: Final = "pip install 'fw-rollouts[parquet]'"
 # FwRollouts' own fields, bar the samples: what an item of the header may give load_study.
 _ITEM_FIELDS: Final = tuple(f.name for f in dataclasses.fields(FwRollouts) if f.name != "responses")
-_PART = re.compile(r"part-(\d{6,})\.parquet")
+# Our parts, and those Ray's Dataset.write_parquet writes for fw_rollouts.ray (part-<task>-<write uuid>-<n>).
+_PART = re.compile(r"part-(\d{6,})(?:-[0-9a-f]{32}-\d+)?\.parquet")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 # A run of 19 digits that starts a number (not a fraction's digits, which floats such as -0.00036964862374588 have
 # and orjson reads exactly): possibly an integer past 64 bits.
