@@ -17,7 +17,7 @@ from _helpers import SRC, run_python
 from fw_rollouts.testing import FireworksSimulator
 
 HEAVY = ("openai", "aiohttp", "httpx2", "yarl", "tenacity", "diskcache", "aiolimiter", "jinja2", "tqdm", "pandas",
-         "numpy", "matplotlib")  # fmt: skip
+         "numpy", "matplotlib", "redis", "ray", "pyarrow")  # fmt: skip
 """Third-party packages a plain import must not load (a second of imports together, most of it openai's)."""
 
 BOUND = 0.6

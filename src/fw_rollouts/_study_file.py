@@ -168,8 +168,9 @@ def _header_of(data: Any, argument: str, where: str) -> dict[str, Any]:
 def _loads(line: bytes) -> Any:
     """The JSON value of ``line``, exactly as the standard parser reads it, but mostly by orjson (4x faster).
 
-    orjson reads an integer past 64 bits as a float, and refuses lone surrogates: a line with a run
-    of 19 or more digits starting a number (possibly such an integer) or that orjson refuses goes to the standard parser.
+    orjson reads an integer past 64 bits as a float, and refuses lone surrogates: a line with a run of 19
+    or more digits starting a number (possibly such an integer) or that orjson refuses goes to the standard
+    parser.
     """
     if _LONG_DIGITS.search(line) is None:
         try:
