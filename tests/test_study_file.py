@@ -136,13 +136,13 @@ def test_alternative_ids_survive_both_layouts(tmp_path: Path, fmt: str) -> None:
 def test_a_parquet_part_written_before_alternative_ids_were_kept_reads(tmp_path: Path) -> None:
     pa = pytest.importorskip("pyarrow")
     pq = pytest.importorskip("pyarrow.parquet")
-    from fw_rollouts._study_file import _parquet_schema, _row
+    from fw_rollouts._study_file import parquet_schema, sample_row
 
     path = tmp_path / "s.parquet"
     asyncio.run(write(path, [(0, sample(1))], header(1)))  # the header, and a part of today's schema
-    old = _parquet_schema(pa)
+    old = parquet_schema(pa)
     old = old.remove(old.get_field_index("top_token_ids"))  # the schema of the release before
-    row = _row(0, sample(2))
+    row = sample_row(0, sample(2))
     del row["top_token_ids"]
     pq.write_table(pa.Table.from_pylist([row], schema=old), str(path / "part-000001.parquet"))
     loaded = load_study(path)[0]

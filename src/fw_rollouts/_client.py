@@ -248,7 +248,7 @@ class AsyncFireworks:
         self._check_open()
         call = _call_options(sampling, raw=None, use_cache=None, progress_bar=None)
         prepared = self._prepare(
-            coerce_items(items), call, n_samples=_check_n_samples(n_samples), seed=_check_seed(seed), where="items"
+            coerce_items(items), call, n_samples=check_n_samples(n_samples), seed=check_seed(seed), where="items"
         )
         store = self._services.store.get() if any(p.keyer is not None for p in prepared) else None
         estimates = []
@@ -364,14 +364,14 @@ class AsyncFireworks:
         """
         self._check_open()
         call = _call_options(sampling, raw=raw, use_cache=use_cache, progress_bar=progress_bar)
-        item = StudyItem(prompt=prompt, n_samples=_check_n_samples(n_samples), seed=_check_seed(seed))
+        item = StudyItem(prompt=prompt, n_samples=check_n_samples(n_samples), seed=check_seed(seed))
         (prepared,) = self._prepare([item], call, n_samples=1, seed=0, where=None)
         settings = prepared.settings
         collected = Collected(
             1, StudyProgress(len(prepared.seeds), enabled=settings.progress_bar and len(prepared.seeds) > 1)
         )
         fatal = await self._run_study([prepared], collected)
-        rollouts = _rollouts(
+        rollouts = rollouts_of(
             prepared, collected.results[0], settings, self._services.store if settings.use_cache else None
         )
         errors = collected.errors.get(0, {})
@@ -431,7 +431,7 @@ class AsyncFireworks:
         parts = check_shard(shard)
         call = _call_options(sampling, raw=raw, use_cache=use_cache, progress_bar=progress_bar)
         everything = self._prepare(
-            coerce_items(items), call, n_samples=_check_n_samples(n_samples), seed=_check_seed(seed), where="items"
+            coerce_items(items), call, n_samples=check_n_samples(n_samples), seed=check_seed(seed), where="items"
         )
         prepared = everything if parts is None else _in_shard(everything, parts)
         total = sum(len(p.seeds) for p in prepared)
@@ -440,7 +440,7 @@ class AsyncFireworks:
         writer = None
         todo = prepared
         if output is not None:
-            header = _study_header(everything)
+            header = study_header(everything)
             if parts is not None:
                 header = shard_header(header, parts, [p.index for p in prepared])
             writer = await StudyWriter.open(output, header=header, format=fmt)
@@ -464,7 +464,7 @@ class AsyncFireworks:
                 await writer.aclose()
         results, failed = _outcomes(prepared, collected, fatal, self._services.store)
         if failed and on_error == "raise":
-            error = _study_failure(failed, results)
+            error = study_failure(failed, results)
             raise scrub_error(error, redactor(self._settings.api_key))
         return results
 
@@ -505,8 +505,8 @@ class AsyncFireworks:
         prepared = self._prepare(
             items,
             call,
-            n_samples=_check_n_samples(n_samples),
-            seed=_check_seed(seed),
+            n_samples=check_n_samples(n_samples),
+            seed=check_seed(seed),
             where=None if single else "prompt_or_items",
         )
         return SampleStream(self, prepared if parts is None else _in_shard(prepared, parts), call)
@@ -536,7 +536,7 @@ class AsyncFireworks:
             raise InvalidTypeError("shard", shard, "a tuple (i, N) of integers, N >= 1 and 0 <= i < N")
         call = _call_options(sampling, raw=raw, use_cache=None, progress_bar=None)
         prepared = self._prepare(
-            coerce_items(items), call, n_samples=_check_n_samples(n_samples), seed=_check_seed(seed), where="items"
+            coerce_items(items), call, n_samples=check_n_samples(n_samples), seed=check_seed(seed), where="items"
         )
         return [p.index for p in _in_shard(prepared, parts)]
 
@@ -898,8 +898,8 @@ class AsyncFireworks:
             name = f"{where}[{index}]" if where is not None else None
             try:
                 settings = base.for_call(item.options, where=name or "generate") if item.options else base
-                n = n_samples if item.n_samples is None else _check_n_samples(item.n_samples)
-                first = seed if item.seed is None else _check_seed(item.seed)
+                n = n_samples if item.n_samples is None else check_n_samples(item.n_samples)
+                first = seed if item.seed is None else check_seed(item.seed)
                 if item.prompt_ids is not None:
                     assert isinstance(item.prompt, str)  # coerce_items: the ids' text
                     if settings.echo:
@@ -1230,7 +1230,7 @@ def _in_shard(prepared: list[_Prepared], shard: tuple[int, int]) -> list[_Prepar
     return [p for p in prepared if shard_of(p.settings.key_body(p.rendered.sent), p.seeds[0], count) == index]
 
 
-def _study_header(prepared: Sequence[_Prepared]) -> dict[str, Any]:
+def study_header(prepared: Sequence[_Prepared]) -> dict[str, Any]:
     """The study file's header: each item's call fields, and a fingerprint of what the study asks for (the
     prompts sent, the output-shaping settings and the seeds), which a resumed run must match."""
     items = []
@@ -1284,19 +1284,40 @@ def _call_options(
     return sampling
 
 
+# -- a study run in parts (fw_rollouts.ray: each worker prepares, runs and fails its batch as generate_many does) --
+
+
+def prepare_study(
+    client: AsyncFireworks, items: Sequence[StudyItem], *, n_samples: int, seed: int
+) -> list[_Prepared]:
+    """Every item of a study validated and rendered by ``client``, as :meth:`AsyncFireworks.generate_many`
+    does before anything is looked up or sent (errors name ``items[i]``)."""
+    return client._prepare(items, {}, n_samples=n_samples, seed=seed, where="items")
+
+
+async def run_prepared(
+    client: AsyncFireworks, prepared: Sequence[_Prepared]
+) -> tuple[list[FwRollouts], dict[int, FwRolloutsError]]:
+    """Run prepared items (indexed from 0) as one study on ``client``, with no bar and no study file: one
+    :class:`FwRollouts` per item and the error of each failed item, as ``generate_many`` builds them."""
+    collected = Collected(len(prepared), StudyProgress(0, enabled=False))
+    fatal = await client._run_study(prepared, collected)
+    return _outcomes(prepared, collected, fatal, client._services.store)
+
+
 def _outcomes(
     prepared: Sequence[_Prepared], collected: Collected, fatal: FwRolloutsError | None, store: Any
 ) -> tuple[list[FwRollouts], dict[int, FwRolloutsError]]:
     """A study's results, one :class:`FwRollouts` per item, and the error of each failed item (by index).
 
-    Shared by ``generate_many`` and the Ray workers (``fw_rollouts.ray``), which must fail exactly alike.
+    Shared by ``generate_many`` and :func:`run_prepared` (the Ray workers), which must fail exactly alike.
     """
     results = []
     failed: dict[int, FwRolloutsError] = {}
     for p in prepared:
         errors = dict(sorted(collected.errors.get(p.index, {}).items()))
         stopped = collected.stopped.get(p.index) or (fatal if len(collected.results[p.index]) < len(p.seeds) else None)
-        rollouts = _rollouts(
+        rollouts = rollouts_of(
             p, collected.results[p.index], p.settings, store if p.settings.use_cache else None, errors=errors
         )
         results.append(rollouts)
@@ -1305,7 +1326,7 @@ def _outcomes(
     return results, failed
 
 
-def _rollouts(
+def rollouts_of(
     p: _Prepared,
     results: Mapping[int, FwResponse],
     settings: Settings,
@@ -1340,11 +1361,11 @@ def _verbatim_model(settings: Settings) -> str | None:
     return given
 
 
-def _check_n_samples(value: Any) -> int:
+def check_n_samples(value: Any) -> int:
     return positive_integer("n_samples", value)
 
 
-def _check_seed(value: Any) -> int:
+def check_seed(value: Any) -> int:
     if value is None:
         return 0
     if isinstance(value, bool) or not isinstance(value, int):
@@ -1377,7 +1398,7 @@ def _failure(
     return error._evolve(message=message, rollouts=rollouts, errors=errors)
 
 
-def _study_failure(failed: Mapping[int, FwRolloutsError], results: list[FwRollouts]) -> FwRolloutsError:
+def study_failure(failed: Mapping[int, FwRolloutsError], results: list[FwRollouts]) -> FwRolloutsError:
     """The error to raise for a study with failed items: the first failed item's error, with every
     item's results (``error.results``) and the failed items named in its message."""
     first = min(failed)

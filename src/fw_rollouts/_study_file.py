@@ -17,7 +17,7 @@ sample is on disk once its line, newline included, is.
 one cut short has no footer::
 
     study.parquet/_study.json         the header above, as JSON (the leading "_" makes Parquet readers skip it)
-    study.parquet/part-000000.parquet one row per sample (columns: see ``_parquet_schema``)
+    study.parquet/part-000000.parquet one row per sample (columns: see ``parquet_schema``)
     study.parquet/part-000001.parquet ...
 
 Each part is written whole under a temporary name (``.part-NNNNNN.parquet.tmp``), synced, then
@@ -89,7 +89,7 @@ _LONG_DIGITS = re.compile(rb"(?<![.\d])\d{19}")
 # -- formats and headers ------------------------------------------------------------------------------------------
 
 
-def _pyarrow() -> tuple[Any, Any]:
+def import_pyarrow() -> tuple[Any, Any]:
     """``(pyarrow, pyarrow.parquet)``, or ConfigurationError naming the extra that installs them."""
     try:
         pa: ModuleType = importlib.import_module("pyarrow")
@@ -126,7 +126,7 @@ def study_format(output: str | os.PathLike[str], format: str | None = None) -> s
                 "or pass format='jsonl' or format='parquet'",
             )
     if kind == "parquet":
-        _pyarrow()
+        import_pyarrow()
     return kind
 
 
@@ -376,7 +376,7 @@ _LP_COLUMNS: Final = (
 _TEXT: Final = tuple(name for name, kind in _SCALARS if kind == "string")
 
 
-def _parquet_schema(pa: Any) -> Any:
+def parquet_schema(pa: Any) -> Any:
     """One row per sample: item, the sample's fields, usage as a struct, logprobs as list columns."""
     kinds = {"string": pa.string(), "bool": pa.bool_(), "int64": pa.int64()}
     return pa.schema(
@@ -425,7 +425,7 @@ def _texts(value: list[Any] | None) -> str:
     return "".join(v if isinstance(v, str) else _texts(v) for v in value if v is not None)
 
 
-def _row(item: int, response: FwResponse) -> dict[str, Any]:
+def sample_row(item: int, response: FwResponse) -> dict[str, Any]:
     """A sample as a Parquet row."""
     data = response_to_dict(response)
     row: dict[str, Any] = {"item": item}
@@ -468,8 +468,8 @@ def _top_ids(top_ids: list[dict[str, int] | None] | None) -> list[list[int] | No
     return None if top_ids is None else [None if ids is None else list(ids.values()) for ids in top_ids]
 
 
-def _from_row(row: dict[str, Any]) -> FwResponse:
-    """The sample :func:`_row` stored (KeyError/TypeError/ValueError for a row that is not one)."""
+def sample_from_row(row: dict[str, Any]) -> FwResponse:
+    """The sample :func:`sample_row` stored (KeyError/TypeError/ValueError for a row that is not one)."""
     if row["exact_json"] is not None:
         row.update(json.loads(row["exact_json"]))
     data = {name: row[name] for name, _ in _SCALARS}
@@ -523,8 +523,8 @@ class _ParquetSink:
     """A Parquet study directory (used on the writer's thread only): rows gathered, written a whole part at a time."""
 
     def __init__(self, where: str, next_part: int, part_rows: int, part_interval: float) -> None:
-        self._pa, self._pq = _pyarrow()
-        self._schema = _parquet_schema(self._pa)
+        self._pa, self._pq = import_pyarrow()
+        self._schema = parquet_schema(self._pa)
         self._where = where
         self._next = next_part
         self._part_rows = part_rows
@@ -535,7 +535,7 @@ class _ParquetSink:
     def write(self, batch: list[tuple[int, FwResponse]]) -> None:
         if not self._rows:
             self._since = time.monotonic()
-        self._rows.extend(_row(item, response) for item, response in batch)
+        self._rows.extend(sample_row(item, response) for item, response in batch)
         if len(self._rows) >= self._part_rows or time.monotonic() - self._since >= self._part_interval:
             self.flush()
 
@@ -571,7 +571,7 @@ class _ParquetSink:
 def _open_parquet(
     where: str, header: dict[str, Any], part_rows: int, part_interval: float
 ) -> tuple[_ParquetSink, frozenset[tuple[int, int]]]:
-    _, pq = _pyarrow()
+    _, pq = import_pyarrow()
     if os.path.exists(where) and not os.path.isdir(where):
         raise _bad_file("output", where, "it is a file, and a Parquet study is a directory: pass a new path")
     os.makedirs(where, exist_ok=True)
@@ -601,7 +601,7 @@ def _open_parquet(
 
 
 def _read_parquet(where: str) -> Iterator[tuple[int, FwResponse]]:
-    _, pq = _pyarrow()
+    _, pq = import_pyarrow()
     items = len(_read_parquet_header(where, "path")["items"])
     for _, part in _parts(where):
         try:
@@ -623,7 +623,7 @@ def _read_parquet(where: str) -> Iterator[tuple[int, FwResponse]]:
                         raise ValueError(f"item {item!r} is not an index of the header's {items} items")
                     if type(row["seed"]) is not int:
                         raise ValueError(f"its seed is {row['seed']!r}, not an integer")
-                    response = _from_row(row)
+                    response = sample_from_row(row)
                 except (KeyError, TypeError, ValueError) as exc:
                     raise _part_error("path", where, part, exc) from None
                 response.item = item  # the row's item is the sample's (a fresh object)

@@ -29,15 +29,31 @@ import ray
 import ray.data
 from ray.data.datasource import FilenameProvider
 
-from ._client import AsyncFireworks, _check_n_samples, _check_seed, _outcomes, _rollouts, _study_failure
-from ._client import _study_header as _header_of
+from ._client import (
+    AsyncFireworks,
+    check_n_samples,
+    check_seed,
+    prepare_study,
+    rollouts_of,
+    run_prepared,
+    study_failure,
+    study_header,
+)
 from ._exceptions import FwRolloutsError, InvalidTypeError, ValidationError
 from ._files import write_whole
 from ._models import FwResponse, FwRollouts
-from ._progress import StudyProgress
 from ._redact import redactor, scrub_error
-from ._study import Collected, StudyItem, coerce_items
-from ._study_file import FORMAT, HEADER_NAME, VERSION, _from_row, _parquet_schema, _pyarrow, _row, study_format
+from ._study import StudyItem, coerce_items
+from ._study_file import (
+    FORMAT,
+    HEADER_NAME,
+    VERSION,
+    import_pyarrow,
+    parquet_schema,
+    sample_from_row,
+    sample_row,
+    study_format,
+)
 from ._validators import on_error as check_on_error
 from ._validators import positive_integer
 
@@ -73,7 +89,7 @@ class _StudyWorker:
         self._job = job
         # Loop-bound parts (connections, budget waiters) are made on first use, on Ray's event loop for the UDF.
         self._client = AsyncFireworks(**job.options)
-        pa, _ = _pyarrow()
+        pa, _ = import_pyarrow()
         self._pa = pa
         self._schema = _row_schema(pa)
 
@@ -85,14 +101,13 @@ class _StudyWorker:
         # The driver pickled these items itself, from the caller's own objects (Ray pickles them anyway).
         items: list[StudyItem] = [pickle.loads(data) for data in batch.column("item").to_pylist()]
         client, job = self._client, self._job
-        prepared = client._prepare(items, {}, n_samples=job.n_samples, seed=job.seed, where="items")
-        collected = Collected(len(prepared), StudyProgress(0, enabled=False))
-        fatal = await client._run_study(prepared, collected)
-        results, failed = _outcomes(prepared, collected, fatal, client._services.store)
+        results, failed = await run_prepared(
+            client, prepare_study(client, items, n_samples=job.n_samples, seed=job.seed)
+        )
         redact = redactor(client.settings.api_key)
         rows: list[dict[str, Any]] = []
         for local, (index, rollouts) in enumerate(zip(indices, results, strict=True)):
-            rows.extend(_row(index, response) for response in rollouts.responses)
+            rows.extend(sample_row(index, response) for response in rollouts.responses)
             error = failed.get(local)
             if error is not None:
                 # The samples travel as rows; the error without them (the driver attaches its own FwRollouts).
@@ -105,15 +120,15 @@ class _StudyWorker:
 
 def _row_schema(pa: Any) -> Any:
     """The study file's row schema, with where the item's cache is and a failed item's error."""
-    schema = _parquet_schema(pa)
+    schema = parquet_schema(pa)
     return schema.append(pa.field("cache_dir", pa.string())).append(pa.field(_FAILURE, pa.binary()))
 
 
 def _samples_only(batch: Any) -> Any:
     """The sample rows of a batch, in the study file's schema (what ``load_study`` reads)."""
-    pa, _ = _pyarrow()
+    pa, _ = import_pyarrow()
     samples = batch.filter(batch.column("seed").is_valid())
-    return samples.drop_columns(["cache_dir", _FAILURE]).cast(_parquet_schema(pa))
+    return samples.drop_columns(["cache_dir", _FAILURE]).cast(parquet_schema(pa))
 
 
 class _Parts(FilenameProvider):
@@ -200,8 +215,8 @@ def generate_many(
     does. Progress is Ray Data's own (its bars on the driver; ``progress_bar=False`` turns them off).
     """
     check_on_error(on_error)
-    n = _check_n_samples(n_samples)
-    first = _check_seed(seed)
+    n = check_n_samples(n_samples)
+    first = check_seed(seed)
     if num_workers is not None:
         positive_integer("num_workers", num_workers)
     if batch_size is not None:
@@ -214,7 +229,7 @@ def generate_many(
     study = coerce_items(items)
     # The driver's client checks every option and item, as each worker's will: bad input fails here, at once.
     client = AsyncFireworks(**{**options, "progress_bar": shown})
-    prepared = client._prepare(study, {}, n_samples=n, seed=first, where="items")
+    prepared = prepare_study(client, study, n_samples=n, seed=first)
     if not ray.is_initialized():
         ray.init()
     resources: Mapping[str, float] = ray.cluster_resources()  # type: ignore[no-untyped-call]
@@ -222,7 +237,7 @@ def generate_many(
     size = batch_size or max(1, min(_MAX_BATCH, math.ceil(len(study) / (workers * _BATCHES_PER_WORKER))))
     if where is not None:
         os.makedirs(where, exist_ok=True)
-        header = {"format": FORMAT, "version": VERSION, **_header_of(prepared)}
+        header = {"format": FORMAT, "version": VERSION, **study_header(prepared)}
         write_whole(os.path.join(where, HEADER_NAME), _json_bytes(header))
 
     rows = [{"index": i, "item": pickle.dumps(item)} for i, item in enumerate(study)]
@@ -260,7 +275,7 @@ def generate_many(
                     if row[_FAILURE] is not None:
                         failures[index] = pickle.loads(row[_FAILURE])
                     continue
-                response = _from_row(row)
+                response = sample_from_row(row)
                 response.item = index
                 samples[index][response.seed] = response
     finally:
@@ -282,13 +297,13 @@ def _results(
         error = failures.get(p.index)
         errors = dict(error.errors) if error is not None else {}
         rollouts = dataclasses.replace(
-            _rollouts(p, samples[p.index], p.settings, None, errors=errors), cache_dir=locations.get(p.index)
+            rollouts_of(p, samples[p.index], p.settings, None, errors=errors), cache_dir=locations.get(p.index)
         )
         results.append(rollouts)
         if error is not None:
             failed[p.index] = error._evolve(rollouts=rollouts)
     if failed and on_error == "raise":
-        raise scrub_error(_study_failure(failed, results), redactor(api_key))
+        raise scrub_error(study_failure(failed, results), redactor(api_key))
     return results
 
 
