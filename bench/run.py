@@ -47,6 +47,7 @@ API_KEY = "bench-key"
 SPR_KS = (1, 8, 128)
 SECTIONS = (
     "throughput", "peer", "memory", "cache", "spr", "sync", "studies", "echo", "storage", "budget", "scoring",
+    "redis_cache",
 )  # fmt: skip
 
 
@@ -613,6 +614,23 @@ class Bench:
                 f"{result['time_ratio']:.3f}x full echo",
             )
 
+    def redis_cache(self) -> None:
+        """The Redis cache against the local one: a cache-hit re-run (bench/redis_cache.py)."""
+        from bench import redis_cache
+
+        with section(self.report, "redis_cache") as data:
+            result = redis_cache.measure(self.sizes is MODES["smoke"])
+            data.update(result)
+            self.report.row(
+                "12",
+                f"cache-hit re-run, {result['samples']:,} samples, Redis store",
+                f"{result['ms_per_1000_redis']} ms/1000",
+                f"{result['redis_over_disk']:.2f}x disk store",
+            )
+            self.report.targets.append(
+                Target("12a", "Redis cache-hit re-run / disk store's", result["redis_over_disk"], 3, "<=", "x")
+            )
+
     def profile(self, output: Path) -> dict[str, Any]:
         spec = {**self.base(self.strict), "n": self.sizes.n}
         warm = run_job({**spec, "variant": "ours", "cache_dir": self.fresh_dir("warm")})
@@ -744,6 +762,7 @@ def main(argv: list[str] | None = None) -> int:
             "storage": bench.storage,
             "budget": bench.budgets,
             "scoring": bench.scoring,
+            "redis_cache": bench.redis_cache,
         }
         for name, step in steps.items():
             if not only or name in only:
