@@ -9,7 +9,11 @@ reservation counts for ``window + margin`` seconds (the margin covers the servic
 a little after it was let through) and is then dropped by whichever worker asks next, so a worker that
 dies holding reservations leaks nothing beyond the window. When a request is over, its reservation is
 settled to what the server reported (a failed request keeps its request count and gives its tokens
-back). A 429/503 seen by one worker sets a cool-down in Redis that every worker waits out. The
+back) and stamped again with the time of its reply less the margin: the service saw the request before
+it replied, so the reservation counts at least a window after that whatever delayed the request on its
+way out (a first request's imports and connection, a loaded machine). The price: a request counts for
+the window plus how long it took beyond the margin, so requests that take long leave a little of a
+request limit unused (a 60 s window and 3 s requests: about 96% of it). A 429/503 seen by one worker sets a cool-down in Redis that every worker waits out. The
 service's own lower limits, read from ``x-ratelimit-*`` headers, are shared the same way. Every key
 carries a TTL: a namespace nobody uses disappears.
 
@@ -84,8 +88,9 @@ local clock = redis.call('TIME')
 local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
 local span = tonumber(ARGV[2])
 local ttl = tonumber(ARGV[3])
+local hold = tonumber(ARGV[4])
 local M = 5
-local LOG, RES, STATE = KEYS[1], KEYS[2], KEYS[3]
+local LOG, RES, STATE, OPEN = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 
 local function amounts(member)
   local out, i = {}, 0
@@ -109,6 +114,7 @@ end
 
 local function keep(extra_ms)
   redis.call('PEXPIRE', LOG, ttl)
+  redis.call('PEXPIRE', OPEN, ttl)
   redis.call('PEXPIRE', RES, ttl)
   redis.call('PEXPIRE', STATE, math.max(ttl, extra_ms))
 end
@@ -117,23 +123,31 @@ local function cool_left()
   return (tonumber(redis.call('HGET', STATE, 'cool')) or 0) - now
 end
 
-local function expire(tot)
-  local old = redis.call('ZRANGEBYSCORE', LOG, '-inf', now - span)
+local function drop(key, before, tot)
+  local old = redis.call('ZRANGEBYSCORE', key, '-inf', before)
   if #old == 0 then return false end
   for _, member in ipairs(old) do
     local a = amounts(member)
     for m = 1, M do tot[m] = tot[m] - a[m] end
     redis.call('HDEL', RES, string.match(member, '^%S+'))
   end
-  redis.call('ZREMRANGEBYSCORE', LOG, '-inf', now - span)
-  if redis.call('ZCARD', LOG) == 0 then
-    for m = 1, M do tot[m] = 0 end
-  end
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', before)
   return true
 end
 
+-- Settled reservations count for span after their reply; open ones (in flight, or their worker died) for
+-- span + hold after admission.
+local function expire(tot)
+  local a = drop(LOG, now - span, tot)
+  local b = drop(OPEN, now - span - hold, tot)
+  if (a or b) and redis.call('ZCARD', LOG) + redis.call('ZCARD', OPEN) == 0 then
+    for m = 1, M do tot[m] = 0 end
+  end
+  return a or b
+end
+
 if op == 'acquire' then
-  -- ARGV[4] id, ARGV[5..9] our limits (0: none), ARGV[10..14] the reservation, ARGV[15] most entries to read
+  -- ARGV[5] id, ARGV[6..10] our limits (0: none), ARGV[11..15] the reservation, ARGV[16] most entries to read
   local left = cool_left()
   if left > 0 then return {0, tostring(left), 'cool'} end
   local tot = totals()
@@ -141,10 +155,10 @@ if op == 'acquire' then
   local service = redis.call('HMGET', STATE, 's1', 's2', 's3', 's4', 's5')
   local limit, want = {}, {}
   for m = 1, M do
-    local ours, theirs = tonumber(ARGV[4 + m]), tonumber(service[m])
+    local ours, theirs = tonumber(ARGV[5 + m]), tonumber(service[m])
     if ours ~= nil and ours <= 0 then ours = nil end
     if ours and theirs then limit[m] = math.min(ours, theirs) else limit[m] = ours or theirs end
-    want[m] = tonumber(ARGV[9 + m])
+    want[m] = tonumber(ARGV[10 + m])
   end
   -- A request larger than a whole limit goes when nothing else is counted, rather than never.
   local function fits(t)
@@ -154,9 +168,9 @@ if op == 'acquire' then
     return true
   end
   if fits(tot) then
-    local id = ARGV[4]
-    local member = id .. ' ' .. table.concat({ARGV[10], ARGV[11], ARGV[12], ARGV[13], ARGV[14]}, ' ')
-    redis.call('ZADD', LOG, now, member)
+    local id = ARGV[5]
+    local member = id .. ' ' .. table.concat({ARGV[11], ARGV[12], ARGV[13], ARGV[14], ARGV[15]}, ' ')
+    redis.call('ZADD', OPEN, now, member)
     redis.call('HSET', RES, id, member)
     for m = 1, M do tot[m] = tot[m] + want[m] end
     save(tot)
@@ -164,40 +178,50 @@ if op == 'acquire' then
     return {1, tostring(now), 'ok'}
   end
   if changed then save(tot) end
-  -- When enough of the oldest reservations will have expired for this one to fit.
-  local oldest = redis.call('ZRANGE', LOG, 0, tonumber(ARGV[15]) - 1, 'WITHSCORES')
+  -- When enough of the reservations will have expired for this one to fit (settled or not, soonest first).
+  local n = tonumber(ARGV[16])
+  local due = {}
+  local settled = redis.call('ZRANGE', LOG, 0, n - 1, 'WITHSCORES')
+  for i = 1, #settled, 2 do due[#due + 1] = {tonumber(settled[i + 1]) + span, settled[i]} end
+  local open = redis.call('ZRANGE', OPEN, 0, n - 1, 'WITHSCORES')
+  for i = 1, #open, 2 do due[#due + 1] = {tonumber(open[i + 1]) + span + hold, open[i]} end
+  table.sort(due, function(x, y) return x[1] < y[1] end)
   local at = now + span
-  for i = 1, #oldest, 2 do
-    local a = amounts(oldest[i])
+  for _, entry in ipairs(due) do
+    local a = amounts(entry[2])
     for m = 1, M do tot[m] = tot[m] - a[m] end
-    at = tonumber(oldest[i + 1]) + span
+    at = entry[1]
     if fits(tot) then break end
   end
   return {0, tostring(math.max(at - now, 0)), 'full'}
 elseif op == 'settle' then
-  -- ARGV[4] id, ARGV[5..9] what it used (or '' to keep), ARGV[10..14] the service's limits ('' : not said)
-  local id = ARGV[4]
-  if ARGV[5] ~= '' then
-    local member = redis.call('HGET', RES, id)
-    local score = member and redis.call('ZSCORE', LOG, member)
-    if score then
+  -- ARGV[5] id, ARGV[6..10] what it used (or '' to keep), ARGV[11..15] the service's limits ('' : not said),
+  -- ARGV[16] the margin. The request reached the service before its reply came: counted from now less the
+  -- margin, it counts a window after it arrived however late it went out after admission (a first request's
+  -- connection, a loaded machine).
+  local id = ARGV[5]
+  local member = redis.call('HGET', RES, id)
+  local score = member and tonumber(redis.call('ZSCORE', OPEN, member))
+  if score then
+    local new = member
+    if ARGV[6] ~= '' then
       local old, tot = amounts(member), totals()
-      local new = id .. ' ' .. table.concat({ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]}, ' ')
-      for m = 1, M do tot[m] = tot[m] + tonumber(ARGV[4 + m]) - old[m] end
-      redis.call('ZREM', LOG, member)
-      redis.call('ZADD', LOG, score, new)
-      redis.call('HSET', RES, id, new)
+      new = id .. ' ' .. table.concat({ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10]}, ' ')
+      for m = 1, M do tot[m] = tot[m] + tonumber(ARGV[5 + m]) - old[m] end
       save(tot)
     end
+    redis.call('ZREM', OPEN, member)
+    redis.call('ZADD', LOG, math.max(score, now - tonumber(ARGV[16])), new)
+    redis.call('HSET', RES, id, new)
   end
   for m = 1, M do
-    if ARGV[9 + m] ~= '' then redis.call('HSET', STATE, 's' .. m, ARGV[9 + m]) end
+    if ARGV[10 + m] ~= '' then redis.call('HSET', STATE, 's' .. m, ARGV[10 + m]) end
   end
   keep(math.max(cool_left(), 0) * 1000 + 1000)
   return {1, tostring(now), 'ok'}
 elseif op == 'cool' then
-  -- ARGV[4] seconds nobody starts a request for
-  local until_ = now + tonumber(ARGV[4])
+  -- ARGV[5] seconds nobody starts a request for
+  local until_ = now + tonumber(ARGV[5])
   local cool = tonumber(redis.call('HGET', STATE, 'cool')) or 0
   if until_ > cool then redis.call('HSET', STATE, 'cool', tostring(until_)) end
   keep(math.max(until_, cool) * 1000 - now * 1000 + 1000)
@@ -353,7 +377,9 @@ class _LoopState:
         self._limits = budget._limits_list
         self._keys = budget._keys
         self._span = budget.window + budget.margin
-        self._ttl = int((self._span + _KEY_SLACK) * 1000)
+        self._margin = repr(budget.margin)
+        self._hold = repr(budget.window)  # how much longer a reservation not settled counts (in flight, or dead)
+        self._ttl = int((self._span + budget.window + _KEY_SLACK) * 1000)
         self._poll = min(1.0, max(0.05, budget.window / 60))
         # One retry without delay: the first command after a restart finds its pooled connection dead.
         self.client: Redis = from_url(
@@ -402,7 +428,7 @@ class _LoopState:
         self._estimate = per_choice if estimate is None else estimate + _EMA_WEIGHT * (per_choice - estimate)
 
     async def _call(self, *args: object) -> Any:
-        return await self.script(keys=self._keys, args=[args[0], repr(self._span), self._ttl, *args[1:]])
+        return await self.script(keys=self._keys, args=[args[0], repr(self._span), self._ttl, self._hold, *args[1:]])
 
     async def admit(self, amounts: list[int]) -> str:
         """Wait until the shared budget admits ``amounts``; the reservation's id."""
@@ -453,15 +479,14 @@ class _LoopState:
             for m, limit in enumerate(said.limits):
                 if limit is not None and (text := repr(float(limit))) != self._told[m]:
                     self._told[m] = service[m] = text
-        if any(used) or any(service):
-            self.spawn(self._settle(ticket.id, used, service, gives_back=any(used)))
+        self.spawn(self._settle(ticket.id, used, service, gives_back=any(used)))
         return over_limit
 
     async def _settle(self, rid: str, used: list[str], service: list[str], *, gives_back: bool) -> None:
         if self.down:
             return  # the reservation expires on its own; the limits are read again from the next reply
         try:
-            await self._call("settle", rid, *used, *service)
+            await self._call("settle", rid, *used, *service, self._margin)
         except self.unavailable as exc:
             self.went_down(exc)
             return
@@ -600,7 +625,7 @@ class RedisBudget:
         self._limits_list = tuple(limits)
         # One hash tag: a cluster keeps the three keys in one slot, as a multi-key script needs.
         prefix = f"fw_rollouts:budget:{{{chosen}}}"
-        self._keys = (f"{prefix}:log", f"{prefix}:reservations", f"{prefix}:state")
+        self._keys = (f"{prefix}:log", f"{prefix}:reservations", f"{prefix}:state", f"{prefix}:open")
         self._by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = weakref.WeakKeyDictionary()
         self._states: LoopLocal[_LoopState] = LoopLocal(self._make_state, _close_state)
 

@@ -1,0 +1,46 @@
+"""A worker process of tests/test_redis_budget.py: one client sharing a Redis budget, started on a line of stdin.
+
+``python tests/_budget_worker.py '<json>'``: makes an ``AsyncFireworks`` client of the simulator with
+``budget=`` the given Redis URL and the given limits, prints ``ready``, waits for a line on stdin (so that
+every worker starts at once), samples ``prompts`` prompts x ``n`` samples with the cache off, and prints one
+JSON line: when it started and ended (``time.time()``) and how many samples came back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+import time
+from typing import Any
+
+
+async def main(cfg: dict[str, Any]) -> dict[str, Any]:
+    from fw_rollouts import AsyncFireworks
+
+    async with AsyncFireworks(
+        "qwen-15b",
+        base_url=cfg["base_url"],
+        api_key=cfg["api_key"],
+        use_cache=False,
+        progress_bar=False,
+        budget=cfg["budget"],
+        max_tokens=cfg.get("max_tokens", 4),
+        samples_per_request=cfg.get("k", 1),
+        max_concurrency=cfg.get("max_concurrency", 8),
+        cache_dir=cfg["cache_dir"],
+        **cfg["limits"],
+    ) as client:
+        print("ready", flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+        start = time.time()
+        prompts = [f"{cfg['tag']} prompt {i}" for i in range(cfg["prompts"])]
+        results = await client.generate_many(prompts, n_samples=cfg["n"])
+        end = time.time()
+        return {"start": start, "end": end, "samples": sum(len(r) for r in results)}
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.WARNING)  # the budget's warnings reach stderr, which the tests read
+    print(json.dumps(asyncio.run(main(json.loads(sys.argv[1])))), flush=True)

@@ -1,0 +1,402 @@
+"""The rate budget shared through Redis: real redis-server, real simulator, real worker processes.
+
+The workers (tests/_budget_worker.py) are separate processes, each its own client with ``budget=`` the Redis
+URL; the simulator, in this process, enforces the same limits over the same short window (``rate_window``),
+so a few seconds cover several windows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from _helpers import SRC, client_for
+from _redis import RedisServer
+
+from fw_rollouts import AsyncFireworks, ConfigurationError, Cost, InvalidTypeError, Spent, ValidationError
+from fw_rollouts._redis_budget import RedisBudget
+from fw_rollouts.testing import Fault, FireworksSimulator
+
+WORKER = Path(__file__).with_name("_budget_worker.py")
+WINDOW = 3.0
+MARGIN = 1.0
+
+
+def _environ() -> dict[str, str]:
+    environ = dict(os.environ)
+    environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")]))
+    return environ
+
+
+def _run_workers(configs: list[dict[str, Any]], timeout: float = 60.0) -> list[dict[str, Any]]:
+    """Start a worker per config, let them all go at once, and return what each printed at the end."""
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(WORKER), json.dumps(cfg)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_environ(),
+        )  # fmt: skip
+        for cfg in configs
+    ]
+    try:
+        for proc in procs:
+            assert proc.stdout is not None
+            line = proc.stdout.readline()
+            assert line.strip() == "ready", line + (proc.stderr.read() if proc.stderr else "")
+        for proc in procs:
+            assert proc.stdin is not None
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+        results = []
+        for proc in procs:
+            out, err = proc.communicate(timeout=timeout)
+            assert proc.returncode == 0, err
+            results.append(json.loads(out.strip().splitlines()[-1]))
+        return results
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+def _config(sim: FireworksSimulator, url: str, tmp_path: Path, tag: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "base_url": sim.base_url,
+        "api_key": sim.api_key,
+        "budget": url,
+        "cache_dir": str(tmp_path / tag),
+        "tag": tag,
+        **extra,
+    }
+
+
+def _rate(results: list[dict[str, Any]], total: float, limit: float, window: float) -> float:
+    """What the workers got, as a share of the limit: over the run's windows, the last one begun counted whole
+    (a limiter that let through a whole window's worth at once gets no credit for it)."""
+    elapsed = max(r["end"] for r in results) - min(r["start"] for r in results)
+    return total / (elapsed / window + 1) / limit
+
+
+@pytest.fixture(scope="module")
+def redis() -> Any:
+    with RedisServer() as server:
+        yield server
+
+
+# -- many processes, one budget ------------------------------------------------------------------------------
+
+
+def test_four_workers_share_a_request_budget_without_a_429(redis: RedisServer, tmp_path: Path) -> None:
+    limit = 60  # requests per WINDOW seconds, for the four together
+    url = f"{redis.url}?name=rpm&window={WINDOW}&margin={MARGIN}"
+    with FireworksSimulator(requests_per_minute=limit, rate_window=WINDOW, record=False) as sim:
+        # Four windows' worth: three windows of waiting at least, as the first goes at once.
+        configs = [
+            _config(sim, url, tmp_path, f"w{i}", prompts=limit, n=1, limits={"requests_per_minute": limit})
+            for i in range(4)
+        ]
+        results = _run_workers(configs)
+        counts = sim.limits_counts()
+    assert sum(r["samples"] for r in results) == 4 * limit
+    assert counts == {"admitted": 4 * limit, "refused": 0}
+    assert sim.status_counts[429] == 0
+    assert _rate(results, counts["admitted"], limit, WINDOW) >= 0.90
+    # Not faster than the limit either: four windows' worth needs three windows of waiting.
+    assert max(r["end"] for r in results) - min(r["start"] for r in results) >= 3 * WINDOW
+
+
+def test_a_generated_token_budget_is_shared_too_counting_each_choice(redis: RedisServer, tmp_path: Path) -> None:
+    tokens = 8
+    limit = 40 * tokens  # generated tokens per WINDOW: 40 choices of max_tokens
+    url = f"{redis.url}?name=tpm&window={WINDOW}&margin={MARGIN}"
+    with FireworksSimulator(generated_tokens_per_minute=limit, rate_window=WINDOW, record=False) as sim:
+        configs = [
+            _config(sim, url, tmp_path, f"t{i}", prompts=10, n=4, k=2, max_tokens=tokens,
+                    limits={"generated_tokens_per_minute": limit})
+            for i in range(4)
+        ]  # fmt: skip
+        results = _run_workers(configs)
+        counts = sim.limits_counts()
+        generated = 4 * 10 * 4 * tokens
+    assert sum(r["samples"] for r in results) == 160
+    assert counts == {"admitted": 80, "refused": 0}  # two choices a request
+    assert sim.status_counts[429] == 0
+    assert _rate(results, generated, limit, WINDOW) >= 0.90
+
+
+def test_one_workers_429_makes_every_worker_wait(redis: RedisServer, tmp_path: Path) -> None:
+    url = f"{redis.url}?name=cool&window={WINDOW}"
+    with FireworksSimulator(record=False) as sim:
+        sim.faults.push(Fault.status(429, retry_after=3))
+        configs = [_config(sim, url, tmp_path, "c", prompts=1, n=1, limits={})]
+        proc = subprocess.Popen(
+            [sys.executable, str(WORKER), json.dumps(configs[0])],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_environ(),
+        )  # fmt: skip
+        try:
+            assert proc.stdout is not None and proc.stdin is not None
+            assert proc.stdout.readline().strip() == "ready"
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+            deadline = time.monotonic() + 20
+            while sim.status_counts[429] == 0 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert sim.status_counts[429] == 1
+
+            async def waits() -> tuple[float, float]:
+                shared, other = RedisBudget(url), RedisBudget(url, name="elsewhere")
+                try:
+                    start = time.monotonic()
+                    other.release(await other.acquire(Cost(1, 1)))
+                    free = time.monotonic() - start
+                    start = time.monotonic()
+                    shared.release(await shared.acquire(Cost(1, 1)))
+                    return free, time.monotonic() - start
+                finally:
+                    await shared.aclose()
+                    await other.aclose()
+
+            free, held = asyncio.run(waits())
+            out, err = proc.communicate(timeout=30)
+            assert proc.returncode == 0, err
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert free < 0.5
+    assert 1.5 < held < 4.0  # most of the worker's 3 s (less what went by before we asked)
+    assert json.loads(out.strip().splitlines()[-1])["samples"] == 1
+
+
+KILLED = """
+import asyncio, sys
+from fw_rollouts._redis_budget import RedisBudget
+from fw_rollouts import Cost
+
+async def main():
+    budget = RedisBudget(sys.argv[1], requests_per_minute=20, max_concurrency=64)
+    tickets = [await budget.acquire(Cost(10, 5)) for _ in range(20)]
+    print("held", flush=True)
+    await asyncio.sleep(3600)
+
+asyncio.run(main())
+"""
+
+
+def test_a_killed_worker_leaks_nothing_beyond_the_window(redis: RedisServer) -> None:
+    window = 1.5
+    url = f"{redis.url}?name=killed&window={window}&margin=0.1"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILLED, url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_environ()
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "held"
+        killed_at = time.monotonic()
+        proc.kill()
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+    async def main() -> tuple[dict[str, float], float, dict[str, float], list[int]]:
+        import redis.asyncio
+
+        budget = RedisBudget(url, requests_per_minute=20, max_concurrency=64)
+        try:
+            held = await budget.used()
+            # The whole limit is taken by the dead worker: the next request waits for its reservations to expire.
+            budget.release(await budget.acquire(Cost(10, 5)), Spent(10, 0, 5, 1))
+            waited = time.monotonic() - killed_at
+            after = await budget.used()
+            client = redis.asyncio.from_url(redis_url)
+            try:
+                ttls = [await client.pttl(key) for key in budget._keys]
+            finally:
+                await client.aclose()
+            return held, waited, after, ttls
+        finally:
+            await budget.aclose()
+
+    redis_url = redis.url
+    held, waited, after, ttls = asyncio.run(main())
+    assert held["requests"] == 20 and held["generated_tokens"] == 100
+    assert waited < window + 1.5
+    assert after["requests"] == 1  # only ours: the dead worker's are gone
+    assert all(0 < ttl <= (window + 0.1 + 10) * 1000 for ttl in ttls)  # an idle namespace disappears
+
+
+def test_a_redis_restart_mid_run_warns_once_loses_nothing_and_shares_again(
+    redis_server: RedisServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    window, limit = 1.0, 20
+    url = f"{redis_server.url}?name=restart&window={window}&margin=0.1"
+
+    async def main(sim: FireworksSimulator) -> tuple[int, bool, float, dict[str, float]]:
+        async with client_for(
+            sim, tmp_path, budget=url, requests_per_minute=limit, use_cache=False, max_tokens=4, max_concurrency=4
+        ) as client:
+            restart = asyncio.create_task(asyncio.to_thread(redis_server.restart, down_for=1.0))
+            await asyncio.sleep(0.3)
+            results = await client.generate_many([f"p{i}" for i in range(80)])
+            await restart
+            budget = await client._services.budget.get()
+            assert isinstance(budget, RedisBudget)
+            on_its_own = budget.shared
+            deadline = time.monotonic() + 10
+            while not budget.shared and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+            # Back to sharing: the next requests are counted in Redis again.
+            await client.generate_many([f"q{i}" for i in range(5)])
+            used = await budget.used()
+            return sum(len(r) for r in results), on_its_own, time.monotonic(), used
+
+    with caplog.at_level(logging.WARNING, logger="fw_rollouts"), FireworksSimulator(
+        requests_per_minute=limit, rate_window=window, record=False
+    ) as sim:
+        samples, _, _, used = asyncio.run(main(sim))
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING and r.name == "fw_rollouts.ratelimit"]
+    assert samples == 80
+    assert len(warnings) == 1, [r.getMessage() for r in warnings]
+    assert "unreachable" in warnings[0].getMessage()
+    assert used["requests"] >= 5
+
+
+# -- arguments, URLs, the password -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "argument"),
+    [
+        ({"requests_per_minute": 0}, "requests_per_minute"),
+        ({"tokens_per_minute": -1.0}, "tokens_per_minute"),
+        ({"prompt_tokens_per_minute": float("nan")}, "prompt_tokens_per_minute"),
+        ({"generated_tokens_per_minute": "10"}, "generated_tokens_per_minute"),
+        ({"max_concurrency": 0}, "max_concurrency"),
+        ({"max_concurrency": 2.5}, "max_concurrency"),
+        ({"name": ""}, "name"),
+        ({"name": "a b"}, "name"),
+        ({"window": 0}, "window"),
+        ({"window": float("inf")}, "window"),
+        ({"margin": -0.1}, "margin"),
+    ],
+)
+def test_bad_arguments_name_the_argument(kwargs: dict[str, Any], argument: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        RedisBudget("redis://127.0.0.1:6379/0", **kwargs)
+    assert info.value.argument == argument
+    assert argument in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:6379/0",
+        "redis://",
+        "redis://:hunter2secret@127.0.0.1:notaport/0",
+        "redis://:hunter2secret@127.0.0.1:6379/zero",
+        "redis://:hunter2secret@127.0.0.1:6379/0?window=-1",
+        "redis://:hunter2secret@127.0.0.1:6379/0?margin=x",
+        "sqlite:///tmp/x",
+    ],
+)
+def test_bad_urls_are_refused_before_any_request_without_the_password(url: str, tmp_path: Path) -> None:
+    with pytest.raises(ValidationError) as direct:
+        RedisBudget(url)
+    with pytest.raises(ValidationError) as info:
+        AsyncFireworks("qwen-15b", api_key="k", cache_dir=str(tmp_path), budget=url)
+    assert info.value.argument.startswith("budget")
+    assert "Redis URL" in str(info.value) and "Budget" in str(info.value)
+    for error in (direct.value, info.value):
+        assert "hunter2secret" not in str(error) and "hunter2secret" not in repr(error.value)
+
+
+def test_budget_must_be_a_budget_a_redis_url_or_none(tmp_path: Path) -> None:
+    with pytest.raises(InvalidTypeError) as info:
+        AsyncFireworks("qwen-15b", api_key="k", cache_dir=str(tmp_path), budget=42)  # type: ignore[arg-type]
+    assert info.value.argument == "budget" and "Redis URL" in str(info.value)
+
+
+def test_the_password_never_shows(redis: RedisServer, caplog: pytest.LogCaptureFixture) -> None:
+    secret = "s3cret-pass-word"
+    # A server that is not there: the warning names the location, never the password.
+    url = f"redis://user:{secret}@127.0.0.1:1/0?name=pw"
+    budget = RedisBudget(url, requests_per_minute=10)
+    assert secret not in budget.location and "user:[REDACTED]@127.0.0.1:1/0" in budget.location
+    assert secret not in repr(budget)
+
+    async def main() -> None:
+        try:
+            budget.release(await budget.acquire(Cost(1, 1)), None)  # falls back to the in-process limiter
+            assert not budget.shared
+            assert secret not in repr(budget)
+            with pytest.raises(Exception) as info:
+                await budget.used()
+            assert secret not in str(info.value)
+        finally:
+            await budget.aclose()
+
+    with caplog.at_level(logging.DEBUG, logger="fw_rollouts"):
+        asyncio.run(main())
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "unreachable" in text and "127.0.0.1:1" in text and secret not in text
+
+
+def test_a_client_given_a_url_makes_and_closes_a_shared_budget_with_its_limits(
+    redis: RedisServer, tmp_path: Path
+) -> None:
+    url = f"{redis.url}?name=client&window=2"
+
+    async def main(sim: FireworksSimulator) -> None:
+        async with client_for(sim, tmp_path, budget=url, requests_per_minute=7, max_concurrency=3) as client:
+            await client.generate("hi", n_samples=2, max_tokens=2, use_cache=False)
+            budget = await client._services.budget.get()
+            assert isinstance(budget, RedisBudget)
+            assert (budget.name, budget.window, budget.requests_per_minute, budget.max_concurrency) == (
+                "client", 2.0, 7.0, 3
+            )
+            assert (await budget.used())["requests"] == 2
+            # A sibling with other limits keeps the URL (a new budget in the same namespace); one without shares it.
+            same = client.with_options(temperature=0.1)
+            assert await same._services.budget.get() is budget
+            other = client.with_options(requests_per_minute=5)
+            theirs = await other._services.budget.get()
+            assert isinstance(theirs, RedisBudget) and theirs is not budget and theirs.requests_per_minute == 5.0
+            await other.aclose()
+            plain = client.with_options(budget=None, requests_per_minute=4)
+            assert isinstance(await plain._services.budget.get(), RedisBudget)
+            await plain.aclose()
+        with pytest.raises(ConfigurationError):
+            await client._services.budget.get()
+
+    with FireworksSimulator() as sim:
+        asyncio.run(main(sim))
+
+
+def test_the_sync_client_takes_a_url(redis: RedisServer, tmp_path: Path) -> None:
+    from fw_rollouts import Fireworks
+
+    url = f"{redis.url}?name=sync&window=2"
+    with FireworksSimulator() as sim, Fireworks(
+        "qwen-15b", base_url=sim.base_url, api_key=sim.api_key, cache_dir=str(tmp_path), progress_bar=False,
+        budget=url, requests_per_minute=50,
+    ) as client:  # fmt: skip
+        assert len(client.generate("hi", n_samples=3, max_tokens=2, use_cache=False)) == 3
+
+    async def used() -> float:
+        budget = RedisBudget(url)
+        try:
+            return (await budget.used())["requests"]
+        finally:
+            await budget.aclose()
+
+    assert asyncio.run(used()) == 3
