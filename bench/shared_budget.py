@@ -83,15 +83,19 @@ def measure(smoke: bool) -> dict[str, Any]:
         try:
             with FireworksSimulator(requests_per_minute=limit, rate_window=window, record=False) as sim:
                 budget = f"{url}?name=bench&window={window:g}"
-                env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parents[1] / "src"), os.environ.get("PYTHONPATH")]))}
+                root = Path(__file__).parents[1]
+                paths = [str(root / "src"), os.environ.get("PYTHONPATH")]
+                env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, paths))}
                 procs = []
                 for i in range(WORKERS):
-                    cfg = {"base_url": sim.base_url, "api_key": sim.api_key, "budget": budget, "limit": limit,
-                           "cache_dir": f"{tmp}/c{i}", "tag": f"w{i}", "prompts": limit * windows // WORKERS}  # fmt: skip
+                    cfg = {
+                        "base_url": sim.base_url, "api_key": sim.api_key, "budget": budget, "limit": limit,
+                        "cache_dir": f"{tmp}/c{i}", "tag": f"w{i}", "prompts": limit * windows // WORKERS,
+                    }  # fmt: skip
                     procs.append(subprocess.Popen(
                         [sys.executable, "-m", "bench.shared_budget", "--worker", json.dumps(cfg)],
                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
-                        cwd=str(Path(__file__).parents[1]),
+                        cwd=str(root),
                     ))  # fmt: skip
                 for proc in procs:
                     assert proc.stdout is not None

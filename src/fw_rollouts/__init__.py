@@ -68,6 +68,7 @@ if _typing.TYPE_CHECKING:
     from ._plots import plot_logprobs
     from ._prompts import MODEL_ALIASES, resolve_model
     from ._ratelimit import Limiter
+    from ._redis_budget import RedisBudget
     from ._scoring import BoundaryInsideToken, Score, score_span
     from ._settings import Settings
     from ._steps import StepImportance, StepResampling, StepResult, plot_importance
@@ -132,6 +133,7 @@ __all__ = [
     "PriceTable",
     "Prices",
     "RateLimitError",
+    "RedisBudget",
     "Reply",
     "ResponseError",
     "SampleStore",
@@ -204,6 +206,7 @@ _LAZY: dict[str, tuple[str, ...]] = {
     "_plots": ("plot_logprobs",),
     "_prompts": ("MODEL_ALIASES", "resolve_model"),
     "_ratelimit": ("Limiter",),
+    "_redis_budget": ("RedisBudget",),
     "_scoring": ("BoundaryInsideToken", "Score", "score_span"),
     "_settings": ("Settings",),
     "_steps": ("StepImportance", "StepResampling", "StepResult", "plot_importance"),

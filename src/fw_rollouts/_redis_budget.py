@@ -1,21 +1,22 @@
 """A rate budget shared by many processes through Redis: :class:`RedisBudget`.
 
 Every process (on any machine) made with the same Redis and ``name`` shares one account of the
-per-minute limits, kept by one Lua script so that admission is atomic. Redis keeps a sliding log of
-reservations: each request, when it may start, adds what it may spend (its choices as requests, its
-prompt estimate and ``max_tokens`` per choice as tokens, as :class:`~fw_rollouts._ratelimit.Limiter`
-reserves them) stamped with Redis's own clock (``TIME``: the machines' clocks do not matter). A
-reservation counts for ``window + margin`` seconds (the margin covers the service counting a request
-a little after it was let through) and is then dropped by whichever worker asks next, so a worker that
-dies holding reservations leaks nothing beyond the window. When a request is over, its reservation is
-settled to what the server reported (a failed request keeps its request count and gives its tokens
-back) and stamped again with the time of its reply less the margin: the service saw the request before
-it replied, so the reservation counts at least a window after that whatever delayed the request on its
-way out (a first request's imports and connection, a loaded machine). The price: a request counts for
-the window plus how long it took beyond the margin, so requests that take long leave a little of a
-request limit unused (a 60 s window and 3 s requests: about 96% of it). A 429/503 seen by one worker sets a cool-down in Redis that every worker waits out. The
-service's own lower limits, read from ``x-ratelimit-*`` headers, are shared the same way. Every key
-carries a TTL: a namespace nobody uses disappears.
+per-minute limits, kept by one Lua script so that each step is atomic and timed by Redis's own clock
+(``TIME``: the machines' clocks do not matter). Redis keeps a log of reservations. A request, when it
+may start, reserves what it may spend (its choices as requests; its prompt estimate and ``max_tokens``
+per choice as tokens, or a running estimate when ``max_tokens`` is None, as
+:class:`~fw_rollouts._ratelimit.Limiter` reserves them). While it is in flight its reservation counts
+as long as its worker's lease lasts (renewed every few tenths of a second while the worker has requests
+in flight), so a worker that dies leaks nothing for longer than the window or the lease (2 s), whichever
+ends later. When the request is over, the reservation is settled to what the server reported (a failed
+request keeps its request count and gives its tokens back) and counts for ``window + margin`` seconds
+from then: the service saw the request before it replied, so it is counted at least a window after the
+service counted it, however late it went out after admission (a first request's imports and
+connection, a loaded machine, a server's queue). The price: each request holds its part of a limit for
+the window plus its own latency, so long requests leave a little of a request limit unused (a 60 s
+window and 2 s requests: about 96% of it is used). A 429/503 seen by one worker sets a cool-down in
+Redis that every worker waits out. The service's own lower limits, read from ``x-ratelimit-*``
+headers, are shared the same way. Every key carries a TTL: a namespace nobody uses disappears.
 
 Per process, a concurrency window of ``max_concurrency`` (halved on an overload, widened on success,
 as the Limiter's) and one Redis client per event loop. A request that does not fit sleeps (asyncio)
@@ -31,6 +32,7 @@ account's limits; the 429s that follow are retried like any other, so no sample 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import os
@@ -71,6 +73,7 @@ _CONNECT_TIMEOUT = 1.0
 _TIMEOUT = 5.0
 _CLOSE_TIMEOUT = 2.0  # seconds aclose waits for settles still on their way
 _WALK = 512  # most reservations the script reads to find when a request fits (a later retry reads on)
+_LEASE = 2.0  # seconds a worker's reservations in flight outlive its last word (it renews every third of it)
 _KEY_SLACK = 10.0  # seconds a namespace's keys outlive their last reservation
 # As the Limiter's: the running estimate of tokens per choice when a request sets no max_tokens.
 _EMA_WEIGHT = 0.2
@@ -88,9 +91,9 @@ local clock = redis.call('TIME')
 local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
 local span = tonumber(ARGV[2])
 local ttl = tonumber(ARGV[3])
-local hold = tonumber(ARGV[4])
+local lease = tonumber(ARGV[4])
 local M = 5
-local LOG, RES, STATE, OPEN = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local LOG, RES, STATE, OPEN, LEASES = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 
 local function amounts(member)
   local out, i = {}, 0
@@ -115,6 +118,7 @@ end
 local function keep(extra_ms)
   redis.call('PEXPIRE', LOG, ttl)
   redis.call('PEXPIRE', OPEN, ttl)
+  redis.call('PEXPIRE', LEASES, ttl)
   redis.call('PEXPIRE', RES, ttl)
   redis.call('PEXPIRE', STATE, math.max(ttl, extra_ms))
 end
@@ -135,11 +139,30 @@ local function drop(key, before, tot)
   return true
 end
 
--- Settled reservations count for span after their reply; open ones (in flight, or their worker died) for
--- span + hold after admission.
+local function owner(member)
+  return string.match(member, '^([^- ]+)')
+end
+
+-- Open reservations (in flight) count while their worker's lease lasts, and at least span after admission.
+local function drop_open(tot)
+  local old = redis.call('ZRANGEBYSCORE', OPEN, '-inf', now - span)
+  local dropped = false
+  for _, member in ipairs(old) do
+    if (tonumber(redis.call('HGET', LEASES, owner(member))) or 0) <= now then
+      local a = amounts(member)
+      for m = 1, M do tot[m] = tot[m] - a[m] end
+      redis.call('HDEL', RES, string.match(member, '^%S+'))
+      redis.call('ZREM', OPEN, member)
+      dropped = true
+    end
+  end
+  return dropped
+end
+
+-- Settled reservations count for span after their reply.
 local function expire(tot)
   local a = drop(LOG, now - span, tot)
-  local b = drop(OPEN, now - span - hold, tot)
+  local b = drop_open(tot)
   if (a or b) and redis.call('ZCARD', LOG) + redis.call('ZCARD', OPEN) == 0 then
     for m = 1, M do tot[m] = 0 end
   end
@@ -167,6 +190,7 @@ if op == 'acquire' then
     end
     return true
   end
+  redis.call('HSET', LEASES, owner(ARGV[5]), tostring(now + lease))
   if fits(tot) then
     local id = ARGV[5]
     local member = id .. ' ' .. table.concat({ARGV[11], ARGV[12], ARGV[13], ARGV[14], ARGV[15]}, ' ')
@@ -184,7 +208,7 @@ if op == 'acquire' then
   local settled = redis.call('ZRANGE', LOG, 0, n - 1, 'WITHSCORES')
   for i = 1, #settled, 2 do due[#due + 1] = {tonumber(settled[i + 1]) + span, settled[i]} end
   local open = redis.call('ZRANGE', OPEN, 0, n - 1, 'WITHSCORES')
-  for i = 1, #open, 2 do due[#due + 1] = {tonumber(open[i + 1]) + span + hold, open[i]} end
+  for i = 1, #open, 2 do due[#due + 1] = {tonumber(open[i + 1]) + span, open[i]} end
   table.sort(due, function(x, y) return x[1] < y[1] end)
   local at = now + span
   for _, entry in ipairs(due) do
@@ -196,9 +220,8 @@ if op == 'acquire' then
   return {0, tostring(math.max(at - now, 0)), 'full'}
 elseif op == 'settle' then
   -- ARGV[5] id, ARGV[6..10] what it used (or '' to keep), ARGV[11..15] the service's limits ('' : not said),
-  -- ARGV[16] the margin. The request reached the service before its reply came: counted from now less the
-  -- margin, it counts a window after it arrived however late it went out after admission (a first request's
-  -- connection, a loaded machine).
+  -- The request reached the service before its reply came: counted from now, it counts a window after it
+  -- arrived however late it went out after admission (a first request's connection, a loaded machine).
   local id = ARGV[5]
   local member = redis.call('HGET', RES, id)
   local score = member and tonumber(redis.call('ZSCORE', OPEN, member))
@@ -211,13 +234,18 @@ elseif op == 'settle' then
       save(tot)
     end
     redis.call('ZREM', OPEN, member)
-    redis.call('ZADD', LOG, math.max(score, now - tonumber(ARGV[16])), new)
+    redis.call('ZADD', LOG, now, new)
     redis.call('HSET', RES, id, new)
   end
   for m = 1, M do
     if ARGV[10 + m] ~= '' then redis.call('HSET', STATE, 's' .. m, ARGV[10 + m]) end
   end
   keep(math.max(cool_left(), 0) * 1000 + 1000)
+  return {1, tostring(now), 'ok'}
+elseif op == 'lease' then
+  -- ARGV[5] the worker: its open reservations are in flight for lease seconds more
+  redis.call('HSET', LEASES, ARGV[5], tostring(now + lease))
+  keep(0)
   return {1, tostring(now), 'ok'}
 elseif op == 'cool' then
   -- ARGV[5] seconds nobody starts a request for
@@ -377,9 +405,9 @@ class _LoopState:
         self._limits = budget._limits_list
         self._keys = budget._keys
         self._span = budget.window + budget.margin
-        self._margin = repr(budget.margin)
-        self._hold = repr(budget.window)  # how much longer a reservation not settled counts (in flight, or dead)
-        self._ttl = int((self._span + budget.window + _KEY_SLACK) * 1000)
+        self.open = 0  # reservations of this loop admitted and not settled yet
+        self._renewer: asyncio.Task[None] | None = None
+        self._ttl = int((self._span + _LEASE + _KEY_SLACK) * 1000)
         self._poll = min(1.0, max(0.05, budget.window / 60))
         # One retry without delay: the first command after a restart finds its pooled connection dead.
         self.client: Redis = from_url(
@@ -427,8 +455,8 @@ class _LoopState:
         estimate = self._estimate
         self._estimate = per_choice if estimate is None else estimate + _EMA_WEIGHT * (per_choice - estimate)
 
-    async def _call(self, *args: object) -> Any:
-        return await self.script(keys=self._keys, args=[args[0], repr(self._span), self._ttl, self._hold, *args[1:]])
+    async def _call(self, op: str, *args: str | int | float) -> Any:
+        return await self.script(keys=self._keys, args=[op, repr(self._span), self._ttl, _LEASE, *args])
 
     async def admit(self, amounts: list[int]) -> str:
         """Wait until the shared budget admits ``amounts``; the reservation's id."""
@@ -438,8 +466,23 @@ class _LoopState:
             while True:
                 ok, value, _why = await self._call("acquire", rid, *limits, *amounts, _WALK)
                 if int(ok):
+                    self.open += 1
+                    if self._renewer is None or self._renewer.done():
+                        self._renewer = asyncio.get_running_loop().create_task(self._renew())
                     return rid
                 await self._sleep_or_wake(max(min(float(value), self._poll), _MIN_WAIT))
+
+    async def _renew(self) -> None:
+        """Renew this worker's lease while it has requests in flight: a worker that dies stops, and its
+        reservations expire a lease later (or a window after admission, whichever is later)."""
+        while self.open > 0:
+            await asyncio.sleep(_LEASE / 3)
+            if self.down or self.open <= 0:
+                continue
+            try:
+                await self._call("lease", self._prefix)
+            except self.unavailable as exc:
+                self.went_down(exc)
 
     async def _sleep_or_wake(self, seconds: float) -> None:
         wake: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -458,6 +501,7 @@ class _LoopState:
 
     def settle(self, ticket: _Reservation, spent: Spent | None, headers: Mapping[str, str] | None) -> bool:
         """Send the reservation's settling (and any new service limit) to Redis; whether the reply said over-limit."""
+        self.open -= 1
         used: list[str] = [""] * len(METERS)
         if spent is None:
             actual = [ticket.amounts[_REQUESTS], 0, 0, 0, 0]
@@ -486,7 +530,7 @@ class _LoopState:
         if self.down:
             return  # the reservation expires on its own; the limits are read again from the next reply
         try:
-            await self._call("settle", rid, *used, *service, self._margin)
+            await self._call("settle", rid, *used, *service)
         except self.unavailable as exc:
             self.went_down(exc)
             return
@@ -534,10 +578,8 @@ class _LoopState:
             self.budget_repr, type(exc).__name__, self.scrub(str(exc)),
         )  # fmt: skip
         if self._probe is None or self._probe.done():
-            try:
+            with contextlib.suppress(RuntimeError):  # no running loop: the next acquire finds Redis down and probes
                 self._probe = asyncio.get_running_loop().create_task(self._wait_for_redis())
-            except RuntimeError:
-                pass
         self.room_changed()
 
     async def _wait_for_redis(self) -> None:
@@ -551,8 +593,9 @@ class _LoopState:
             log.info("the shared rate budget at %s answers again: back to sharing it", self.budget_repr)
 
     async def aclose(self) -> None:
-        if self._probe is not None:
-            self._probe.cancel()
+        for task in (self._probe, self._renewer):
+            if task is not None:
+                task.cancel()
         if self.tasks:
             # Settles still on their way give tokens back to the others: worth a moment.
             await asyncio.wait(list(self.tasks), timeout=_CLOSE_TIMEOUT)
@@ -623,9 +666,9 @@ class RedisBudget:
         limits[_REQUESTS], limits[_TOKENS] = self.requests_per_minute, self.tokens_per_minute
         limits[_PROMPT], limits[_GENERATED] = self.prompt_tokens_per_minute, self.generated_tokens_per_minute
         self._limits_list = tuple(limits)
-        # One hash tag: a cluster keeps the three keys in one slot, as a multi-key script needs.
+        # One hash tag: a cluster keeps the keys in one slot, as a multi-key script needs.
         prefix = f"fw_rollouts:budget:{{{chosen}}}"
-        self._keys = (f"{prefix}:log", f"{prefix}:reservations", f"{prefix}:state", f"{prefix}:open")
+        self._keys = tuple(f"{prefix}:{key}" for key in ("log", "reservations", "state", "open", "leases"))
         self._by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = weakref.WeakKeyDictionary()
         self._states: LoopLocal[_LoopState] = LoopLocal(self._make_state, _close_state)
 
@@ -726,7 +769,8 @@ class RedisBudget:
         return out
 
     def __repr__(self) -> str:
-        limits = ", ".join(f"{name}={getattr(self, name):g}" for name in _LIMIT_NAMES if getattr(self, name) is not None)
+        given = ((name, getattr(self, name)) for name in _LIMIT_NAMES)
+        limits = ", ".join(f"{name}={value:g}" for name, value in given if value is not None)
         state = self._state()
         mode = "" if state is None else ", on its own: Redis unreachable" if state.down else ", shared"
         return (

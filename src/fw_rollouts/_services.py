@@ -146,7 +146,8 @@ class Services:
                     f"{limits[0]} cannot change for a client given budget=: the budget sets the limits. "
                     "Pass with_options(budget=...) with another budget"
                 )
-        if parent is not None and budget_url == parent.budget_url and keep(_BUDGET_INPUTS, budget, parent.budget_given) and (
+        same_url = parent is not None and budget_url == parent.budget_url
+        if parent is not None and same_url and keep(_BUDGET_INPUTS, budget, parent.budget_given) and (
             clock is None or parent.budget_given
         ):
             budgets, budget_given = parent.budget, parent.budget_given
@@ -196,7 +197,8 @@ def _check_seams(cache: object, budget: object, transport: object, clock: object
 def _budget_url(url: str) -> str:
     from ._redis_budget import parse_budget_url
 
-    parse_budget_url(url, also=", or a Budget object (see fw_rollouts.Budget)")  # a bad URL is an error naming budget now, before any request
+    # A bad URL is an error naming budget now, before any request.
+    parse_budget_url(url, also=", or a Budget object (see fw_rollouts.Budget)")
     return url
 
 

@@ -2,9 +2,9 @@
 
 Fireworks limits requests per minute (each choice of an ``n > 1`` request counts as one) and,
 separately, prompt tokens and generated tokens per minute. :class:`RateLimits` keeps what the
-requests it let through in the last 60 seconds (``window``; shorter only for tests) used; a request that would take any count over
-its limit is refused (the engine answers 429 with Fireworks' usage-limit body) and counts for
-nothing. It can also describe itself in the older documented headers, per minute:
+requests it let through in the last 60 seconds (``window``; shorter only for tests) used; a request
+that would take any count over its limit is refused (the engine answers 429 with Fireworks' usage-limit
+body) and counts for nothing. It can also describe itself in the older documented headers, per minute:
 ``x-ratelimit-limit-{requests,tokens-prompt,tokens-generated}`` and the matching
 ``x-ratelimit-remaining-*``. Pure bookkeeping (no I/O), safe to call from any thread.
 """

@@ -895,8 +895,8 @@ class FireworksSimulator:
         return {"admitted": limits.admitted, "refused": limits.refused}
 
     def limits_used(self) -> dict[str, int]:
-        """What the requests let through in the last minute (``rate_window``) of ``clock`` used, as the rate limits count it:
-        ``requests`` (choices), ``prompt_tokens`` and ``generated_tokens``."""
+        """What the requests let through in the last minute (``rate_window``) of ``clock`` used, as the rate limits
+        count it: ``requests`` (choices), ``prompt_tokens`` and ``generated_tokens``."""
         return self._core.engine.limits.used()
 
     def reset(self) -> None:
