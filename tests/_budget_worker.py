@@ -1,9 +1,10 @@
 """A worker process of tests/test_redis_budget.py: one client sharing a Redis budget, started on a line of stdin.
 
 ``python tests/_budget_worker.py '<json>'``: makes an ``AsyncFireworks`` client of the simulator with
-``budget=`` the given Redis URL and the given limits, prints ``ready``, waits for a line on stdin (so that
-every worker starts at once), samples ``prompts`` prompts x ``n`` samples with the cache off, and prints one
-JSON line: when it started and ended (``time.time()``) and how many samples came back.
+``budget=`` the given Redis URL and the given limits, warms up (``warm_url``: another simulator), prints
+``ready``, waits for a line on stdin (so that every worker starts at once), samples ``prompts`` prompts x
+``n`` samples with the cache off, and prints one JSON line: when it started and ended (``time.time()``) and
+how many samples came back.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 
 async def main(cfg: dict[str, Any]) -> dict[str, Any]:
-    from fw_rollouts import AsyncFireworks
+    from fw_rollouts import AsyncFireworks, Limiter
 
     async with AsyncFireworks(
         "qwen-15b",
@@ -32,6 +33,11 @@ async def main(cfg: dict[str, Any]) -> dict[str, Any]:
         cache_dir=cfg["cache_dir"],
         **cfg["limits"],
     ) as client:
+        if cfg.get("warm_url"):
+            # The first request of a process imports and connects, a second or more on loaded cores: done here,
+            # on another simulator and a budget of its own, so the measured run starts warm.
+            async with client.with_options(base_url=cfg["warm_url"], budget=Limiter(max_concurrency=1)) as warm:
+                await warm.generate("warm up", n_samples=1, max_tokens=1)
         print("ready", flush=True)
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
         start = time.time()

@@ -125,7 +125,9 @@ class AsyncFireworks:
     ``base_url``, ``timeout``, ``max_retries``, ``max_concurrency``, the rate limits and
     ``cache_dir``) is fixed: :meth:`with_options` returns a sibling client with some of it
     changed. ``cache``, ``budget``, ``transport`` and ``clock`` replace the services the
-    client uses (a :class:`SampleStore`, :class:`Budget`, :class:`Transport`, :class:`Clock`).
+    client uses (a :class:`SampleStore`, :class:`Budget`, :class:`Transport`, :class:`Clock`);
+    ``budget="redis://host:6379/0"`` shares the client's limits with every process using the same Redis
+    (a :class:`RedisBudget` made and closed by the client).
 
     Use it as ``async with AsyncFireworks(...) as client:`` or call :meth:`aclose`.
     """

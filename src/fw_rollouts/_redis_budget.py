@@ -408,7 +408,9 @@ class _LoopState:
         self.open = 0  # reservations of this loop admitted and not settled yet
         self._renewer: asyncio.Task[None] | None = None
         self._ttl = int((self._span + _LEASE + _KEY_SLACK) * 1000)
-        self._poll = min(1.0, max(0.05, budget.window / 60))
+        # The longest sleep before asking again: another worker's settle may give tokens back sooner than the
+        # script could know (a request limit's wait is exact).
+        self._poll = min(1.0, max(0.25, budget.window / 60))
         # One retry without delay: the first command after a restart finds its pooled connection dead.
         self.client: Redis = from_url(
             budget._url.connect,
@@ -419,9 +421,11 @@ class _LoopState:
         )
         self.script = self.client.register_script(_SCRIPT)
         self.local = Limiter(max_concurrency=budget.max_concurrency)
+        # The Limiter counts per minute: a limit per shorter window is that many times more per minute.
+        per_minute = 60.0 / budget.window
         self._limiter_args: dict[str, Any] = {
             "max_concurrency": budget.max_concurrency,
-            **{name: getattr(budget, name) for name in _LIMIT_NAMES},
+            **{name: None if (v := getattr(budget, name)) is None else v * per_minute for name in _LIMIT_NAMES},
         }
         self.fallback: Limiter | None = None
         self.down = False
