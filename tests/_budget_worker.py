@@ -1,7 +1,7 @@
 """A worker process of tests/test_redis_budget.py: one client sharing a Redis budget, started on a line of stdin.
 
-``python tests/_budget_worker.py '<json>'``: makes an ``AsyncFireworks`` client of the simulator with
-``budget=`` the given Redis URL and the given limits, warms up (``warm_url``: another simulator), prints
+``python tests/_budget_worker.py``, then a JSON job a line on stdin: makes an ``AsyncFireworks`` client of
+the simulator with ``budget=`` the given Redis URL and the given limits, warms up (``warm_url``: another simulator), prints
 ``ready``, waits for a line on stdin (so that every worker starts at once), samples ``prompts`` prompts x
 ``n`` samples with the cache off, and prints one JSON line: when it started and ended (``time.time()``) and
 how many samples came back.
@@ -49,4 +49,6 @@ async def main(cfg: dict[str, Any]) -> dict[str, Any]:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.WARNING)  # the budget's warnings reach stderr, which the tests read
-    print(json.dumps(asyncio.run(main(json.loads(sys.argv[1])))), flush=True)
+    # One job a line, so that one set of processes serves every test of the module (starting one takes seconds).
+    for line in sys.stdin:
+        print(json.dumps(asyncio.run(main(json.loads(line)))), flush=True)

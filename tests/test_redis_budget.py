@@ -36,36 +36,71 @@ def _environ() -> dict[str, str]:
     return environ
 
 
-def _worker(cfg: dict[str, Any]) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, str(WORKER), json.dumps(cfg)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_environ(),
-    )  # fmt: skip
+class Workers:
+    """Worker processes (tests/_budget_worker.py), started once for the module, each running one job at a time."""
 
+    def __init__(self, count: int) -> None:
+        pipes: dict[str, Any] = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+        self.procs = [
+            subprocess.Popen([sys.executable, str(WORKER)], text=True, env=_environ(), **pipes) for _ in range(count)
+        ]
 
-def _run_workers(configs: list[dict[str, Any]], timeout: float = 60.0) -> list[dict[str, Any]]:
-    """Start a worker per config, let them all go at once, and return what each printed at the end."""
-    procs = [_worker(cfg) for cfg in configs]
-    try:
-        for proc in procs:
-            assert proc.stdout is not None
-            line = proc.stdout.readline()
-            assert line.strip() == "ready", line + (proc.stderr.read() if proc.stderr else "")
-        for proc in procs:
-            assert proc.stdin is not None
-            proc.stdin.write("go\n")
-            proc.stdin.flush()
-        results = []
-        for proc in procs:
-            out, err = proc.communicate(timeout=timeout)
-            assert proc.returncode == 0, err
-            results.append(json.loads(out.strip().splitlines()[-1]))
-        return results
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
+    def _line(self, proc: subprocess.Popen[str]) -> str:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        if not line:
+            assert proc.stderr is not None
+            pytest.fail("a worker died: " + proc.stderr.read()[-3000:])
+        return line
+
+    def _send(self, proc: subprocess.Popen[str], line: str) -> None:
+        assert proc.stdin is not None
+        proc.stdin.write(line + "\n")
+        proc.stdin.flush()
+
+    def start(self, configs: list[dict[str, Any]]) -> None:
+        """Give each of the first workers its job and wait until they are all ready; then :meth:`go`."""
+        self._busy = self.procs[: len(configs)]
+        for proc, cfg in zip(self._busy, configs, strict=True):
+            self._send(proc, json.dumps(cfg))
+        for proc in self._busy:
+            assert self._line(proc).strip() == "ready"
+
+    def go(self) -> None:
+        for proc in self._busy:
+            self._send(proc, "go")
+
+    def results(self) -> list[dict[str, Any]]:
+        return [json.loads(self._line(proc)) for proc in self._busy]
+
+    def run(self, configs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Run one job a worker, all let go at once; what each printed at the end."""
+        self.start(configs)
+        self.go()
+        return self.results()
+
+    def close(self) -> None:
+        for proc in self.procs:
+            if proc.stdin is not None:
+                proc.stdin.close()
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+            for stream in (proc.stdout, proc.stderr):
+                if stream is not None:
+                    stream.close()
+
+
+@pytest.fixture(scope="module")
+def workers() -> Any:
+    fleet = Workers(4)
+    try:
+        yield fleet
+    finally:
+        fleet.close()
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +161,7 @@ def redis() -> Any:
 
 
 def test_four_workers_share_a_request_budget_without_a_429(
-    redis: RedisServer, warm: FireworksSimulator, tmp_path: Path
+    redis: RedisServer, warm: FireworksSimulator, workers: Workers, tmp_path: Path
 ) -> None:
     limit = 24  # requests per WINDOW seconds, for the four together
     url = f"{redis.url}?name=rpm&window={WINDOW}&margin={MARGIN}"
@@ -138,7 +173,7 @@ def test_four_workers_share_a_request_budget_without_a_429(
             for i in range(4)
         ]  # fmt: skip
         with _Peak(sim, "requests") as peak:
-            results = _run_workers(configs)
+            results = workers.run(configs)
         counts = sim.limits_counts()
     assert sum(r["samples"] for r in results) == 3 * limit
     assert counts == {"admitted": 3 * limit, "refused": 0}
@@ -155,7 +190,7 @@ def test_four_workers_share_a_request_budget_without_a_429(
 
 
 def test_a_generated_token_budget_is_shared_too_counting_each_choice(
-    redis: RedisServer, warm: FireworksSimulator, tmp_path: Path
+    redis: RedisServer, warm: FireworksSimulator, workers: Workers, tmp_path: Path
 ) -> None:
     tokens = 8
     limit = 16 * tokens  # generated tokens per WINDOW: 16 choices of max_tokens
@@ -168,7 +203,7 @@ def test_a_generated_token_budget_is_shared_too_counting_each_choice(
             for i in range(4)
         ]  # fmt: skip
         with _Peak(sim, "generated_tokens") as peak:
-            results = _run_workers(configs)
+            results = workers.run(configs)
         counts = sim.limits_counts()
     assert sum(r["samples"] for r in results) == 48
     assert counts == {"admitted": 24, "refused": 0}  # two choices a request
@@ -177,45 +212,36 @@ def test_a_generated_token_budget_is_shared_too_counting_each_choice(
     assert _rate(results, 48 * tokens, limit, WINDOW) >= 0.3
 
 
-def test_one_workers_429_makes_every_worker_wait(redis: RedisServer, tmp_path: Path) -> None:
+def test_one_workers_429_makes_every_worker_wait(redis: RedisServer, workers: Workers, tmp_path: Path) -> None:
     url = f"{redis.url}?name=cool&window={WINDOW}"
+
+    async def waits() -> tuple[float, float]:
+        # This process shares the worker's namespace: its cool-down holds us back; another namespace's does not.
+        shared, other = RedisBudget(url), RedisBudget(url, name="elsewhere")
+        try:
+            start = time.monotonic()
+            other.release(await other.acquire(Cost(1, 1)))
+            free = time.monotonic() - start
+            start = time.monotonic()
+            shared.release(await shared.acquire(Cost(1, 1)))
+            return free, time.monotonic() - start
+        finally:
+            await shared.aclose()
+            await other.aclose()
+
     with FireworksSimulator(record=False) as sim:
         sim.faults.push(Fault.status(429, retry_after=3))
-        configs = [_config(sim, url, tmp_path, "c", prompts=1, n=1, limits={})]
-        proc = _worker(configs[0])
-        try:
-            assert proc.stdout is not None and proc.stdin is not None
-            assert proc.stdout.readline().strip() == "ready"
-            proc.stdin.write("go\n")
-            proc.stdin.flush()
-            deadline = time.monotonic() + 20
-            while sim.status_counts[429] == 0 and time.monotonic() < deadline:
-                time.sleep(0.01)
-            assert sim.status_counts[429] == 1
-
-            async def waits() -> tuple[float, float]:
-                shared, other = RedisBudget(url), RedisBudget(url, name="elsewhere")
-                try:
-                    start = time.monotonic()
-                    other.release(await other.acquire(Cost(1, 1)))
-                    free = time.monotonic() - start
-                    start = time.monotonic()
-                    shared.release(await shared.acquire(Cost(1, 1)))
-                    return free, time.monotonic() - start
-                finally:
-                    await shared.aclose()
-                    await other.aclose()
-
-            free, held = asyncio.run(waits())
-            out, err = proc.communicate(timeout=30)
-            assert proc.returncode == 0, err
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+        workers.start([_config(sim, url, tmp_path, "c", prompts=1, n=1, limits={})])
+        workers.go()
+        deadline = time.monotonic() + 20
+        while sim.status_counts[429] == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert sim.status_counts[429] == 1
+        free, held = asyncio.run(waits())
+        (result,) = workers.results()
     assert free < 0.5
     assert 1.5 < held < 4.0  # most of the worker's 3 s (less what went by before we asked)
-    assert json.loads(out.strip().splitlines()[-1])["samples"] == 1
+    assert result["samples"] == 1
 
 
 KILLED = """
