@@ -1,10 +1,10 @@
 """A worker process of tests/test_redis_budget.py: one client sharing a Redis budget, started on a line of stdin.
 
-``python tests/_budget_worker.py``, then a JSON job a line on stdin: makes an ``AsyncFireworks`` client of
-the simulator with ``budget=`` the given Redis URL and the given limits, warms up (``warm_url``: another simulator), prints
-``ready``, waits for a line on stdin (so that every worker starts at once), samples ``prompts`` prompts x
-``n`` samples with the cache off, and prints one JSON line: when it started and ended (``time.time()``) and
-how many samples came back.
+``python tests/_budget_worker.py``, then a JSON job a line on stdin. For each: an ``AsyncFireworks`` client
+of the simulator with ``budget=`` the job's Redis URL and limits, warmed up (``warm_url``: another simulator);
+``ready`` printed; a line of stdin awaited (so that every worker starts at once); ``prompts`` prompts x ``n``
+samples with the cache off; one JSON line printed: when it started and ended (``time.time()``) and how many
+samples came back.
 """
 
 from __future__ import annotations
