@@ -469,3 +469,28 @@ def test_the_sync_client_takes_a_url(redis: RedisServer, tmp_path: Path) -> None
             await budget.aclose()
 
     assert asyncio.run(used()) == 3
+
+
+def test_the_services_lower_limit_from_its_headers_binds_every_worker(redis: RedisServer, tmp_path: Path) -> None:
+    url = f"{redis.url}?name=headers&window=3"
+
+    async def main(sim: FireworksSimulator) -> int:
+        # One client learns the service's limit (10 a window, below our 1000) from a reply's x-ratelimit-* headers.
+        async with client_for(sim, tmp_path, budget=url, requests_per_minute=1000) as client:
+            await client.generate("hi", n_samples=1, max_tokens=2, use_cache=False)
+        await asyncio.sleep(0.2)  # the settle that carries it goes on its own task; aclose waited for it
+        # Another budget of the namespace, itself allowing 1000, gets only what is left of the service's 10.
+        other = RedisBudget(url, requests_per_minute=1000)
+        admitted = 0
+        try:
+            while True:
+                try:
+                    await asyncio.wait_for(other.acquire(Cost(1, 1)), 0.5)
+                except asyncio.TimeoutError:
+                    return admitted
+                admitted += 1
+        finally:
+            await other.aclose()
+
+    with FireworksSimulator(requests_per_minute=10, rate_window=3, ratelimit_headers=True, record=False) as sim:
+        assert asyncio.run(main(sim)) == 9
