@@ -69,6 +69,7 @@ if _typing.TYPE_CHECKING:
     from ._plots import plot_logprobs
     from ._prompts import MODEL_ALIASES, resolve_model
     from ._ratelimit import Limiter
+    from ._redis_budget import RedisBudget
     from ._redis_store import RedisStore
     from ._scoring import BoundaryInsideToken, Score, score_span
     from ._settings import Settings
@@ -137,6 +138,7 @@ __all__ = [
     "PriceTable",
     "Prices",
     "RateLimitError",
+    "RedisBudget",
     "RedisStore",
     "Reply",
     "ResponseError",
@@ -213,6 +215,7 @@ _LAZY: dict[str, tuple[str, ...]] = {
     "_plots": ("plot_logprobs",),
     "_prompts": ("MODEL_ALIASES", "resolve_model"),
     "_ratelimit": ("Limiter",),
+    "_redis_budget": ("RedisBudget",),
     "_redis_store": ("RedisStore",),
     "_scoring": ("BoundaryInsideToken", "Score", "score_span"),
     "_settings": ("Settings",),

@@ -129,6 +129,8 @@ class AsyncFireworks:
     changed. ``cache``, ``budget``, ``transport`` and ``clock`` replace the services the
     client uses (a :class:`SampleStore`, :class:`Budget`, :class:`Transport`, :class:`Clock`);
     ``cache="redis://host:port/db"`` makes a :class:`RedisStore` the client owns (closed with it).
+    ``budget="redis://host:6379/0"`` shares the client's limits with every process using the same Redis
+    (a :class:`RedisBudget` made and closed by the client).
 
     Use it as ``async with AsyncFireworks(...) as client:`` or call :meth:`aclose`.
     """
@@ -183,7 +185,7 @@ class AsyncFireworks:
         generated_tokens_per_minute: float | None = None,
         cache_dir: str = DEFAULT_CACHE_DIR,
         cache: SampleStore | str | None = None,
-        budget: Budget | None = None,
+        budget: Budget | str | None = None,
         transport: Transport | None = None,
         clock: Clock | None = None,
         **unknown: Never,
@@ -284,7 +286,7 @@ class AsyncFireworks:
         self,
         *,
         cache: SampleStore | str | None = None,
-        budget: Budget | None = None,
+        budget: Budget | str | None = None,
         transport: Transport | None = None,
         clock: Clock | None = None,
         **options: Any,

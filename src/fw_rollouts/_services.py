@@ -71,6 +71,7 @@ class Services:
     __slots__ = (
         "budget",
         "budget_given",
+        "budget_url",
         "clock",
         "models",
         "owned",
@@ -87,6 +88,7 @@ class Services:
         budget: LoopLocal[Budget],
         budget_given: bool,
         transport: LoopLocal[Transport],
+        budget_url: str | None = None,
         transport_given: bool,
         clock: Clock,
         models: ModelNames,
@@ -96,6 +98,8 @@ class Services:
         self.store = store
         self.budget = budget
         self.budget_given = budget_given
+        self.budget_url = budget_url
+        """The Redis URL the budget was made from (``budget="redis://..."``), kept for siblings; None: not one."""
         self.transport = transport
         self.transport_given = transport_given
         self.clock = clock
@@ -109,7 +113,7 @@ class Services:
         settings: Settings,
         *,
         cache: SampleStore | str | None = None,
-        budget: Budget | None = None,
+        budget: Budget | str | None = None,
         transport: Transport | None = None,
         clock: Clock | None = None,
         parent: Services | None = None,
@@ -117,6 +121,13 @@ class Services:
     ) -> Services:
         """The services for ``settings``: those given, those of ``parent`` that ``changed`` leaves
         valid, and new defaults for the rest."""
+        # A Redis URL makes a shared budget with this client's limits (a sibling keeps the URL).
+        new_url = isinstance(budget, str)
+        budget_url = _budget_url(budget) if isinstance(budget, str) else None
+        if isinstance(budget, str):
+            budget = None
+        elif budget is None and parent is not None:
+            budget_url = parent.budget_url
         _check_seams(cache, budget, transport, clock)
         the_clock = clock or (parent.clock if parent is not None else SYSTEM_CLOCK)
         owned: set[str] = set()
@@ -129,19 +140,20 @@ class Services:
         else:
             store = _store_slot(cache, settings)
             owned.add("store")
-        if parent is not None and parent.budget_given and budget is None:
+        if parent is not None and parent.budget_given and budget is None and not new_url:
             limits = sorted(changed.intersection(_LIMITS))
             if limits:
                 raise ConfigurationError(
                     f"{limits[0]} cannot change for a client given budget=: the budget sets the limits. "
                     "Pass with_options(budget=...) with another budget"
                 )
-        if parent is not None and keep(_BUDGET_INPUTS, budget, parent.budget_given) and (
+        same_url = parent is not None and budget_url == parent.budget_url
+        if parent is not None and same_url and keep(_BUDGET_INPUTS, budget, parent.budget_given) and (
             clock is None or parent.budget_given
         ):
             budgets, budget_given = parent.budget, parent.budget_given
         else:
-            budgets, budget_given = _budgets(settings, budget, the_clock), budget is not None
+            budgets, budget_given = _budgets(settings, budget, the_clock, budget_url), budget is not None
             owned.add("budget")
         if parent is not None and keep(_TRANSPORT_INPUTS, transport, parent.transport_given):
             transports, transport_given = parent.transport, parent.transport_given
@@ -152,6 +164,7 @@ class Services:
             store=store,
             budget=budgets,
             budget_given=budget_given,
+            budget_url=budget_url,
             transport=transports,
             transport_given=transport_given,
             clock=the_clock,
@@ -196,13 +209,33 @@ def _check_seams(cache: object, budget: object, transport: object, clock: object
         ("clock", clock, Clock),
     ):
         if value is not None and not isinstance(value, kind):
-            raise InvalidTypeError(name, value, f"a {kind.__name__} (see fw_rollouts.{kind.__name__}), or None")
+            url = ", a Redis URL ('redis://host:port/db')" if name in ("cache", "budget") else ""
+            raise InvalidTypeError(name, value, f"a {kind.__name__} (see fw_rollouts.{kind.__name__}){url}, or None")
 
 
-def _budgets(settings: Settings, budget: Budget | None, clock: Clock) -> LoopLocal[Budget]:
+def _budget_url(url: str) -> str:
+    from ._redis_budget import parse_budget_url
+
+    # A bad URL is an error naming budget now, before any request.
+    parse_budget_url(url, also=", or a Budget object (see fw_rollouts.Budget)")
+    return url
+
+
+def _budgets(settings: Settings, budget: Budget | None, clock: Clock, url: str | None = None) -> LoopLocal[Budget]:
     def make() -> Budget:
         if budget is not None:
             return budget
+        if url is not None:
+            from ._redis_budget import RedisBudget
+
+            return RedisBudget(
+                url,
+                max_concurrency=settings.max_concurrency,
+                requests_per_minute=settings.requests_per_minute,
+                tokens_per_minute=settings.tokens_per_minute,
+                prompt_tokens_per_minute=settings.prompt_tokens_per_minute,
+                generated_tokens_per_minute=settings.generated_tokens_per_minute,
+            )
         return Limiter(
             max_concurrency=settings.max_concurrency,
             requests_per_minute=settings.requests_per_minute,

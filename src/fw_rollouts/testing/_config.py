@@ -40,6 +40,7 @@ class Config:
     prompt_tokens_per_minute: float | None = None
     generated_tokens_per_minute: float | None = None
     ratelimit_headers: bool = False
+    rate_window: float = 60.0
     clock: Callable[[], float] = time.monotonic
     answers: AnswersMode = None
     logprobs_fault: LogprobsFault | None = None

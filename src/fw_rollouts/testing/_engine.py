@@ -64,6 +64,7 @@ class Engine:
             cfg.generated_tokens_per_minute,
             clock=cfg.clock,
             headers=cfg.ratelimit_headers,
+            window=cfg.rate_window,
         )
         self._replies = 0  # requests answered under a logprobs fault (``noisy`` lowers each reply by its own amount)
 

@@ -2,9 +2,9 @@
 
 Fireworks limits requests per minute (each choice of an ``n > 1`` request counts as one) and,
 separately, prompt tokens and generated tokens per minute. :class:`RateLimits` keeps what the
-requests it let through in the last 60 seconds used; a request that would take any count over
-its limit is refused (the engine answers 429 with Fireworks' usage-limit body) and counts for
-nothing. It can also describe itself in the older documented headers, per minute:
+requests it let through in the last 60 seconds (``window``; shorter only for tests) used; a request
+that would take any count over its limit is refused (the engine answers 429 with Fireworks' usage-limit
+body) and counts for nothing. It can also describe itself in the older documented headers, per minute:
 ``x-ratelimit-limit-{requests,tokens-prompt,tokens-generated}`` and the matching
 ``x-ratelimit-remaining-*``. Pure bookkeeping (no I/O), safe to call from any thread.
 """
@@ -33,7 +33,7 @@ def _number(value: float) -> str:
 class RateLimits:
     """Per-minute limits on requests (choices), prompt tokens and generated tokens; None: no limit."""
 
-    __slots__ = ("_clock", "_entries", "_lock", "_used", "headers", "limits")
+    __slots__ = ("_clock", "_entries", "_lock", "_used", "admitted", "headers", "limits", "refused", "window")
 
     def __init__(
         self,
@@ -43,9 +43,16 @@ class RateLimits:
         *,
         clock: Callable[[], float],
         headers: bool = False,
+        window: float = WINDOW,
     ) -> None:
         self.limits = (requests_per_minute, prompt_tokens_per_minute, generated_tokens_per_minute)
         self.headers = headers
+        self.window = window
+        """Seconds a request counts for (the service's minute; shorter only for tests)."""
+        self.admitted = 0
+        """Requests let through while a limit was in force, since the start or :meth:`reset`."""
+        self.refused = 0
+        """Requests refused (answered 429) for going over a limit, since the start or :meth:`reset`."""
         self._clock = clock
         self._lock = threading.Lock()
         self._entries: deque[tuple[float, tuple[int, int, int]]] = deque()
@@ -58,7 +65,7 @@ class RateLimits:
 
     def _expire(self, now: float) -> None:
         entries, used = self._entries, self._used
-        while entries and now - entries[0][0] >= WINDOW:
+        while entries and now - entries[0][0] >= self.window:
             _, counts = entries.popleft()
             for i, count in enumerate(counts):
                 used[i] -= count
@@ -73,9 +80,12 @@ class RateLimits:
                 limit is None or self._used[i] + counts[i] <= limit for i, limit in enumerate(self.limits)
             )
             if ok:
+                self.admitted += 1
                 self._entries.append((now, counts))
                 for i, count in enumerate(counts):
                     self._used[i] += count
+            else:
+                self.refused += 1
             headers = self._headers() if self.headers else []
         return ok, headers
 
@@ -98,3 +108,4 @@ class RateLimits:
         with self._lock:
             self._entries.clear()
             self._used = [0, 0, 0]
+            self.admitted = self.refused = 0

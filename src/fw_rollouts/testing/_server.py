@@ -610,6 +610,8 @@ class FireworksSimulator:
         ratelimit_headers: Send the older documented headers with each completions and chat reply, per minute:
             ``x-ratelimit-limit-{requests,tokens-prompt,tokens-generated}`` and ``x-ratelimit-remaining-*`` for
             each limit set (``x-ratelimit-over-limit`` is always sent).
+        rate_window: Seconds over which the limits count (Fireworks: a minute, 60, the default); shorter only so
+            that a test can watch a rate-limited client over several windows in seconds.
         clock: The time the limits count on, in seconds (default :func:`time.monotonic`); pass a virtual
             clock's ``now`` to run a rate-limited client on virtual time.
         answers: ``"boxed"`` makes the toy model answer: after ``\\boxed{`` it writes one of a few
@@ -649,6 +651,7 @@ class FireworksSimulator:
         clock: Callable[[], float] = time.monotonic,
         answers: AnswersMode = None,
         logprobs_fault: LogprobsFault | None = None,
+        rate_window: float = 60.0,
     ) -> None:
         if bos not in ("none", "count", "echo"):
             raise ValueError(f"bos must be 'none', 'count' or 'echo', not {bos!r}")
@@ -665,6 +668,8 @@ class FireworksSimulator:
             raise ValueError(f"answers must be None or 'boxed', not {answers!r}")
         if replay_cache_mb < 0:
             raise ValueError("replay_cache_mb must be >= 0")
+        if isinstance(rate_window, bool) or not isinstance(rate_window, (int, float)) or not 0 < rate_window < 1e9:
+            raise ValueError(f"rate_window must be a number of seconds > 0, not {rate_window!r}")
         limits = {
             "requests_per_minute": requests_per_minute,
             "prompt_tokens_per_minute": prompt_tokens_per_minute,
@@ -691,6 +696,7 @@ class FireworksSimulator:
             prompt_tokens_per_minute=prompt_tokens_per_minute,
             generated_tokens_per_minute=generated_tokens_per_minute,
             ratelimit_headers=bool(ratelimit_headers),
+            rate_window=float(rate_window),
             clock=clock,
             answers=answers,
             logprobs_fault=logprobs_fault,
@@ -882,9 +888,15 @@ class FireworksSimulator:
         with self._core.lock:
             return Counter(self._core.counts)
 
+    def limits_counts(self) -> dict[str, int]:
+        """Since the start or :meth:`reset`, while a rate limit was in force: ``admitted``, the requests let through,
+        and ``refused``, those answered 429 for going over a limit (a fault's 429 is not counted here)."""
+        limits = self._core.engine.limits
+        return {"admitted": limits.admitted, "refused": limits.refused}
+
     def limits_used(self) -> dict[str, int]:
-        """What the requests let through in the last minute of ``clock`` used, as the rate limits count it:
-        ``requests`` (choices), ``prompt_tokens`` and ``generated_tokens``."""
+        """What the requests let through in the last minute (``rate_window``) of ``clock`` used, as the rate limits
+        count it: ``requests`` (choices), ``prompt_tokens`` and ``generated_tokens``."""
         return self._core.engine.limits.used()
 
     def reset(self) -> None:
