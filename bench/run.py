@@ -47,7 +47,7 @@ API_KEY = "bench-key"
 SPR_KS = (1, 8, 128)
 SECTIONS = (
     "throughput", "peer", "memory", "cache", "spr", "sync", "studies", "echo", "storage", "budget", "scoring",
-    "redis_cache",
+    "redis_cache", "shared_budget",
 )  # fmt: skip
 
 
@@ -631,6 +631,27 @@ class Bench:
                 Target("12a", "Redis cache-hit re-run / disk store's", result["redis_over_disk"], 3, "<=", "x")
             )
 
+    def shared_budget(self) -> None:
+        """4 processes sharing one Redis budget against a simulator enforcing it (bench/shared_budget.py)."""
+        from bench import shared_budget
+
+        with section(self.report, "shared_budget") as data:
+            result = shared_budget.measure(self.sizes is MODES["smoke"])
+            data.update(result)
+            self.report.row(
+                "12",
+                f"{result['workers']} processes, one Redis budget of {result['limit_per_window']} per "
+                f"{result['window_s']:g} s, {result['admitted']} requests",
+                f"{result['429s']} 429s",
+                f"{result['rate_over_limit']:.3f} of the limit",
+            )
+            self.report.targets.append(
+                Target("12b", "429s, 4 processes sharing a Redis budget", result["429s"], 0, "<=", "")
+            )
+            self.report.targets.append(
+                Target("12c", "achieved rate / the shared limit", result["rate_over_limit"], 0.9, ">=", "")
+            )
+
     def profile(self, output: Path) -> dict[str, Any]:
         spec = {**self.base(self.strict), "n": self.sizes.n}
         warm = run_job({**spec, "variant": "ours", "cache_dir": self.fresh_dir("warm")})
@@ -763,6 +784,7 @@ def main(argv: list[str] | None = None) -> int:
             "budget": bench.budgets,
             "scoring": bench.scoring,
             "redis_cache": bench.redis_cache,
+            "shared_budget": bench.shared_budget,
         }
         for name, step in steps.items():
             if not only or name in only:

@@ -19,8 +19,6 @@ import argparse
 import asyncio
 import json
 import os
-import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,36 +26,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fw_rollouts.testing import FireworksSimulator
+from fw_rollouts.testing import FireworksSimulator, RedisServer
 
 WORKERS = 4
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _redis(directory: str) -> tuple[subprocess.Popen[bytes], str]:
-    binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-    port = _free_port()
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", directory],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
-                s.sendall(b"PING\r\n")
-                if s.recv(16).startswith(b"+PONG"):
-                    return proc, f"redis://127.0.0.1:{port}/0"
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError("redis-server did not start")
 
 
 async def _work(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -78,38 +49,34 @@ async def _work(cfg: dict[str, Any]) -> dict[str, Any]:
 def measure(smoke: bool) -> dict[str, Any]:
     """Run the measurement (a few seconds with ``smoke``) and return the figures above."""
     limit, window, windows = (20, 2.0, 3) if smoke else (240, 60.0, 3)
-    with tempfile.TemporaryDirectory() as tmp:
-        redis, url = _redis(tmp)
-        try:
-            with FireworksSimulator(requests_per_minute=limit, rate_window=window, record=False) as sim:
-                budget = f"{url}?name=bench&window={window:g}"
-                root = Path(__file__).parents[1]
-                paths = [str(root / "src"), os.environ.get("PYTHONPATH")]
-                env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, paths))}
-                procs = []
-                for i in range(WORKERS):
-                    cfg = {
-                        "base_url": sim.base_url, "api_key": sim.api_key, "budget": budget, "limit": limit,
-                        "cache_dir": f"{tmp}/c{i}", "tag": f"w{i}", "prompts": limit * windows // WORKERS,
-                    }  # fmt: skip
-                    procs.append(subprocess.Popen(
-                        [sys.executable, "-m", "bench.shared_budget", "--worker", json.dumps(cfg)],
-                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
-                        cwd=str(root),
-                    ))  # fmt: skip
-                for proc in procs:
-                    assert proc.stdout is not None
-                    if proc.stdout.readline().strip() != "ready":
-                        raise RuntimeError("a worker did not start")
-                for proc in procs:
-                    assert proc.stdin is not None
-                    proc.stdin.write("go\n")
-                    proc.stdin.flush()
-                results = [json.loads(proc.communicate()[0].strip().splitlines()[-1]) for proc in procs]
-                counts = sim.limits_counts()
-        finally:
-            redis.kill()
-            redis.wait()
+    with tempfile.TemporaryDirectory() as tmp, RedisServer() as redis:
+        url = redis.url
+        with FireworksSimulator(requests_per_minute=limit, rate_window=window, record=False) as sim:
+            budget = f"{url}?name=bench&window={window:g}"
+            root = Path(__file__).parents[1]
+            paths = [str(root / "src"), os.environ.get("PYTHONPATH")]
+            env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, paths))}
+            procs = []
+            for i in range(WORKERS):
+                cfg = {
+                    "base_url": sim.base_url, "api_key": sim.api_key, "budget": budget, "limit": limit,
+                    "cache_dir": f"{tmp}/c{i}", "tag": f"w{i}", "prompts": limit * windows // WORKERS,
+                }  # fmt: skip
+                procs.append(subprocess.Popen(
+                    [sys.executable, "-m", "bench.shared_budget", "--worker", json.dumps(cfg)],
+                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
+                    cwd=str(root),
+                ))  # fmt: skip
+            for proc in procs:
+                assert proc.stdout is not None
+                if proc.stdout.readline().strip() != "ready":
+                    raise RuntimeError("a worker did not start")
+            for proc in procs:
+                assert proc.stdin is not None
+                proc.stdin.write("go\n")
+                proc.stdin.flush()
+            results = [json.loads(proc.communicate()[0].strip().splitlines()[-1]) for proc in procs]
+            counts = sim.limits_counts()
     elapsed = max(r["end"] for r in results) - min(r["start"] for r in results)
     return {
         "workers": WORKERS,
