@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -31,9 +32,11 @@ from _redis import RedisServer, require_redis
 from fw_rollouts import (
     AsyncFireworks,
     ConfigurationError,
+    Cost,
     DiskStore,
     Fireworks,
     FwRollouts,
+    RedisBudget,
     RedisStore,
     SampleStore,
     ServerError,
@@ -402,13 +405,21 @@ def test_a_damaged_sample_is_fetched_again_and_errors_are_never_cached(
 
 
 def test_stats_count_the_prefix_only_and_clear_empties_it(redis_server: RedisServer) -> None:
+    """Only the store's own keys (the prefix and a SHA-256) are counted and cleared: a rate budget on the same
+    database (whose keys also begin "fw_rollouts:") and anyone else's keys are left alone."""
     raw = _raw(redis_server)
     raw.set(b"someone-else:key", b"theirs")
+    keys = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(2500)]
 
     async def main() -> tuple[Any, Any, int, Any]:
+        budget = RedisBudget(redis_server.url, requests_per_minute=100)
+        try:
+            budget.release(await budget.acquire(Cost(1, 1)))
+        finally:
+            await budget.aclose()
         async with RedisStore(redis_server.url) as store:
-            await store.set_many([(f"k{i}", b"v" * 10) for i in range(2500)])
-            await store.claim(["k1"], "me")  # a claim is not an entry
+            await store.set_many([(key, b"v" * 10) for key in keys])
+            await store.claim([keys[1]], "me")  # a claim is not an entry
             before = await store.stats()
             other = await RedisStore(redis_server.url, prefix="other:").stats()
             cleared = await store.clear()
@@ -418,6 +429,7 @@ def test_stats_count_the_prefix_only_and_clear_empties_it(redis_server: RedisSer
     assert (before.entries, before.size_bytes) == (2500, 2500 * 11)
     assert other.entries == 0 and cleared == 2501 and after.entries == 0
     assert raw.get(b"someone-else:key") == b"theirs"
+    assert raw.keys(b"fw_rollouts:budget:*")  # the budget's keys are still there
 
 
 def test_the_store_is_a_sample_store_and_says_where_it_is(redis_server: RedisServer) -> None:
@@ -435,7 +447,7 @@ def test_a_store_pickles_as_a_new_store_on_the_same_server(redis_server: RedisSe
 
     async def write_then_read() -> list[bytes | None]:
         await store.set_many([("k", b"v")])
-        copy = pickle.loads(pickle.dumps(store))  # what a worker process gets
+        copy: RedisStore = pickle.loads(pickle.dumps(store))  # what a worker process gets
         assert copy is not store and copy.prefix == "p:" and copy.claim_timeout == 7.0
         found = await copy.get_many(["k"])
         await copy.aclose()

@@ -477,13 +477,11 @@ class RedisStore:
     async def stats(self) -> StoreStats:
         """The prefix's entries (a SCAN; claims not counted) and the bytes their values take."""
         client, _ = await self._client()
-        claims = self._claim_prefix()
         entries = size = 0
         try:
             batch: list[bytes] = []
-            async for name in client.scan_iter(match=_glob(self.prefix) + "*", count=_SCAN_COUNT):
-                if not name.startswith(claims):
-                    batch.append(name)
+            async for name in client.scan_iter(match=self._pattern(""), count=_SCAN_COUNT):
+                batch.append(name)
                 if len(batch) >= _SCAN_COUNT:
                     entries, size = entries + len(batch), size + await _lengths(client, batch)
                     batch = []
@@ -492,19 +490,25 @@ class RedisStore:
             raise self._failure("count the entries of", exc) from None
         return StoreStats(entries=entries, size_bytes=size, location=self.location)
 
+    def _pattern(self, kind: str) -> str:
+        # Only keys of our shape (the prefix, then a SHA-256 in hex): another user of the database (a shared
+        # budget, whose keys begin "fw_rollouts:budget:") is neither counted nor cleared.
+        return _glob(self.prefix + kind) + "[0-9a-f]" * 64
+
     async def clear(self) -> int:
         """Delete every entry (and claim) under the prefix; how many keys were deleted."""
         client, _ = await self._client()
         deleted = 0
         try:
-            batch: list[bytes] = []
-            async for name in client.scan_iter(match=_glob(self.prefix) + "*", count=_SCAN_COUNT):
-                batch.append(name)
-                if len(batch) >= _SCAN_COUNT:
+            for kind in ("", "claim:"):
+                batch: list[bytes] = []
+                async for name in client.scan_iter(match=self._pattern(kind), count=_SCAN_COUNT):
+                    batch.append(name)
+                    if len(batch) >= _SCAN_COUNT:
+                        deleted += await client.unlink(*batch)
+                        batch = []
+                if batch:
                     deleted += await client.unlink(*batch)
-                    batch = []
-            if batch:
-                deleted += await client.unlink(*batch)
         except Exception as exc:
             raise self._failure("clear", exc) from None
         return deleted
@@ -534,9 +538,6 @@ class RedisStore:
         await self.aclose()
 
     # -- the in-flight claim ------------------------------------------------------------------------
-
-    def _claim_prefix(self) -> bytes:
-        return (self.prefix + "claim:").encode()
 
     async def claim(self, keys: Sequence[str], owner: str) -> list[bool]:
         """Claim each key for ``owner`` (SET NX PX ``claim_timeout``): True where the claim is now the
