@@ -225,6 +225,43 @@ def docs_block(page: str, language: str = "python") -> str:
 SRC = REPO_ROOT / "src"
 
 
+def run_together(
+    commands: Sequence[Sequence[str]], *, env: dict[str, str] | None = None, timeout: float = 120
+) -> list[Any]:
+    """Start a process per command, each of which prints "ready" and then waits for a line on stdin; release them
+    all at once and return each one's report (the JSON it prints), in order. Each must exit 0 with nothing on
+    stderr (no "database is locked", no unreadable entry, no retried request). Any still running is killed."""
+    children = [
+        subprocess.Popen(
+            list(command),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for command in commands
+    ]
+    try:
+        for child in children:
+            assert child.stdout is not None and child.stdout.readline() == "ready\n", child.communicate()
+        for child in children:
+            assert child.stdin is not None
+            child.stdin.write("go\n")
+            child.stdin.flush()
+        reports = []
+        for child in children:
+            out, err = child.communicate(timeout=timeout)
+            assert child.returncode == 0 and err == "", err
+            reports.append(json.loads(out))
+        return reports
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.kill()
+                child.communicate()
+
+
 def run_python(
     code: str,
     *args: str,

@@ -8,7 +8,6 @@ fresh diskcache handle reads every entry back, and a last run in this process mu
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator, Sequence
@@ -17,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from _helpers import client_options, read_cache
+from _helpers import client_options, read_cache, run_together
 from fw_rollouts import Fireworks, FwResponse
 from fw_rollouts._cache_key import CacheKeyer
 from fw_rollouts.testing import FireworksSimulator, RecordedRequest
@@ -71,34 +70,8 @@ def fingerprint(response: FwResponse) -> Any:
 
 def run_children(options: dict[str, Any], jobs_per_child: Sequence[list[tuple[str, int, int]]]) -> list[Any]:
     """Start one child per job list, release them together, and return each one's reports (all must exit 0)."""
-    children = [
-        subprocess.Popen(
-            [sys.executable, "-c", CHILD, json.dumps(options), json.dumps(jobs)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for jobs in jobs_per_child
-    ]
-    try:
-        for child in children:
-            assert child.stdout is not None and child.stdout.readline() == "ready\n", child.communicate()
-        for child in children:
-            assert child.stdin is not None
-            child.stdin.write("go\n")
-            child.stdin.flush()
-        reports = []
-        for child in children:
-            out, err = child.communicate(timeout=120)
-            # Nothing on stderr either: no "database is locked", no unreadable entry, no retried request.
-            assert child.returncode == 0 and err == "", err
-            reports.append(json.loads(out))
-    finally:
-        for child in children:
-            if child.poll() is None:
-                child.kill()
-                child.communicate()
+    commands = [[sys.executable, "-c", CHILD, json.dumps(options), json.dumps(jobs)] for jobs in jobs_per_child]
+    reports = run_together(commands)
     # They did write at the same time: every child's first run began before any had ended.
     assert max(rs[0]["started"] for rs in reports) < min(rs[0]["ended"] for rs in reports)
     return reports

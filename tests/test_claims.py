@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
 import sys
 import threading
 import time
@@ -20,7 +19,7 @@ from typing import Any
 
 import redis
 
-from _helpers import SRC, client_options
+from _helpers import SRC, client_options, run_together
 from _redis import RedisServer
 from fw_rollouts import AsyncFireworks, RedisStore
 from fw_rollouts._cache_key import CacheKeyer
@@ -66,34 +65,7 @@ def test_two_processes_asking_for_the_same_samples_at_once_pay_for_each_once(
     with FireworksSimulator(latency=0.1) as sim:
         options = {**client_options(sim, tmp_path, 8), "cache": redis_server.url}
         environ = {**os.environ, "PYTHONPATH": str(SRC)}
-        children = [
-            subprocess.Popen(
-                [sys.executable, "-c", CHILD, json.dumps(options), str(n), PROMPT],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-                env=environ,
-            )
-            for _ in range(2)
-        ]
-        try:
-            for child in children:
-                assert child.stdout is not None and child.stdout.readline() == "ready\n", child.communicate()
-            for child in children:
-                assert child.stdin is not None
-                child.stdin.write("go\n")
-                child.stdin.flush()
-            reports = []
-            for child in children:
-                out, err = child.communicate(timeout=60)
-                assert child.returncode == 0 and err == "", err
-                reports.append(json.loads(out))
-        finally:
-            for child in children:
-                if child.poll() is None:
-                    child.kill()
-                    child.communicate()
+        reports = run_together([[sys.executable, "-c", CHILD, json.dumps(options), str(n), PROMPT]] * 2, env=environ)
         assert _seeds(sim) == list(range(n))  # each sample was requested once, by one of the two
     assert sum(r["cached"] for r in reports) == n  # the other had it as a cache hit
     # The same samples, echoed prompt included (the waiter read the prompt's part the other stored once).
