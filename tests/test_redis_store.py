@@ -491,6 +491,18 @@ def test_the_cli_takes_a_cache_url(
     assert main(["cache", "stats", *url, "--json"]) == 0
     stats = json.loads(capsys.readouterr().out)
     assert stats["entries"] == 4 and stats["location"] == redis_server.url  # three samples and their prompt's part
+    # export reads the samples back out of Redis: the same lines a local cache of the same run exports.
+    assert main(["cache", "export", *url, "-o", "redis.jsonl"]) == 0
+    assert main([*generate, "--cache-dir", "local", "-q"]) == 0
+    assert main(["cache", "export", "--cache-dir", "local", "-o", "local.jsonl"]) == 0
+
+    def samples(name: str) -> list[Any]:  # a reply's own id and time differ between the two fetches
+        lines = [json.loads(line) for line in (tmp_path / name).read_text().splitlines()]
+        return sorted(({**x, "created": None, "response_id": None} for x in lines), key=lambda x: x["seed"])
+
+    assert [x["seed"] for x in samples("redis.jsonl")] == [0, 1, 2]
+    assert samples("redis.jsonl") == samples("local.jsonl")
+    assert "exported 3 samples from " + redis_server.url in capsys.readouterr().err
     assert main(["cache", "clear", *url, "--yes"]) == 0
     assert _raw(redis_server).dbsize() == 0
     capsys.readouterr()

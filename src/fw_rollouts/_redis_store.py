@@ -32,7 +32,7 @@ import time
 import urllib.parse
 import zlib
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ._exceptions import ConfigurationError, ValidationError
@@ -494,6 +494,33 @@ class RedisStore:
         # Only keys of our shape (the prefix, then a SHA-256 in hex): another user of the database (a shared
         # budget, whose keys begin "fw_rollouts:budget:") is neither counted nor cleared.
         return _glob(self.prefix + kind) + "[0-9a-f]" * 64
+
+    async def entries(self) -> AsyncIterator[tuple[str, bytes]]:
+        """Every ``(key, record)`` the store holds (a SCAN, then MGETs; claims and unreadable values left out), in
+        no particular order: what ``fw-rollouts cache export --cache-url`` reads. Nothing is written."""
+        client, _ = await self._client()
+        limit, cut = self.max_record_bytes, len(self.prefix.encode())
+
+        async def read(names: list[bytes]) -> list[tuple[str, bytes]]:
+            values = await client.mget(names)
+            return [
+                (name[cut:].decode("ascii"), record)
+                for name, value in zip(names, values, strict=True)
+                if isinstance(value, bytes) and (record := _unpack(value, limit)) is not None
+            ]
+
+        try:
+            batch: list[bytes] = []
+            async for name in client.scan_iter(match=self._pattern(""), count=_SCAN_COUNT):
+                batch.append(name)
+                if len(batch) >= _MGET_CHUNK:
+                    for entry in await read(batch):
+                        yield entry
+                    batch = []
+            for entry in await read(batch) if batch else []:
+                yield entry
+        except Exception as exc:
+            raise self._failure("read the entries of", exc) from None
 
     async def clear(self) -> int:
         """Delete every entry (and claim) under the prefix; how many keys were deleted."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -88,7 +88,7 @@ def register(sub: Any) -> argparse.ArgumentParser:
         action.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                             help="show the traceback of an error")  # fmt: skip
         made[name] = action
-    for name in ("stats", "clear"):
+    for name in ("stats", "clear", "export"):
         made[name].add_argument("--cache-url", dest="cache", metavar="URL", default=None,
                                 help="a Redis cache (redis://host:port/db) instead of --cache-dir")  # fmt: skip
     made["stats"].add_argument("--json", action="store_true", help="print the figures as one JSON object")
@@ -141,11 +141,11 @@ class _Listing:
     models: dict[str, _Model] = field(default_factory=dict)
 
 
-def _samples(directory: str, listing: _Listing) -> Iterator[tuple[str, Any, int]]:
+def _samples(entries: Iterable[tuple[str, bytes]], listing: _Listing) -> Iterator[tuple[str, Any, int]]:
     """``(key, sample, record bytes)`` of each sample record, counting every entry into ``listing``."""
     from .._record import MAGIC, PROMPT_MAGIC, RecordError, decode_record
 
-    for key, data in _entries(directory):
+    for key, data in entries:
         kind = data[:4]
         if kind == PROMPT_MAGIC:
             listing.prompt_parts += 1
@@ -204,7 +204,7 @@ def _stats(args: argparse.Namespace) -> int:
         return _redis(args)
     directory = _directory(args)
     listing = _Listing()
-    for _ in _samples(directory, listing):
+    for _ in _samples(_entries(directory), listing):
         pass
     exists = _database(directory) is not None
     size = _size(directory) if exists else 0
@@ -246,7 +246,7 @@ def _clear(args: argparse.Namespace) -> int:
         say(f"nothing to clear: no cache in {directory}")
         return 0
     listing = _Listing()
-    for _ in _samples(directory, listing):
+    for _ in _samples(_entries(directory), listing):
         pass
     entries = listing.samples + listing.prompt_parts + listing.unreadable
     size = _human(_size(directory))
@@ -314,9 +314,33 @@ def _redis(args: argparse.Namespace) -> int:
     return 0
 
 
+def _redis_entries(url: str) -> tuple[str, list[tuple[str, bytes]]]:
+    """Where a Redis cache is (its password hidden) and every record it holds."""
+    import asyncio
+
+    from .._exceptions import ValidationError
+    from .._redis_store import RedisStore
+
+    try:
+        store = RedisStore(url)
+    except ValidationError as exc:
+        raise CommandError(f"--cache-url: {exc}") from None
+
+    async def read() -> list[tuple[str, bytes]]:
+        async with store:
+            return [entry async for entry in store.entries()]
+
+    return store.location, asyncio.run(read())
+
+
 def _export(args: argparse.Namespace) -> int:
-    directory = _directory(args)
     check_output(args.output)
+    entries: Iterable[tuple[str, bytes]]
+    if args.cache is not None:
+        directory, entries = _redis_entries(args.cache)
+    else:
+        directory = _directory(args)
+        entries = _entries(directory)
     wanted: tuple[str, ...] = ()
     if args.model:
         from .._prompts import resolve_model
@@ -324,7 +348,7 @@ def _export(args: argparse.Namespace) -> int:
         wanted = (args.model, resolve_model(args.model))
     listing = _Listing()
     lines = []
-    for key, sample, _ in _samples(directory, listing):
+    for key, sample, _ in _samples(entries, listing):
         if wanted and sample.model not in wanted:
             continue
         lines.append(_line(key, sample))
