@@ -509,3 +509,22 @@ def test_the_cli_takes_a_cache_url(
     assert main(["cache", "stats", "--cache-url", "http://nowhere"]) != 0
     err = capsys.readouterr().err
     assert "--cache-url" in err and "redis://" in err
+
+
+def test_a_unix_socket_url_serves_the_cache_and_the_budget(redis_server: RedisServer) -> None:
+    """``unix:///path?db=N``: the store and the budget over the server's socket, the same entries as over TCP."""
+    url = redis_server.unix_url
+    assert url.startswith("unix:///") and url.endswith("?db=0")
+
+    async def main() -> tuple[list[bytes | None], list[bytes | None]]:
+        budget = RedisBudget(url, requests_per_minute=100)
+        try:
+            budget.release(await budget.acquire(Cost(1, 1)))
+        finally:
+            await budget.aclose()
+        async with RedisStore(url) as over_socket, RedisStore(redis_server.url) as over_tcp:
+            await over_socket.set_many([("a" * 64, b"record")])
+            return await over_socket.get_many(["a" * 64]), await over_tcp.get_many(["a" * 64])
+
+    assert asyncio.run(main()) == ([b"record"], [b"record"])
+    assert _raw(redis_server).keys(b"fw_rollouts:budget:*")

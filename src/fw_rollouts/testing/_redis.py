@@ -70,6 +70,11 @@ class RedisServer:
         """The server's URL for database ``db``."""
         return f"redis://127.0.0.1:{self.port}/{db}"
 
+    @property
+    def unix_url(self) -> str:
+        """The same server through its Unix socket (only this user may connect), database 0."""
+        return f"unix://{os.path.join(self._dir, 'redis.sock')}?db=0"
+
     def start(self) -> RedisServer:
         """Start the server and wait until it answers PING."""
         if self.process is not None and self.process.poll() is None:
@@ -82,6 +87,8 @@ class RedisServer:
                 "--save", "",
                 "--appendonly", "no",
                 "--dir", self._dir,
+                "--unixsocket", os.path.join(self._dir, "redis.sock"),
+                "--unixsocketperm", "700",
                 "--daemonize", "no",
                 "--loglevel", "warning",
             ],
