@@ -163,6 +163,33 @@ def test_a_restart_mid_run_loses_no_sample_warns_once_and_writing_resumes(
         assert sum(r.cached for r in again) == stored - 1 and len(_completions(sim)) == n - (stored - 1)
 
 
+def test_a_reader_of_a_prompt_record_writes_it_again_after_a_restart(redis_server: RedisServer, tmp_path: Path) -> None:
+    """A process that only read a prompt's record (another wrote it) and fetches more of its samples when Redis
+    restarts empty mid-run: those samples hold only their generated positions, so it writes the record again, and
+    a later run reads them instead of paying for them again."""
+    n = 240
+    with FireworksSimulator(latency=0.02) as sim:
+        with Fireworks(**client_options(sim, tmp_path, 4), cache=redis_server.url) as writer:
+            writer.generate(PROMPT, 4)  # the prompt record and 4 samples, by another client (and store)
+
+        def restart_when_a_third_is_done() -> None:
+            while len(_completions(sim)) < 4 + n // 3:
+                time.sleep(0.005)
+            redis_server.restart(down_for=0.3)
+
+        restarter = threading.Thread(target=restart_when_a_third_is_done)
+        restarter.start()
+        with Fireworks(**client_options(sim, tmp_path, 4), cache=redis_server.url) as reader:
+            assert [r.seed for r in reader.generate(PROMPT, n)] == list(range(n))
+        restarter.join()
+        stored = sum(1 for _ in _raw(redis_server).scan_iter(match=PREFIX + b"*"))
+        assert stored > n // 3  # the samples fetched after the restart, and the prompt record written again
+        sim.reset()
+        with Fireworks(**client_options(sim, tmp_path, 4), cache=redis_server.url) as later:
+            again = later.generate(PROMPT, n)
+        assert sum(r.cached for r in again) == stored - 1 and len(_completions(sim)) == n - (stored - 1)
+
+
 def test_a_server_down_from_the_start_costs_one_warning_and_no_time(
     sim: FireworksSimulator, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -12,7 +12,7 @@ one warning naming the server and the cause: reads are misses, writes wait in a 
 (``buffer_bytes``), and the store tries the server again after a short backoff (skipping it
 meanwhile, so that a run against a dead server is not slowed by connect timeouts). When the
 server answers again, the buffer is written and the store goes on, saying so once. It also writes
-again the prompt records it wrote lately (the last 256): a server that restarted empty has lost them,
+again the prompt records it wrote or read lately (the last 256): a server that restarted empty has lost them,
 and the samples that share their prompt's part cannot be read without one.
 
 The in-flight claim (:class:`~._store.ClaimingStore`): ``claim`` sets ``prefix + "claim:" + key``
@@ -255,8 +255,8 @@ class RedisStore:
         self._buffer: OrderedDict[str, bytes] = OrderedDict()  # writes kept while down (stored form)
         self._buffered_bytes = 0
         self._dropped = 0  # buffered writes dropped to keep the buffer bounded
-        # The prompt records written lately (stored form). Samples that share their prompt's part cannot be read
-        # without it, so a server that comes back (perhaps restarted empty) gets them again.
+        # The prompt records written or read lately (stored form). Samples that share their prompt's part cannot be
+        # read without it, so a server that comes back (perhaps restarted empty) gets them again.
         self._prompts: OrderedDict[str, bytes] = OrderedDict()
         self._probing = False  # a task is trying the server (see _use)
         self._probes: set[asyncio.Task[bool]] = set()
@@ -423,7 +423,17 @@ class RedisStore:
             self._went_down(exc)
             return [self._buffered(k) for k in keys]
         limit = self.max_record_bytes
-        return [_unpack(value, limit) for chunk in chunks for value in chunk]
+        records = [_unpack(value, limit) for chunk in chunks for value in chunk]
+        for key, value, record in zip(keys, (v for chunk in chunks for v in chunk), records, strict=True):
+            if record is not None and record.startswith(PROMPT_MAGIC):
+                self._remember_prompt(key, value)  # this process's new samples may need it after a restart
+        return records
+
+    def _remember_prompt(self, key: str, stored: bytes) -> None:
+        self._prompts.pop(key, None)
+        self._prompts[key] = stored
+        if len(self._prompts) > _PROMPTS_KEPT:
+            self._prompts.popitem(last=False)
 
     def _buffered(self, key: str) -> bytes | None:
         value = self._buffer.get(key)
@@ -445,10 +455,7 @@ class RedisStore:
         packed = [(key, _pack(value)) for key, value in latest.items()]
         for (key, value), (_, stored) in zip(latest.items(), packed, strict=True):
             if value.startswith(PROMPT_MAGIC):
-                self._prompts.pop(key, None)
-                self._prompts[key] = stored
-                if len(self._prompts) > _PROMPTS_KEPT:
-                    self._prompts.popitem(last=False)
+                self._remember_prompt(key, stored)
         try:
             client, _ = await self._use()
             await self._write(client, packed)
