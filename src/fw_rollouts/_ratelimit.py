@@ -55,7 +55,7 @@ from ._clock import SYSTEM_CLOCK, Clock
 if TYPE_CHECKING:
     from ._bucket import Bucket as _Bucket
 
-__all__ = ["METERS", "PERIOD", "Limiter", "ServiceLimits", "read_ratelimit_headers"]
+__all__ = ["METERS", "PERIOD", "GenerationEstimate", "Limiter", "ServiceLimits", "read_ratelimit_headers"]
 
 log = logging.getLogger("fw_rollouts.ratelimit")
 
@@ -175,6 +175,31 @@ def _new_bucket(limit: float, clock: Clock, level: float = 0.0) -> _Bucket:
     return Bucket(limit, clock, level)
 
 
+# -- what a request may generate ----------------------------------------------------------------------------
+
+
+class GenerationEstimate:
+    """What one choice of a request that sets no ``max_tokens`` is reserved for: a running average of what choices
+    really generated, the endpoint's default (16) until the first reply. Shared by every budget that reserves."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value: float | None = None
+        """The running average of generated tokens per choice (None: no reply yet)."""
+
+    def learn(self, spent: Spent) -> None:
+        """Take in what a finished request generated."""
+        if spent.choices < 1:
+            return
+        per_choice = spent.completion_tokens / spent.choices
+        self.value = per_choice if self.value is None else self.value + _EMA_WEIGHT * (per_choice - self.value)
+
+    def expected(self) -> int:
+        """Tokens to reserve for one choice without ``max_tokens``."""
+        return _DEFAULT_MAX_TOKENS if self.value is None else int(self.value + 0.5)
+
+
 # -- what the service counts -------------------------------------------------------------------------------
 
 class _Tally:
@@ -259,7 +284,7 @@ class Limiter:
     __slots__ = (
         "_buckets",
         "_clock",
-        "_completion_estimate",
+        "_estimate",
         "_in_flight",
         "_limits",
         "_narrowed_at",
@@ -312,7 +337,7 @@ class Limiter:
         self._window = max_concurrency
         self._resume_at = 0.0
         self._narrowed_at = -math.inf
-        self._completion_estimate: float | None = None
+        self._estimate = GenerationEstimate()
         user: list[float | None] = [None] * len(METERS)
         user[_REQUESTS], user[_TOKENS] = requests_per_minute, tokens_per_minute
         user[_PROMPT], user[_GENERATED] = prompt_tokens_per_minute, generated_tokens_per_minute
@@ -344,21 +369,9 @@ class Limiter:
             self._window += 1
             self._hand_off()
 
-    def _learn(self, spent: Spent) -> None:
-        if spent.choices < 1:
-            return
-        per_choice = spent.completion_tokens / spent.choices
-        if self._completion_estimate is None:
-            self._completion_estimate = per_choice
-        else:
-            self._completion_estimate += _EMA_WEIGHT * (per_choice - self._completion_estimate)
-
     def _generation(self, max_tokens: int | None) -> float:
         """What one choice may generate, as reserved."""
-        if max_tokens is not None:
-            return float(max_tokens)
-        expected = self._completion_estimate
-        return float(_DEFAULT_MAX_TOKENS) if expected is None else float(int(expected + 0.5))
+        return float(max_tokens if max_tokens is not None else self._estimate.expected())
 
     # -- the window ------------------------------------------------------------
 
@@ -520,7 +533,7 @@ class Limiter:
         if spent is None:
             actual = [ticket.amounts[_REQUESTS], 0.0, 0.0, 0.0, 0.0]
         elif spent.prompt_tokens or spent.completion_tokens:
-            self._learn(spent)
+            self._estimate.learn(spent)
             prompt = float(max(spent.prompt_tokens, 0))
             uncached = max(prompt - max(spent.cached_tokens, 0), 0.0)
             generated = float(max(spent.completion_tokens, 0))
@@ -585,7 +598,7 @@ class Limiter:
         """Nothing to give back: the limiter holds no connections and its reservations end with the process."""
 
     def __repr__(self) -> str:
-        expected = self._completion_estimate
+        expected = self._estimate.value
         limits = ", ".join(f"{name}={limit:g}" for name, limit in self.limits.items() if limit is not None)
         return (
             f"<Limiter(max_concurrency={self.max_concurrency}, requests_per_minute={self.requests_per_minute}, "

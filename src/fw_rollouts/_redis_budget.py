@@ -48,7 +48,7 @@ from ._budget import Budget, Cost, Spent
 from ._exceptions import InvalidTypeError, ValidationError
 from ._loop_local import LoopLocal
 from ._options import DEFAULT_MAX_CONCURRENCY
-from ._ratelimit import METERS, Limiter, read_ratelimit_headers
+from ._ratelimit import METERS, GenerationEstimate, Limiter, read_ratelimit_headers
 from ._redact import REDACTED, remember_secret
 
 if TYPE_CHECKING:
@@ -75,9 +75,6 @@ _CLOSE_TIMEOUT = 2.0  # seconds aclose waits for settles still on their way
 _WALK = 512  # most reservations the script reads to find when a request fits (a later retry reads on)
 _LEASE = 2.0  # seconds a worker's reservations in flight outlive its last word (it renews every third of it)
 _KEY_SLACK = 10.0  # seconds a namespace's keys outlive their last reservation
-# As the Limiter's: the running estimate of tokens per choice when a request sets no max_tokens.
-_EMA_WEIGHT = 0.2
-_DEFAULT_MAX_TOKENS = 16
 _MIN_WAIT = 1e-3
 _NO_COST = Cost(0, 0, 1)  # what the local window limiter is asked for: a place, no rate
 
@@ -434,7 +431,7 @@ class _LoopState:
         self.tasks: set[asyncio.Task[None]] = set()
         self._queue = asyncio.Lock()
         self._wake: asyncio.Future[None] | None = None
-        self._estimate: float | None = None
+        self._estimate = GenerationEstimate()
         self._told: list[str] = [""] * len(METERS)  # the service limits last written to Redis
         self._ids = count()
         self._prefix = os.urandom(6).hex()
@@ -445,19 +442,9 @@ class _LoopState:
     def amounts(self, cost: Cost) -> list[int]:
         choices = max(cost.choices, 1)
         prompt = max(cost.prompt_tokens, 0) * choices
-        if cost.max_tokens is not None:
-            per_choice = max(cost.max_tokens, 0)
-        else:
-            per_choice = _DEFAULT_MAX_TOKENS if self._estimate is None else int(self._estimate + 0.5)
+        per_choice = max(cost.max_tokens, 0) if cost.max_tokens is not None else self._estimate.expected()
         generated = per_choice * choices
         return [choices, prompt, prompt, generated, prompt + generated]
-
-    def _learn(self, spent: Spent) -> None:
-        if spent.choices < 1:
-            return
-        per_choice = spent.completion_tokens / spent.choices
-        estimate = self._estimate
-        self._estimate = per_choice if estimate is None else estimate + _EMA_WEIGHT * (per_choice - estimate)
 
     async def _call(self, op: str, *args: str | int | float) -> Any:
         return await self.script(keys=self._keys, args=[op, repr(self._span), self._ttl, _LEASE, *args])
@@ -510,7 +497,7 @@ class _LoopState:
         if spent is None:
             actual = [ticket.amounts[_REQUESTS], 0, 0, 0, 0]
         elif spent.prompt_tokens or spent.completion_tokens:
-            self._learn(spent)
+            self._estimate.learn(spent)
             prompt = max(spent.prompt_tokens, 0)
             uncached = max(prompt - max(spent.cached_tokens, 0), 0)
             generated = max(spent.completion_tokens, 0)
