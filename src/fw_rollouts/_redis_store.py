@@ -423,8 +423,9 @@ class RedisStore:
             self._went_down(exc)
             return [self._buffered(k) for k in keys]
         limit = self.max_record_bytes
-        records = [_unpack(value, limit) for chunk in chunks for value in chunk]
-        for key, value, record in zip(keys, (v for chunk in chunks for v in chunk), records, strict=True):
+        values = [value for chunk in chunks for value in chunk]
+        records = [_unpack(value, limit) for value in values]
+        for key, value, record in zip(keys, values, records, strict=True):
             if record is not None and record.startswith(PROMPT_MAGIC):
                 self._remember_prompt(key, value)  # this process's new samples may need it after a restart
         return records
