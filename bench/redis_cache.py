@@ -15,14 +15,13 @@ Figures: wall time of the re-run per store, ms per 1,000 samples, ``redis/disk``
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
 import sys
 import tempfile
 import time
 from typing import Any
 
+from bench._cli import smoke_main
 from bench._procs import dir_bytes
 from fw_rollouts import AsyncFireworks, DiskStore, RedisStore
 from fw_rollouts.testing import FireworksSimulator, RedisServer
@@ -82,11 +81,7 @@ def measure(smoke: bool) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks that the measurement runs")
-    result = measure(parser.parse_args(argv).smoke)
-    print(json.dumps(result, indent=2))
-    return 0
+    return smoke_main(__doc__.splitlines()[0], measure, argv)
 
 
 if __name__ == "__main__":

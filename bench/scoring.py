@@ -14,14 +14,13 @@ Both run with the cache off, against the same simulator, alternating, the best o
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
 import sys
 import tempfile
 import time
 from typing import Any
 
+from bench._cli import smoke_main
 from bench._procs import post_completion
 from fw_rollouts import AsyncFireworks
 from fw_rollouts.testing import FireworksSimulator
@@ -75,11 +74,7 @@ def measure(smoke: bool) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks that the measurement runs")
-    result = measure(parser.parse_args(argv).smoke)
-    print(json.dumps(result, indent=2))
-    return 0
+    return smoke_main(__doc__.splitlines()[0], measure, argv)
 
 
 if __name__ == "__main__":
